@@ -1,0 +1,486 @@
+"""Compile a schema-valid document into a `Workflow`, checking the graph and every template.
+
+All problems are collected, not only the first, and each names its file, line,
+column and key path.  Nothing here runs anything.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import deque
+from typing import Any, Mapping
+
+from .errors import Location, Problem, Severity, WorkflowInvalid, suggest
+from .loader import Document
+from .model import Container, InputSpec, Job, JobKind, Resources, Retry, Step, Workflow, frozen
+from .templates import (
+    CONDITION_FUNCTIONS,
+    Template,
+    TemplateError,
+    compile_value,
+    is_global,
+    parse_condition,
+    parse_template,
+)
+
+SHELLS = ("sh", "bash", "python", "node")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
+_UNITS = {None: 1, "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_MEMORY = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)", re.IGNORECASE)
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds in ``90``, ``30s``, ``5m`` or ``1h30m``; ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(value)
+        return float(value)
+    text = str(value).strip()
+    total, pos = 0.0, 0
+    for match in _DURATION.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise ValueError(value)
+    return total
+
+
+def parse_memory(value: Any) -> int:
+    """Bytes in ``67108864``, ``64m``, ``64MiB`` or ``1g``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _MEMORY.fullmatch(str(value).strip())
+    if not match:
+        raise ValueError(value)
+    power = " kmgt".index(match.group(2).lower() or " ")
+    return int(float(match.group(1)) * 1024**power)
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:g}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return "".join(f"{n}{u}" for n, u in ((hours, "h"), (minutes, "m"), (secs, "s")) if n)
+
+
+class _Compiler:
+    def __init__(self, doc: Document):
+        self.doc = doc
+        self.data = doc.data
+        self.problems: list[Problem] = []
+
+    # -- reporting -------------------------------------------------------
+
+    def error(self, path: tuple, message: str, key: bool = False, severity: Severity = Severity.ERROR) -> None:
+        self.problems.append(Problem(self.doc.locate(path, key=key), message, path, severity))
+
+    def where(self, path: tuple) -> Location:
+        return self.doc.locate(path)
+
+    # -- values ----------------------------------------------------------
+
+    def template(self, value: Any, path: tuple) -> Any:
+        """Compile a field's value; a template that does not parse is a problem here."""
+        try:
+            return compile_value(value)
+        except TemplateError as e:
+            self.error(path, str(e))
+            return None
+
+    def condition(self, value: Any, path: tuple) -> Template | None:
+        if value is None:
+            return None
+        try:
+            return parse_condition(value)
+        except TemplateError as e:
+            self.error(path, str(e))
+            return None
+
+    def duration(self, value: Any, path: tuple) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, str) and "${{" in value:
+            return self.template(value, path)
+        try:
+            return parse_duration(value)
+        except ValueError:
+            self.error(path, f"`{value}` is not a duration; write 90, 30s, 5m or 1h30m")
+            return None
+
+    # -- the workflow ----------------------------------------------------
+
+    def compile(self) -> Workflow:
+        data = self.data
+        self.inputs = {name: self.input(name, spec) for name, spec in (data.get("inputs") or {}).items()}
+        self.secrets = tuple(data.get("secrets") or ())
+        self.defaults = data.get("defaults") or {}
+        env = self.template(data.get("env") or {}, ("env",)) or {}
+        self.check_refs(env, ("env",), roots={"inputs", "secrets", "run"})
+        jobs_data = data.get("jobs") or {}
+        self.job_ids = list(jobs_data)
+        jobs = {job_id: self.job(job_id, spec, ("jobs", job_id)) for job_id, spec in jobs_data.items()}
+        order = self.order(jobs)
+        self.check_job_refs(jobs)
+        outputs = self.template(data.get("outputs") or {}, ("outputs",)) or {}
+        self.check_refs(outputs, ("outputs",), roots={"inputs", "secrets", "run", "jobs", "env"}, any_job=True)
+        concurrency = data.get("concurrency")
+        dependents: dict[str, list[str]] = {job_id: [] for job_id in jobs}
+        for job in jobs.values():
+            for need in job.needs:
+                if need in dependents:
+                    dependents[need].append(job.id)
+        return Workflow(
+            path=self.doc.file,
+            directory=os.path.dirname(os.path.abspath(self.doc.file)),
+            name=str(data.get("name") or os.path.splitext(os.path.basename(self.doc.file))[0]),
+            description=str(data.get("description") or ""),
+            inputs=frozen(self.inputs),
+            secrets=self.secrets,
+            env=frozen(env),
+            concurrency=concurrency if isinstance(concurrency, int) else None,
+            timeout=self.duration(data.get("timeout"), ("timeout",)),
+            fail_fast=bool(data.get("fail_fast", False)),
+            jobs=frozen(jobs),
+            outputs=frozen(outputs),
+            order=tuple(order),
+            dependents=frozen({k: tuple(v) for k, v in dependents.items()}),
+        )
+
+    def input(self, name: str, spec: dict) -> InputSpec:
+        enum = spec.get("enum")
+        return InputSpec(
+            name=name,
+            type=spec.get("type", "string"),
+            default=spec.get("default"),
+            required=bool(spec.get("required", False)),
+            enum=tuple(enum) if enum is not None else None,
+            minimum=spec.get("minimum"),
+            maximum=spec.get("maximum"),
+            description=spec.get("description", ""),
+            location=self.where(("inputs", name)),
+        )
+
+    # -- jobs ------------------------------------------------------------
+
+    def job(self, job_id: str, spec: dict, path: tuple) -> Job:
+        needs = spec.get("needs") or ()
+        needs = (needs,) if isinstance(needs, str) else tuple(needs)
+        for i, need in enumerate(needs):
+            need_path = path + ("needs",) if isinstance(spec.get("needs"), str) else path + ("needs", i)
+            if need == job_id:
+                self.error(need_path, f"job `{job_id}` needs itself")
+            elif need not in self.data["jobs"]:
+                self.error(need_path, f"job `{job_id}` needs `{need}`, which is not a job{suggest(need, self.job_ids)}")
+        if "http" in spec:
+            kind = JobKind.HTTP
+        elif "llm" in spec:
+            kind = JobKind.LLM
+        elif "uses" in spec:
+            kind = JobKind.WORKFLOW
+        elif any(k in spec for k in ("steps", "run", "image")):
+            kind = JobKind.CONTAINER
+        else:
+            kind = JobKind.VALUE
+        container = self.container(job_id, spec, path) if kind is JobKind.CONTAINER else None
+        extra = {k: spec[k] for k in ("http", "llm", "uses", "with") if k in spec}
+        return Job(
+            id=job_id,
+            name=str(spec.get("name") or job_id),
+            kind=kind,
+            needs=needs,
+            condition=self.condition(spec.get("if"), path + ("if",)),
+            env=frozen(self.template(spec.get("env") or {}, path + ("env",)) or {}),
+            timeout=self.duration(spec.get("timeout", self.defaults.get("timeout")), path + ("timeout",)),
+            retry=self.retry(spec.get("retry", self.defaults.get("retry")), path + ("retry",)),
+            continue_on_error=self.template(spec.get("continue_on_error", False), path + ("continue_on_error",)),
+            matrix=self.template(spec.get("matrix"), path + ("matrix",)),
+            repeat=self.template(spec.get("repeat"), path + ("repeat",)),
+            outputs=frozen(self.template(spec.get("outputs") or {}, path + ("outputs",)) or {}),
+            location=self.where(path),
+            container=container,
+            spec=frozen(self.template(extra, path) or {}),
+        )
+
+    def retry(self, value: Any, path: tuple) -> Retry:
+        if value is None:
+            return Retry()
+        if isinstance(value, int):
+            return Retry(attempts=value)
+        codes = value.get("on_exit_codes")
+        return Retry(
+            attempts=int(value.get("attempts", 1)),
+            delay=self.duration(value.get("delay", 0), path + ("delay",)) or 0.0,
+            backoff_factor=float(value.get("backoff_factor", 2.0)),
+            max_delay=self.duration(value.get("max_delay"), path + ("max_delay",)),
+            on_exit_codes=tuple(codes) if codes is not None else None,
+        )
+
+    def container(self, job_id: str, spec: dict, path: tuple) -> Container:
+        image = spec.get("image", self.defaults.get("image"))
+        if image is None:
+            self.error(path, f"job `{job_id}` runs in a container but names no `image` (nor does `defaults.image`)")
+        shell = spec.get("shell", self.defaults.get("shell", "sh"))
+        if "steps" in spec:
+            steps_data = [(s, path + ("steps", i)) for i, s in enumerate(spec["steps"])]
+        else:
+            steps_data = [({"run": spec.get("run", "")}, path)]
+        steps = []
+        seen: dict[str, int] = {}
+        for index, (step, step_path) in enumerate(steps_data):
+            step_id = step.get("id")
+            if step_id is not None:
+                if step_id in seen:
+                    self.error(step_path + ("id",), f"step id `{step_id}` is used twice in job `{job_id}`")
+                seen.setdefault(step_id, index)
+            steps.append(self.step(index, step, step_path, shell))
+        self.check_scripts(steps, steps_data)
+        resources = spec.get("resources", self.defaults.get("resources")) or {}
+        memory = resources.get("memory")
+        try:
+            memory = parse_memory(memory) if memory is not None else None
+        except ValueError:
+            self.error(path + ("resources", "memory"), f"`{memory}` is not an amount of memory; write 512m or 2g")
+            memory = None
+        return Container(
+            image=self.template(image, path + ("image",)) if image is not None else "",
+            steps=tuple(steps),
+            working_dir=self.template(spec.get("working_dir", self.defaults.get("working_dir")), path + ("working_dir",)),
+            resources=Resources(cpus=resources.get("cpus"), memory=memory, pids=resources.get("pids")),
+            network=spec.get("network", self.defaults.get("network", "bridge")),
+            user=spec.get("user"),
+        )
+
+    def step(self, index: int, spec: dict, path: tuple, job_shell: str) -> Step:
+        run_path = path + ("run",)
+        try:
+            run = parse_template(str(spec.get("run", "")))
+        except TemplateError as e:
+            self.error(run_path, str(e))
+            run = Template(("",))
+        return Step(
+            index=index,
+            id=spec.get("id"),
+            name=str(spec.get("name") or spec.get("id") or _first_line(spec.get("run", ""))),
+            run=run,
+            shell=spec.get("shell", job_shell),
+            env=frozen(self.template(spec.get("env") or {}, path + ("env",)) or {}),
+            condition=self.condition(spec.get("if"), path + ("if",)),
+            working_dir=self.template(spec.get("working_dir"), path + ("working_dir",)),
+            timeout=self.duration(spec.get("timeout"), path + ("timeout",)),
+            continue_on_error=self.template(spec.get("continue_on_error", False), path + ("continue_on_error",)),
+            location=self.where(path),
+        )
+
+    def check_scripts(self, steps: list[Step], steps_data: list) -> None:
+        for step, (_, path) in zip(steps, steps_data):
+            if step.shell in ("sh", "bash") and step.run.expressions:
+                text = "".join(p if isinstance(p, str) else "\0" for p in step.run.parts)
+                if _in_single_quotes(text):
+                    self.error(
+                        path + ("run",),
+                        "a `${{ }}` inside single quotes stays literal text in the shell; "
+                        'use double quotes: "${{ … }}"',
+                        severity=Severity.WARNING,
+                    )
+
+    # -- the graph -------------------------------------------------------
+
+    def order(self, jobs: dict[str, Job]) -> list[str]:
+        """A topological order; every cycle becomes a problem that prints its path."""
+        remaining = {job_id: sum(1 for n in job.needs if n in jobs and n != job_id) for job_id, job in jobs.items()}
+        dependents: dict[str, list[str]] = {job_id: [] for job_id in jobs}
+        for job in jobs.values():
+            for need in job.needs:
+                if need in jobs and need != job.id:
+                    dependents[need].append(job.id)
+        ready = deque(job_id for job_id, n in remaining.items() if n == 0)
+        order = []
+        while ready:
+            job_id = ready.popleft()
+            order.append(job_id)
+            for dependent in dependents[job_id]:
+                remaining[dependent] -= 1
+                if remaining[dependent] == 0:
+                    ready.append(dependent)
+        stuck = {job_id for job_id, n in remaining.items() if n > 0}
+        reported: set[str] = set()
+        for start in (job_id for job_id in jobs if job_id in stuck):
+            if start in reported:
+                continue
+            cycle = self.find_cycle(start, jobs, stuck)
+            if cycle is None or reported.intersection(cycle):
+                continue
+            reported.update(cycle)
+            self.error(("jobs", cycle[0], "needs"), "the jobs' needs form a cycle: " + " → ".join(cycle + [cycle[0]]))
+        return order
+
+    @staticmethod
+    def find_cycle(start: str, jobs: dict[str, Job], stuck: set[str]) -> list[str] | None:
+        """Follow needs among stuck jobs from `start` until a job repeats."""
+        path: list[str] = []
+        position: dict[str, int] = {}
+        node = start
+        while node not in position:
+            position[node] = len(path)
+            path.append(node)
+            following = next((n for n in jobs[node].needs if n in stuck and n != node), None)
+            if following is None:
+                return None
+            node = following
+        # The cycle reads in the direction of the arrows: a needs b reads b → a.
+        return list(reversed(path[position[node] :]))
+
+    def reaches(self, job: Job, target: str, jobs: dict[str, Job]) -> bool:
+        seen, queue = set(), deque(job.needs)
+        while queue:
+            need = queue.popleft()
+            if need == target:
+                return True
+            if need in seen or need not in jobs:
+                continue
+            seen.add(need)
+            queue.extend(jobs[need].needs)
+        return False
+
+    def check_job_refs(self, jobs: dict[str, Job]) -> None:
+        base = {"inputs", "env", "secrets", "jobs", "run"}
+        for job in jobs.values():
+            path = ("jobs", job.id)
+            roots = base | ({"matrix"} if job.matrix is not None else set())
+            step_ids = [s.id for s in job.container.steps if s.id] if job.container else []
+            self.check_refs(job.condition, path + ("if",), roots, job, jobs, functions=True)
+            for key in ("env", "timeout", "continue_on_error", "retry"):
+                self.check_refs(getattr(job, key), path + (key,), roots, job, jobs)
+            self.check_refs(job.matrix, path + ("matrix",), base, job, jobs)
+            if job.repeat is not None:
+                self.check_refs(job.repeat, path + ("repeat",), roots | {"outputs", "repeat"}, job, jobs)
+            output_roots = roots | ({"steps"} if job.container else set())
+            output_roots |= {"response"} if job.kind in (JobKind.HTTP, JobKind.LLM) else set()
+            self.check_refs(job.outputs, path + ("outputs",), output_roots, job, jobs, step_ids=step_ids)
+            self.check_refs(job.spec, path, roots, job, jobs)
+            if job.container:
+                c = job.container
+                self.check_refs(c.image, path + ("image",), roots, job, jobs)
+                self.check_refs(c.working_dir, path + ("working_dir",), roots, job, jobs)
+                for step in c.steps:
+                    step_path = path + ("steps", step.index) if "steps" in self.data["jobs"][job.id] else path
+                    earlier = [s.id for s in c.steps[: step.index] if s.id]
+                    for key in ("run", "env", "working_dir", "continue_on_error"):
+                        self.check_refs(
+                            getattr(step, key), step_path + (key,), roots | {"steps"}, job, jobs, step_ids=earlier
+                        )
+                    self.check_refs(
+                        step.condition, step_path + ("if",), roots | {"steps"}, job, jobs, earlier, functions=True
+                    )
+
+    def check_refs(
+        self,
+        value: Any,
+        path: tuple,
+        roots: set[str],
+        job: Job | None = None,
+        jobs: dict[str, Job] | None = None,
+        step_ids: list | None = None,
+        functions: bool = False,
+        any_job: bool = False,
+    ) -> None:
+        """Every name a template uses must be in scope where it stands."""
+        for where, template in _templates_at(value, path):
+            for expr in template.expressions:
+                for root, key in sorted(expr.refs, key=lambda r: (r[0], r[1] or "")):
+                    message = self.ref_problem(root, key, roots, job, jobs, step_ids, functions, any_job)
+                    if message:
+                        self.error(where, f"in `{expr.source}`: {message}")
+
+    def ref_problem(self, root, key, roots, job, jobs, step_ids, functions, any_job) -> str | None:
+        if root in CONDITION_FUNCTIONS:
+            return None if functions else f"`{root}()` can only be used in `if:`"
+        if root not in roots:
+            if is_global(root):
+                return None
+            return f"`{root}` is not defined here{suggest(root, roots)} (in scope: {', '.join(sorted(roots))})"
+        if key is None:
+            return None
+        if root == "inputs" and key not in self.inputs:
+            return f"no input named `{key}` is declared{suggest(key, self.inputs)}"
+        if root == "secrets" and key not in self.secrets:
+            return f"no secret named `{key}` is declared in `secrets:`{suggest(key, self.secrets)}"
+        if root == "jobs":
+            if key not in self.data["jobs"]:
+                return f"there is no job `{key}`{suggest(key, self.job_ids)}"
+            if not any_job and job is not None and jobs is not None and not self.reaches(job, key, jobs):
+                return f"job `{job.id}` uses `jobs.{key}` but does not need `{key}`; add it to `needs`"
+        if root == "steps" and step_ids is not None and key not in step_ids:
+            all_ids = [s.id for s in job.container.steps if s.id] if job and job.container else []
+            if key in all_ids:
+                return f"step `{key}` has not run yet at this point"
+            return f"job `{job.id}` has no step with id `{key}`{suggest(key, all_ids)}"
+        if root == "matrix" and job is not None and isinstance(job.matrix, dict):
+            axes = set(job.matrix) - {"include", "exclude", "max_parallel", "fail_fast", "max_instances"}
+            for entry in job.matrix.get("include") or ():
+                if isinstance(entry, dict):
+                    axes |= set(entry)
+            if key not in axes:
+                return f"the matrix has no axis `{key}`{suggest(key, axes)}"
+        return None
+
+
+def _templates_at(value: Any, path: tuple):
+    """(path, Template) for every template inside a compiled value."""
+    if isinstance(value, Template):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _templates_at(item, path + (key,))
+    elif isinstance(value, tuple):
+        for i, item in enumerate(value):
+            yield from _templates_at(item, path + (i,))
+
+
+def _first_line(text: Any) -> str:
+    line = str(text).strip().splitlines()[0] if str(text).strip() else ""
+    return line if len(line) <= 60 else line[:57] + "..."
+
+
+def _in_single_quotes(script: str) -> bool:
+    """Whether a NUL (standing for an expression) falls inside a '…' string of a shell script."""
+    quote = None
+    i = 0
+    while i < len(script):
+        c = script[i]
+        if quote == "'":
+            if c == "'":
+                quote = None
+            elif c == "\0":
+                return True
+        elif c == "\\":
+            i += 1
+        elif quote == '"':
+            if c == '"':
+                quote = None
+        elif c in "'\"":
+            quote = c
+        elif c == "#" and (i == 0 or script[i - 1] in " \t\n"):
+            end = script.find("\n", i)
+            i = len(script) if end < 0 else end
+            continue
+        i += 1
+    return False
+
+
+def compile_document(doc: Document) -> tuple[Workflow, list[Problem]]:
+    """The compiled workflow and its warnings; WorkflowInvalid if anything is wrong."""
+    compiler = _Compiler(doc)
+    workflow = compiler.compile()
+    errors = [p for p in compiler.problems if p.severity is Severity.ERROR]
+    if errors:
+        raise WorkflowInvalid(compiler.problems)
+    return workflow, compiler.problems
+
+

@@ -1,0 +1,145 @@
+"""Everything `runner run` does around the scheduler.
+
+Inputs, secrets, the run's directory, the container engine and the reporters
+are all settled before the first job starts; whatever cannot be is an error
+with its own exit status, and nothing has run.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets as random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import Location, Problem, RunNotPossible, WorkflowInvalid
+from .masking import Masker
+from .model import JobKind, Workflow
+from .reporting import Masking, Reporter, Reporters
+from .reporting.files import EventLog, StepLogs
+
+
+@dataclass
+class RunOptions:
+    inputs: dict[str, Any] = field(default_factory=dict)
+    inputs_source: str = "--input"
+    concurrency: int | None = None
+    image_map: dict[str, str] = field(default_factory=dict)
+    state_dir: str | None = None
+    events: str | None = None
+    reporters: list[Reporter] = field(default_factory=list)
+    handle_signals: bool = True
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + random.token_hex(3)
+
+
+def read_secrets(workflow: Workflow, environ=os.environ) -> dict[str, str]:
+    missing = [name for name in workflow.secrets if name not in environ]
+    if missing:
+        raise WorkflowInvalid([
+            Problem(Location(workflow.path), f"secret `{name}` is declared but not set in the environment", ("secrets",))
+            for name in missing
+        ])
+    return {name: environ[name] for name in workflow.secrets}
+
+
+def state_directory(workflow: Workflow, option: str | None) -> Path:
+    return Path(option or os.environ.get("RUNNER_STATE_DIR") or Path(workflow.directory) / ".runner")
+
+
+def make_run_dir(state_dir: Path, run_id: str) -> Path:
+    run_dir = state_dir / "runs" / run_id
+    try:
+        run_dir.mkdir(parents=True)
+        ignore = state_dir / ".gitignore"
+        if not ignore.exists():
+            ignore.write_text("*\n")
+    except OSError as e:
+        raise RunNotPossible(f"cannot write the state directory {state_dir}: {e.strerror}") from None
+    return run_dir
+
+
+def execute(workflow: Workflow, options: RunOptions):
+    """Run a compiled workflow to the end and return its RunOutcome."""
+    import trio
+
+    from .inputs import resolve
+    from .scheduler import Scheduler
+
+    inputs = resolve(workflow, options.inputs, options.inputs_source)
+    secret_values = read_secrets(workflow)
+    masker = Masker(list(secret_values.values()))
+    executors: dict[JobKind, Any] = {}
+    run_id = new_run_id()
+    needs_docker = any(job.kind is JobKind.CONTAINER for job in workflow.jobs.values())
+    if needs_docker:
+        executors[JobKind.CONTAINER] = _container_executor(workflow, options, run_id)
+    from .executors import Unsupported
+
+    for kind in (JobKind.HTTP, JobKind.LLM, JobKind.WORKFLOW):
+        executors.setdefault(kind, Unsupported(kind.value))
+    run_dir = make_run_dir(state_directory(workflow, options.state_dir), run_id)
+    reporters: list[Reporter] = [*options.reporters, StepLogs(run_dir / "logs")]
+    if options.events:
+        try:
+            reporters.append(EventLog(options.events))
+        except OSError as e:
+            raise RunNotPossible(f"cannot write the events file {options.events}: {e.strerror}") from None
+    reporter = Masking(Reporters(reporters), masker)
+    scheduler = Scheduler(
+        workflow,
+        run_id=run_id,
+        inputs=inputs,
+        secrets=secret_values,
+        executors=executors,
+        reporter=reporter,
+        run_dir=run_dir,
+        concurrency=options.concurrency,
+        handle_signals=options.handle_signals,
+    )
+    try:
+        outcome = trio.run(scheduler.run)
+    finally:
+        reporter.close()
+    outcome.masker = masker
+    return outcome
+
+
+def _container_executor(workflow: Workflow, options: RunOptions, run_id: str):
+    from .executors.container import ContainerExecutor
+    from .executors.docker import DockerBackend, connect
+
+    threads = 2 * (options.concurrency or workflow.concurrency or os.cpu_count() or 1) + 8
+    backend = DockerBackend(connect(threads), threads)
+    executor = ContainerExecutor(backend, run_id, options.image_map)
+    _check_images(workflow, backend, executor)
+    return executor
+
+
+def _check_images(workflow: Workflow, backend, executor) -> None:
+    """Every image named in the file is there (or can be pulled) before anything runs."""
+    import trio
+
+    from .executors.container import BackendError
+
+    missing: list[str] = []
+
+    async def check_all():
+        async def check(image: str):
+            try:
+                await backend.ensure_image(executor.image_for(image))
+            except BackendError as e:
+                jobs = [j.id for j in workflow.jobs.values() if j.container and j.container.image == image]
+                missing.append(f"{e} (used by {', '.join(jobs)})")
+
+        async with trio.open_nursery() as nursery:
+            for image in sorted(workflow.images()):
+                nursery.start_soon(check, image)
+
+    trio.run(check_all)
+    if missing:
+        raise RunNotPossible("\n".join(missing))

@@ -1,0 +1,54 @@
+"""The files a step writes to pass values on: `$RUNNER_OUTPUT` and `$RUNNER_ENV`.
+
+Each holds ``key=value`` lines, or multi-line values as::
+
+    key<<DELIMITER
+    line one
+    line two
+    DELIMITER
+"""
+
+from __future__ import annotations
+
+import re
+
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+
+
+class CommandFileError(Exception):
+    pass
+
+
+def parse(text: str, name: str) -> dict[str, str]:
+    values: dict[str, str] = {}
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    i = 0
+    while i < len(lines):
+        line = lines[i].rstrip("\r")
+        i += 1
+        if not line.strip():
+            continue
+        heredoc = line.find("<<")
+        equals = line.find("=")
+        if heredoc > 0 and (equals < 0 or heredoc < equals):
+            key, delimiter = line[:heredoc], line[heredoc + 2 :]
+            if not delimiter:
+                raise CommandFileError(f"{name} line {i}: `{key}<<` needs a delimiter")
+            body = []
+            while i < len(lines) and lines[i].rstrip("\r") != delimiter:
+                body.append(lines[i].rstrip("\r"))
+                i += 1
+            if i >= len(lines):
+                raise CommandFileError(f"{name}: the delimiter `{delimiter}` of `{key}` never comes")
+            i += 1
+            value = "\n".join(body)
+        elif equals > 0:
+            key, value = line[:equals], line[equals + 1 :]
+        else:
+            raise CommandFileError(f"{name} line {i}: expected `key=value` or `key<<DELIMITER`, got {line[:40]!r}")
+        if not _KEY.fullmatch(key):
+            raise CommandFileError(f"{name} line {i}: `{key[:40]}` is not a valid name")
+        values[key] = value
+    return values

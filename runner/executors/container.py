@@ -1,0 +1,274 @@
+"""Container jobs: one container per node, each step run in it in turn with exec.
+
+The node's own directory is mounted at /runner: scripts are written there and
+`$RUNNER_OUTPUT` / `$RUNNER_ENV` are read back from there, so a step costs one
+exec and no file copies.  The workflow's directory is mounted at /workspace.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import posixpath
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Protocol
+
+import trio
+
+from ..compiler import format_duration
+from ..model import Result, Step
+from ..templates import TemplateError, render_value, to_text
+from . import NodeRun, Outcome
+from .commandfiles import CommandFileError, parse
+from .scripts import ScriptError, command, render, suffix
+
+WORKSPACE = "/workspace"
+RUNNER_DIR = "/runner"
+DEFAULT_PIDS = 4096
+EXIT_HINTS = {126: "permission denied or not executable", 127: "command not found"}
+
+
+class BackendError(Exception):
+    """The container engine refused or failed; the message is for the user."""
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    image: str
+    name: str
+    labels: Mapping[str, str]
+    mounts: tuple[tuple[str, str], ...]  # (host path, container path), read-write
+    working_dir: str
+    network: str = "bridge"
+    cpus: float | None = None
+    memory: int | None = None
+    pids: int = DEFAULT_PIDS
+    user: str | None = None
+
+
+class Backend(Protocol):
+    """The one narrow seam between container jobs and a container engine."""
+
+    async def ensure_image(self, image: str) -> None:
+        """Make `image` available locally (pulling it if need be); BackendError if it cannot be."""
+
+    async def start(self, spec: ContainerSpec) -> str:
+        """Create and start a container that stays up until removed; return its id.
+
+        Not cancellable: once the engine has created the container, its id is
+        returned so that the caller can remove it.
+        """
+
+    async def exec(
+        self, container: str, argv: list[str], env: Mapping[str, str], workdir: str, user: str | None,
+        output: Callable[[str, bytes], None],
+    ) -> int:
+        """Run `argv` in the container, streaming output; return its exit code.
+
+        On cancellation the call returns at once; the process is ended when the
+        container is removed.
+        """
+
+    async def remove(self, container: str) -> None:
+        """Kill and remove the container. Not cancellable."""
+
+    async def out_of_memory(self, container: str) -> bool:
+        """Whether the kernel killed a process in the container for memory."""
+
+
+@dataclass
+class StepRun:
+    """What the steps of one node have done so far."""
+
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # from $RUNNER_ENV
+    failed: bool = False
+    reason: str = ""
+    exit_code: int | None = None
+
+
+class ContainerExecutor:
+    def __init__(self, backend: Backend, run_id: str, image_map: Mapping[str, str] | None = None):
+        self.backend = backend
+        self.run_id = run_id
+        self.image_map = dict(image_map or {})
+
+    def image_for(self, image: str) -> str:
+        return self.image_map.get(image, image)
+
+    async def run(self, node: NodeRun) -> Outcome:
+        """Run the node's steps in a fresh container, removed whatever happens (cancellation included)."""
+        spec = node.job.container
+        try:
+            image = self.image_for(to_text(render_value(spec.image, node.scope)))
+            working_dir = _in_workspace(to_text(render_value(spec.working_dir, node.scope) or ""))
+        except TemplateError as e:
+            return Outcome(Result.FAILURE, f"image or working_dir: {e}")
+        node.directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(node.directory, 0o777)  # the job's user may not be root
+        resources = spec.resources
+        container_spec = ContainerSpec(
+            image=image,
+            name=f"runner-{self.run_id}-{node.directory.name}"[:120],
+            labels={"dev.runner.run-id": self.run_id, "dev.runner.node": node.node_id},
+            mounts=((str(node.workspace), WORKSPACE), (str(node.directory), RUNNER_DIR)),
+            working_dir=working_dir,
+            network=spec.network,
+            cpus=resources.cpus,
+            memory=resources.memory,
+            pids=resources.pids or DEFAULT_PIDS,
+            user=spec.user,
+        )
+        container = None
+        try:
+            await self.backend.ensure_image(image)
+            container = await self.backend.start(container_spec)
+            return await self._steps(node, container, container_spec)
+        except BackendError as e:
+            return Outcome(Result.FAILURE, str(e))
+        finally:
+            if container is not None:
+                with trio.CancelScope(shield=True):
+                    await self.backend.remove(container)
+
+    async def _steps(self, node: NodeRun, container: str, spec: ContainerSpec) -> Outcome:
+        done = StepRun()
+        for step in node.job.container.steps:
+            status = {
+                "success": lambda: not done.failed,
+                "failure": lambda: done.failed,
+                "always": lambda: True,
+                "cancelled": lambda: False,
+            }
+            scope = {**node.scope, "steps": done.results, **status}
+            try:
+                runs = step.condition.render(scope) if step.condition else not done.failed
+            except TemplateError as e:
+                runs = False
+                done.failed, done.reason = True, f"step `{step.label}` if: {e}"
+            if not runs:
+                self._record(done, step, Result.SKIPPED, {})
+                continue
+            timed_out = False
+            with trio.move_on_after(step.timeout if step.timeout is not None else float("inf")) as deadline:
+                result, outputs, reason = await self._step(node, container, spec, step, scope, done)
+            if deadline.cancelled_caught:
+                timed_out = True
+                result, outputs = Result.FAILURE, {}
+                reason = f"step `{step.label}` timed out after {format_duration(step.timeout)}"
+            self._record(done, step, result, outputs)
+            if result is Result.FAILURE and not _truthy(step.continue_on_error, scope):
+                done.failed = True
+                done.reason = done.reason or reason
+            if timed_out:
+                # The step's processes may still hold the container: end the job here.
+                break
+        return Outcome(
+            Result.FAILURE if done.failed else Result.SUCCESS,
+            done.reason,
+            scope={"steps": done.results},
+            exit_code=done.exit_code,
+        )
+
+    @staticmethod
+    def _record(done: StepRun, step: Step, result: Result, outputs: dict) -> None:
+        if step.id:
+            done.results[step.id] = {"outputs": outputs, "result": result.value}
+
+    async def _step(self, node, container, spec, step, scope, done) -> tuple[Result, dict, str]:
+        number = step.index + 1
+        try:
+            script, variables = render(step.run, step.shell, scope)
+            step_env = {k: to_text(v) for k, v in render_value(dict(step.env), scope).items()}
+            workdir = _in_workspace(to_text(render_value(step.working_dir, scope) or ""), spec.working_dir)
+        except (TemplateError, ScriptError) as e:
+            return Result.FAILURE, {}, f"step `{step.label}`: {e}"
+        script_name = f"step-{number}{suffix(step.shell)}"
+        for name, content in ((script_name, script), (f"{number}.out", ""), (f"{number}.env", "")):
+            path = node.directory / name
+            path.write_text(content, encoding="utf-8")
+            os.chmod(path, 0o666)
+        env = {
+            **node.env,
+            **done.env,
+            **step_env,
+            **variables,
+            "CI": "true",
+            "RUNNER_OUTPUT": f"{RUNNER_DIR}/{number}.out",
+            "RUNNER_ENV": f"{RUNNER_DIR}/{number}.env",
+            "RUNNER_WORKSPACE": WORKSPACE,
+            "RUNNER_RUN_ID": self.run_id,
+            "RUNNER_JOB": node.job.id,
+        }
+        lines = _Lines(lambda stream, line: node.log(step.label, stream, line))
+        argv = command(step.shell, f"{RUNNER_DIR}/{script_name}")
+        exit_code = await self.backend.exec(container, argv, env, workdir, spec.user, lines.feed)
+        lines.flush()
+        try:
+            outputs = parse(_read(node.directory / f"{number}.out"), "$RUNNER_OUTPUT")
+            done.env.update(parse(_read(node.directory / f"{number}.env"), "$RUNNER_ENV"))
+        except CommandFileError as e:
+            return Result.FAILURE, {}, f"step `{step.label}`: {e}"
+        if exit_code == 0:
+            return Result.SUCCESS, outputs, ""
+        done.exit_code = exit_code
+        return Result.FAILURE, outputs, f"step `{step.label}` failed: {await self._explain(exit_code, container, spec)}"
+
+    async def _explain(self, exit_code: int, container: str, spec: ContainerSpec) -> str:
+        text = f"exit code {exit_code}"
+        if exit_code in EXIT_HINTS:
+            return f"{text} ({EXIT_HINTS[exit_code]})"
+        if exit_code == 137:
+            if spec.memory and await self.backend.out_of_memory(container):
+                return f"out of memory (limit {_mib(spec.memory)})"
+            return f"{text} (killed)"
+        return text
+
+
+class _Lines:
+    """Splits streamed bytes into lines per stream, decoding UTF-8 across chunk borders."""
+
+    def __init__(self, emit: Callable[[str, str], None]):
+        self.emit = emit
+        self.pending: dict[str, str] = {}
+        self.decoders: dict[str, Any] = {}
+
+    def feed(self, stream: str, data: bytes) -> None:
+        decoder = self.decoders.setdefault(stream, codecs.getincrementaldecoder("utf-8")("replace"))
+        text = self.pending.get(stream, "") + decoder.decode(data)
+        *complete, rest = text.split("\n")
+        for line in complete:
+            self.emit(stream, line.rstrip("\r"))
+        self.pending[stream] = rest
+
+    def flush(self) -> None:
+        for stream, rest in self.pending.items():
+            rest += self.decoders[stream].decode(b"", final=True)
+            if rest:
+                self.emit(stream, rest)
+        self.pending.clear()
+
+
+def _truthy(value: Any, scope: Mapping[str, Any]) -> bool:
+    try:
+        return bool(render_value(value, scope))
+    except TemplateError:
+        return False
+
+
+def _in_workspace(path: str, base: str = WORKSPACE) -> str:
+    if not path:
+        return base
+    return posixpath.normpath(posixpath.join(base, path))
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1024 / 1024:g} MiB"

@@ -1,0 +1,195 @@
+"""The Docker engine behind container jobs, through the Docker SDK.
+
+The SDK blocks, so every call runs in a worker thread under a capacity limiter;
+the trio event loop never waits on the engine.  docker-py's exceptions stop
+here: callers see `BackendError` or `RunNotPossible` with a message for users.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Mapping
+
+import trio
+
+from ..errors import RunNotPossible
+from .container import BackendError, ContainerSpec
+
+LABEL_RUN = "dev.runner.run-id"
+KEEP_ALIVE = (["tail"], ["-f", "/dev/null"])  # entrypoint, command: idle until removed
+# cgroup v2, then v1: where a container finds how often the kernel killed for memory.
+_OOM_PROBE = "cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null"
+
+
+def connect(threads: int = 32):
+    """A client of the engine named by DOCKER_HOST (or the default socket); RunNotPossible if none answers."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env(max_pool_size=threads, timeout=120)
+        client.api.ping()
+    except DockerException as e:
+        raise RunNotPossible(
+            f"cannot reach the Docker engine: {_first_line(e)}\n"
+            "Start it (`sudo systemctl start docker`, or `sudo dockerd &`), "
+            "or point DOCKER_HOST at a running engine."
+        ) from None
+    return client
+
+
+class DockerBackend:
+    def __init__(self, client, threads: int = 32):
+        self.api = client.api
+        self.limiter = trio.CapacityLimiter(threads)
+        self._images: dict[str, trio.Event] = {}
+        self._image_errors: dict[str, str] = {}
+
+    async def _call(self, fn, *args, cancellable: bool = False):
+        from docker.errors import DockerException
+
+        try:
+            return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter, abandon_on_cancel=cancellable)
+        except DockerException as e:
+            raise BackendError(_first_line(e)) from None
+
+    async def ensure_image(self, image: str) -> None:
+        if image not in self._images:
+            self._images[image] = trio.Event()
+            try:
+                await trio.to_thread.run_sync(self._ensure_image, image, limiter=self.limiter)
+            except BackendError as e:
+                self._image_errors[image] = str(e)
+            finally:
+                self._images[image].set()
+        await self._images[image].wait()
+        if image in self._image_errors:
+            raise BackendError(self._image_errors[image])
+
+    def _ensure_image(self, image: str) -> None:
+        from docker.errors import DockerException, ImageNotFound
+
+        try:
+            self.api.inspect_image(image)
+            return
+        except ImageNotFound:
+            pass
+        except DockerException as e:
+            raise BackendError(_first_line(e)) from None
+        repository, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
+        try:
+            self.api.pull(repository, tag=tag or "latest")
+        except DockerException as e:
+            raise BackendError(
+                f"image `{image}` is not available locally and could not be pulled ({_first_line(e)}); "
+                f"to use a local image instead, pass --image-map {image}=LOCAL_IMAGE"
+            ) from None
+
+    async def start(self, spec: ContainerSpec) -> str:
+        return await self._call(self._start, spec)
+
+    def _start(self, spec: ContainerSpec) -> str:
+        host_config = self.api.create_host_config(
+            binds={host: {"bind": inside, "mode": "rw"} for host, inside in spec.mounts},
+            security_opt=["no-new-privileges"],
+            privileged=False,
+            init=True,
+            network_mode=spec.network,
+            pids_limit=spec.pids,
+            mem_limit=spec.memory,
+            memswap_limit=spec.memory,  # no swap beyond the limit: the limit means what it says
+            nano_cpus=int(spec.cpus * 1e9) if spec.cpus else None,
+        )
+        created = self.api.create_container(
+            spec.image,
+            entrypoint=KEEP_ALIVE[0],
+            command=KEEP_ALIVE[1],
+            labels=dict(spec.labels),
+            host_config=host_config,
+            working_dir=spec.working_dir,
+            user=spec.user or "",
+            name=spec.name,
+            detach=True,
+        )
+        container = created["Id"]
+        try:
+            self.api.start(container)
+        except Exception:
+            self._remove(container)
+            raise
+        return container
+
+    async def exec(
+        self,
+        container: str,
+        argv: list[str],
+        env: Mapping[str, str],
+        workdir: str,
+        user: str | None,
+        output: Callable[[str, bytes], None],
+    ) -> int:
+        token = trio.lowlevel.current_trio_token()
+        finished = threading.Event()
+
+        def deliver(stream: str, data: bytes) -> None:
+            if not finished.is_set():
+                output(stream, data)
+
+        def run() -> int:
+            exec_id = self.api.exec_create(
+                container, argv, environment=dict(env), workdir=workdir, user=user or "", stdout=True, stderr=True
+            )["Id"]
+            for out, err in self.api.exec_start(exec_id, stream=True, demux=True):
+                for stream, data in (("stdout", out), ("stderr", err)):
+                    if data:
+                        try:
+                            token.run_sync_soon(deliver, stream, data)
+                        except trio.RunFinishedError:
+                            return -1
+            return self.api.exec_inspect(exec_id)["ExitCode"]
+
+        try:
+            exit_code = await self._call(run, cancellable=True)
+            # Output queued by the thread is delivered before this checkpoint returns.
+            await trio.lowlevel.checkpoint()
+            return exit_code
+        finally:
+            finished.set()
+
+    async def remove(self, container: str) -> None:
+        await trio.to_thread.run_sync(self._remove, container, limiter=self.limiter)
+
+    def _remove(self, container: str) -> None:
+        from docker.errors import DockerException, NotFound
+
+        try:
+            self.api.remove_container(container, force=True, v=True)
+        except NotFound:
+            pass
+        except DockerException:
+            # Removal already in progress (a second Ctrl-C) or a passing engine error: retry once.
+            try:
+                self.api.remove_container(container, force=True, v=True)
+            except DockerException:
+                pass
+
+    async def out_of_memory(self, container: str) -> bool:
+        chunks: list[bytes] = []
+        try:
+            await self.exec(container, ["sh", "-c", _OOM_PROBE], {}, "/", None, lambda s, d: chunks.append(d))
+        except BackendError:
+            return False
+        for line in b"".join(chunks).decode(errors="replace").splitlines():
+            name, _, value = line.partition(" ")
+            if name == "oom_kill" and value.strip().isdigit() and int(value) > 0:
+                return True
+        return False
+
+    def leftovers(self, run_id: str) -> list[str]:
+        """Containers of the run still present (none, once a run has ended)."""
+        return [c["Id"] for c in self.api.containers(all=True, filters={"label": f"{LABEL_RUN}={run_id}"})]
+
+
+def _first_line(error: Exception) -> str:
+    text = str(getattr(error, "explanation", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,289 @@
+"""Load a workflow file into plain Python data, keeping where every value came from.
+
+ruamel.yaml composes the node tree (its C parser, when present); the tree is then
+turned into dicts, lists and scalars here rather than by a YAML constructor, so
+that no tag ever constructs an object, duplicate keys name both lines, and
+aliases and merge keys are bounded before anything walks the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.constructor import SafeConstructor
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from ruamel.yaml.resolver import VersionedResolver
+
+from .errors import Location, Problem, WorkflowInvalid
+
+MAX_FILE_BYTES = 8 * 1024 * 1024
+MAX_SCALAR_CHARS = 1024 * 1024
+MAX_DEPTH = 64
+# Aliases may repeat a subtree; the expanded document may not exceed this many
+# nodes, whatever the file's size (a 10,000-job file has about 100,000).
+MAX_NODES = 500_000
+
+_TAG = "tag:yaml.org,2002:"
+_SCALAR_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null")}
+# Timestamps stay text: a workflow has no use for datetime objects.
+_TEXT_TAGS = {_TAG + "str", _TAG + "timestamp"}
+
+
+@dataclass(frozen=True)
+class Document:
+    """A loaded workflow: its data and the position of every value and key."""
+
+    file: str
+    data: Any
+    text: str
+    positions: dict[tuple, tuple[int, int]] = field(repr=False)
+    key_positions: dict[tuple, tuple[int, int]] = field(repr=False)
+
+    def locate(self, path: tuple, key: bool = False) -> Location:
+        """Where the value at ``path`` is (or its key, with ``key=True``).
+
+        A path that does not exist (a missing required key) falls back to the
+        nearest enclosing value that does.
+        """
+        path = tuple(path)
+        if key and path in self.key_positions:
+            return Location(self.file, *self.key_positions[path])
+        while path not in self.positions and path:
+            path = path[:-1]
+        line, col = self.positions.get(path, (1, 1))
+        return Location(self.file, line, col)
+
+
+def load_file(path: str | Path) -> Document:
+    """Read and parse a workflow file; raise WorkflowInvalid with its location if it cannot."""
+    display = str(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise WorkflowInvalid.at(Location(display), f"cannot read the file: {e.strerror}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise WorkflowInvalid.at(
+            Location(display), f"the file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB"
+        )
+    return load_bytes(raw, display)
+
+
+def load_bytes(raw: bytes, file: str) -> Document:
+    text = _decode(raw, file)
+    yaml = _yaml()
+    try:
+        nodes = list(yaml.compose_all(text))
+    except MarkedYAMLError as e:
+        raise WorkflowInvalid.at(_mark_location(file, e.problem_mark), _yaml_message(e)) from None
+    except YAMLError as e:
+        raise WorkflowInvalid.at(Location(file), f"invalid YAML: {e}") from None
+    if not nodes or nodes[0] is None:
+        raise WorkflowInvalid.at(Location(file, 1, 1), "the file is empty; a workflow starts with `version: 1`")
+    if len(nodes) > 1:
+        raise WorkflowInvalid.at(
+            _mark_location(file, nodes[1].start_mark),
+            f"the file holds {len(nodes)} YAML documents; a workflow is exactly one",
+        )
+    builder = _Builder(file, yaml.constructor)
+    builder.check_size(nodes[0])
+    data = builder.build(nodes[0], ())
+    if not isinstance(data, dict):
+        raise WorkflowInvalid.at(
+            _mark_location(file, nodes[0].start_mark),
+            f"the top level is a {_kind(nodes[0])}; a workflow is a mapping that starts with `version: 1`",
+        )
+    if builder.problems:
+        raise WorkflowInvalid(builder.problems)
+    return Document(file, data, text, builder.positions, builder.key_positions)
+
+
+class _Yaml12Resolver(VersionedResolver):
+    # ruamel finds the YAML version through failing attribute lookups for every
+    # scalar, a third of the load time; a workflow file is always YAML 1.2.
+    processing_version = (1, 2)
+
+
+def _yaml() -> YAML:
+    try:
+        yaml = YAML(typ="safe", pure=False)
+    except Exception:  # no C parser on this interpreter
+        yaml = YAML(typ="safe", pure=True)
+    yaml.Resolver = _Yaml12Resolver
+    return yaml
+
+
+def _decode(raw: bytes, file: str) -> str:
+    nul = raw.find(b"\0")
+    if nul >= 0:
+        raise WorkflowInvalid.at(_offset_location(file, raw, nul), "the file contains a NUL byte; is it a binary file?")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise WorkflowInvalid.at(
+            _offset_location(file, raw, e.start), f"the file is not valid UTF-8 (byte 0x{raw[e.start]:02x})"
+        ) from None
+
+
+def _offset_location(file: str, raw: bytes, offset: int) -> Location:
+    line = raw.count(b"\n", 0, offset) + 1
+    col = offset - (raw.rfind(b"\n", 0, offset) + 1) + 1
+    return Location(file, line, col)
+
+
+def _mark_location(file: str, mark) -> Location:
+    if mark is None:
+        return Location(file)
+    return Location(file, mark.line + 1, mark.column + 1)
+
+
+def _yaml_message(e: MarkedYAMLError) -> str:
+    problem = (e.problem or "invalid YAML").strip()
+    if "\t" in problem or "cannot start any token" in problem:
+        problem += " (YAML indentation must use spaces, not tabs)"
+    if e.context and e.context_mark is not None:
+        return f"{problem} ({e.context.strip()} at line {e.context_mark.line + 1})"
+    return problem
+
+
+def _kind(node: Node) -> str:
+    if isinstance(node, MappingNode):
+        return "mapping"
+    if isinstance(node, SequenceNode):
+        return "list"
+    return "scalar"
+
+
+class _Builder:
+    """Turns a composed node tree into plain data, recording positions by key path."""
+
+    def __init__(self, file: str, constructor: SafeConstructor):
+        self.file = file
+        self.problems: list[Problem] = []
+        self.positions: dict[tuple, tuple[int, int]] = {}
+        self.key_positions: dict[tuple, tuple[int, int]] = {}
+        self._constructor = constructor
+        self._active: set[int] = set()
+
+    def _fail(self, node: Node, message: str, path: tuple) -> None:
+        raise WorkflowInvalid([*self.problems, Problem(_mark_location(self.file, node.start_mark), message, path)])
+
+    def check_size(self, root: Node) -> None:
+        """Refuse a tree whose aliases and merge keys expand past MAX_NODES, before building it.
+
+        Sizes are memoised per node, so this costs one pass over the distinct nodes
+        however often aliases repeat them.
+        """
+        sizes: dict[int, int] = {}
+
+        def size(node: Node, depth: int) -> int:
+            if id(node) in sizes:
+                return sizes[id(node)]
+            if depth > MAX_DEPTH:
+                self._fail(node, f"nesting deeper than {MAX_DEPTH} levels", ())
+            if id(node) in self._active:
+                self._fail(node, "an alias refers to the node that contains it (recursive alias)", ())
+            total = 1
+            if not isinstance(node, ScalarNode):
+                self._active.add(id(node))
+                children = node.value if isinstance(node, SequenceNode) else [n for pair in node.value for n in pair]
+                for child in children:
+                    total += size(child, depth + 1)
+                    if total > MAX_NODES:
+                        self._fail(node, f"aliases or merge keys expand the document past {MAX_NODES:,} values", ())
+                self._active.discard(id(node))
+            sizes[id(node)] = total
+            return total
+
+        size(root, 0)
+
+    def build(self, node: Node, path: tuple) -> Any:
+        if len(path) > MAX_DEPTH:
+            self._fail(node, f"nesting deeper than {MAX_DEPTH} levels", path)
+        self.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        tag = node.tag
+        if isinstance(node, ScalarNode):
+            return self._scalar(node, tag, path)
+        if id(node) in self._active:
+            self._fail(node, "an alias refers to the node that contains it (recursive alias)", path)
+        self._active.add(id(node))
+        try:
+            if isinstance(node, SequenceNode):
+                if tag != _TAG + "seq":
+                    self._fail(node, f"unsupported tag {_short_tag(tag)}", path)
+                return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
+            if tag != _TAG + "map":
+                self._fail(node, f"unsupported tag {_short_tag(tag)}", path)
+            return self._mapping(node, path)
+        finally:
+            self._active.discard(id(node))
+
+    def _scalar(self, node: ScalarNode, tag: str, path: tuple) -> Any:
+        if len(node.value) > MAX_SCALAR_CHARS:
+            self._fail(node, f"a value longer than {MAX_SCALAR_CHARS // 1024} Ki characters", path)
+        if tag in _TEXT_TAGS:
+            return node.value
+        if tag not in _SCALAR_TAGS:
+            self._fail(node, f"unsupported tag {_short_tag(tag)}", path)
+        return self._constructor.yaml_constructors[tag](self._constructor, node)
+
+    def _mapping(self, node: MappingNode, path: tuple) -> dict:
+        result: dict = {}
+        seen: dict = {}
+        for key_node, key_tag, value_node, explicit in self._pairs(node, path):
+            if not isinstance(key_node, ScalarNode):
+                self._fail(
+                    key_node,
+                    "a key must be a plain value, not a list or mapping "
+                    "(YAML reads an unquoted `{{ … }}` as a mapping: write `${{ … }}` inside quotes)",
+                    path,
+                )
+            key = self._scalar(key_node, key_tag, path)
+            if not isinstance(key, str):
+                # Keys are names in this format: `1: …` or `on: …` stay text.
+                key = key_node.value
+            if key in seen:
+                if explicit:
+                    self.problems.append(
+                        Problem(
+                            _mark_location(self.file, key_node.start_mark),
+                            f"duplicate key `{key}` (first defined at line {seen[key].line + 1})",
+                            path + (key,),
+                        )
+                    )
+                continue
+            seen[key] = key_node.start_mark
+            self.key_positions[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            result[key] = self.build(value_node, path + (key,))
+        return result
+
+    def _pairs(self, node: MappingNode, path: tuple) -> list:
+        """The mapping's own entries, then those its merge keys `<<` bring, first wins."""
+        own, merged = [], []
+        for key_node, value_node in node.value:
+            key_tag = key_node.tag
+            if key_tag != _TAG + "merge":
+                own.append((key_node, key_tag, value_node, True))
+                continue
+            sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
+            for source in sources:
+                if not isinstance(source, MappingNode):
+                    self._fail(source, "a merge key `<<` takes a mapping or a list of mappings", path)
+                if id(source) in self._active:
+                    self._fail(source, "a merge key refers to the mapping that contains it", path)
+                self._active.add(id(source))
+                try:
+                    merged.extend((k, t, v, False) for k, t, v, _ in self._pairs(source, path))
+                finally:
+                    self._active.discard(id(source))
+        return own + merged
+
+
+def _short_tag(tag: str) -> str:
+    if tag.startswith(_TAG):
+        return "!!" + tag[len(_TAG):]
+    return tag

@@ -1,0 +1,74 @@
+"""Expanding a rendered `matrix:` into its instances, with GitHub Actions' include and exclude."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from .templates import to_text
+
+SETTINGS = ("include", "exclude", "max_parallel", "fail_fast", "max_instances")
+DEFAULT_MAX_INSTANCES = 256
+
+
+class MatrixError(Exception):
+    pass
+
+
+def expand(matrix: dict[str, Any]) -> list[dict[str, Any]]:
+    """The instances of a rendered matrix, in matrix order.
+
+    The product of the axes, less every combination that matches an `exclude`
+    entry; then each `include` entry either extends every combination whose
+    original values it matches without overwriting them, or is added as a new
+    instance of its own.
+    """
+    axes = {k: v for k, v in matrix.items() if k not in SETTINGS}
+    for name, values in axes.items():
+        if not isinstance(values, list):
+            raise MatrixError(f"axis `{name}` must be a list, got {type(values).__name__}")
+    if axes:
+        names = list(axes)
+        combos = [dict(zip(names, values)) for values in itertools.product(*axes.values())]
+    else:
+        combos = []
+    excludes = _entries(matrix.get("exclude"), "exclude")
+    combos = [c for c in combos if not any(_matches(c, e) for e in excludes)]
+    originals = [dict(c) for c in combos]
+    for entry in _entries(matrix.get("include"), "include"):
+        extended = False
+        for combo, original in zip(combos, originals):
+            # An entry may add keys to a combination, but never overwrite its axis values.
+            if all(combo.get(k, v) == v for k, v in entry.items() if k in original):
+                combo.update({k: v for k, v in entry.items() if k not in original})
+                extended = True
+        if not extended:
+            combos.append(dict(entry))
+            originals.append(dict(entry))
+    limit = matrix.get("max_instances", DEFAULT_MAX_INSTANCES)
+    if len(combos) > limit:
+        raise MatrixError(f"the matrix expands to {len(combos)} instances, more than {limit} (raise `max_instances`)")
+    return combos
+
+
+def _entries(value: Any, key: str) -> list[dict]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(e, dict) for e in value):
+        raise MatrixError(f"`{key}` must be a list of mappings")
+    return value
+
+
+def _matches(combo: dict, entry: dict) -> bool:
+    return all(k in combo and combo[k] == v for k, v in entry.items())
+
+
+def label(job_id: str, values: dict[str, Any]) -> str:
+    """``build (shard=1, py=3.12)``: how an instance is named in logs and results."""
+    inner = ", ".join(f"{k}={_short(v)}" for k, v in values.items())
+    return f"{job_id} ({inner})"
+
+
+def _short(value: Any) -> str:
+    text = to_text(value)
+    return text if len(text) <= 30 else text[:27] + "..."

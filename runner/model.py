@@ -1,0 +1,141 @@
+"""The compiled workflow: an immutable graph of jobs with unrendered templates.
+
+Nothing here knows about YAML or Docker.  Values that may hold ``${{ }}`` are
+kept as `Template`s (or containers of them) and rendered by the scheduler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from .errors import Location
+from .templates import Template
+
+
+class JobKind(Enum):
+    CONTAINER = "container"
+    HTTP = "http"
+    LLM = "llm"
+    WORKFLOW = "workflow"
+    VALUE = "value"
+
+
+class Result(Enum):
+    """How a job or step ended, as users see it (`jobs.<id>.result`)."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Retry:
+    attempts: int = 1
+    delay: float = 0.0
+    backoff_factor: float = 2.0
+    max_delay: float | None = None
+    on_exit_codes: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus: float | None = None
+    memory: int | None = None  # bytes
+    pids: int | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int
+    id: str | None
+    name: str
+    run: Template
+    shell: str
+    env: Mapping[str, Any]
+    condition: Template | None
+    working_dir: Any
+    timeout: float | None
+    continue_on_error: Any
+    location: Location
+
+    @property
+    def label(self) -> str:
+        return self.id or str(self.index + 1)
+
+
+@dataclass(frozen=True)
+class Container:
+    """What a container job runs: its image, settings and steps."""
+
+    image: Any  # str or Template
+    steps: tuple[Step, ...]
+    working_dir: Any
+    resources: Resources
+    network: str
+    user: str | None
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    name: str
+    kind: JobKind
+    needs: tuple[str, ...]
+    condition: Template | None
+    env: Mapping[str, Any]
+    timeout: float | None
+    retry: Retry
+    continue_on_error: Any
+    matrix: Any  # compiled matrix value, or None
+    repeat: Mapping[str, Any] | None
+    outputs: Mapping[str, Any]
+    location: Location
+    container: Container | None = None
+    spec: Mapping[str, Any] = field(default_factory=dict)  # http / llm / uses settings, compiled
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    type: str
+    default: Any = None
+    required: bool = False
+    enum: tuple | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    description: str = ""
+    location: Location | None = None
+
+
+@dataclass(frozen=True)
+class Workflow:
+    path: str  # as the user named it
+    directory: str  # absolute: the workspace
+    name: str
+    description: str
+    inputs: Mapping[str, InputSpec]
+    secrets: tuple[str, ...]
+    env: Mapping[str, Any]
+    concurrency: int | None
+    timeout: float | None
+    fail_fast: bool
+    jobs: Mapping[str, Job]
+    outputs: Mapping[str, Any]
+    order: tuple[str, ...]  # a topological order of the jobs
+    dependents: Mapping[str, tuple[str, ...]]
+
+    def images(self) -> set[str]:
+        """Images known before running (those not computed by an expression)."""
+        return {
+            job.container.image
+            for job in self.jobs.values()
+            if job.container is not None and isinstance(job.container.image, str)
+        }
+
+
+def frozen(mapping: Mapping) -> Mapping:
+    return MappingProxyType(dict(mapping))

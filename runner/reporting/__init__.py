@@ -1,0 +1,91 @@
+"""What a run tells the world, as events; each output format is a `Reporter`.
+
+The scheduler calls a single `Reporter`; `Reporters` fans the calls out, and
+`Masking` masks secrets in every event before any reporter sees it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..masking import Masker
+    from ..state import NodeRecord
+
+
+class Reporter:
+    """Events of a run; every method may be left as it is (does nothing)."""
+
+    def run_started(self, run_id: str, workflow: str, name: str) -> None: ...
+
+    def node_started(self, node: "NodeRecord") -> None: ...
+
+    def log(self, node_id: str, step: str, stream: str, line: str) -> None: ...
+
+    def node_finished(self, node: "NodeRecord") -> None: ...
+
+    def run_finished(self, summary: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Reporters(Reporter):
+    def __init__(self, reporters: list[Reporter]):
+        self.reporters = reporters
+
+    def run_started(self, run_id, workflow, name):
+        for r in self.reporters:
+            r.run_started(run_id, workflow, name)
+
+    def node_started(self, node):
+        for r in self.reporters:
+            r.node_started(node)
+
+    def log(self, node_id, step, stream, line):
+        for r in self.reporters:
+            r.log(node_id, step, stream, line)
+
+    def node_finished(self, node):
+        for r in self.reporters:
+            r.node_finished(node)
+
+    def run_finished(self, summary):
+        for r in self.reporters:
+            r.run_finished(summary)
+
+    def close(self):
+        for r in self.reporters:
+            r.close()
+
+
+class Masking(Reporter):
+    """Masks secrets in every string of every event, then passes it on."""
+
+    def __init__(self, inner: Reporter, masker: "Masker"):
+        self.inner = inner
+        self.masker = masker
+
+    def run_started(self, run_id, workflow, name):
+        self.inner.run_started(run_id, workflow, name)
+
+    def node_started(self, node):
+        self.inner.node_started(self._node(node))
+
+    def log(self, node_id, step, stream, line):
+        self.inner.log(node_id, step, stream, self.masker.text(line))
+
+    def node_finished(self, node):
+        self.inner.node_finished(self._node(node))
+
+    def run_finished(self, summary):
+        self.inner.run_finished(self.masker.value(summary))
+
+    def close(self):
+        self.inner.close()
+
+    def _node(self, node: "NodeRecord") -> "NodeRecord":
+        if not self.masker:
+            return node
+        from dataclasses import replace
+
+        return replace(node, outputs=self.masker.value(node.outputs), reason=self.masker.text(node.reason))

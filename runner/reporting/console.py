@@ -1,0 +1,71 @@
+"""The live account of a run on the terminal, and the summary table at its end."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+from ..compiler import format_duration
+from ..model import Result
+from . import Reporter
+
+_MARKS = {Result.SUCCESS: "✓", Result.FAILURE: "✗", Result.SKIPPED: "-", Result.CANCELLED: "⊘"}
+
+
+class Console(Reporter):
+    def __init__(self, out: TextIO | None = None, quiet: bool = False):
+        self.out = out or sys.stdout
+        self.quiet = quiet
+
+    def _print(self, text: str) -> None:
+        try:
+            print(text, file=self.out, flush=True)
+        except BrokenPipeError:  # the reader went away (`| head`); the run goes on
+            pass
+
+    def run_started(self, run_id, workflow, name):
+        if not self.quiet:
+            self._print(f"run {run_id}: {name} ({workflow})")
+
+    def node_started(self, node):
+        if not self.quiet:
+            self._print(f"▶ {node.id}")
+
+    def log(self, node_id, step, stream, line):
+        if not self.quiet:
+            self._print(f"[{node_id}/{step}] {line}")
+
+    def node_finished(self, node):
+        if self.quiet and node.result is not Result.FAILURE:
+            return
+        text = f"{_MARKS[node.result]} {node.id} {node.result.value}"
+        if node.result in (Result.SUCCESS, Result.FAILURE):
+            text += f" in {format_duration(round(node.duration, 1))}"
+        if node.reason:
+            text += f": {node.reason}"
+        if node.result is Result.FAILURE and node.continue_on_error:
+            text += " (continue_on_error)"
+        self._print(text)
+
+    def run_finished(self, summary: dict[str, Any]):
+        jobs = summary["jobs"]
+        if not self.quiet and jobs:
+            rows = [("job", "result", "duration", "attempts", "reason")]
+            for job_id, job in jobs.items():
+                reason = job["reason"] + (" (continue_on_error)" if job.get("continue_on_error") else "")
+                rows.append((job_id, job["result"], format_duration(round(job["duration_s"], 1)), str(job["attempts"]), reason))
+                for node_id, instance in job.get("instances", {}).items():
+                    rows.append(("  " + node_id, instance["result"], "", "", instance["reason"]))
+            widths = [max(len(r[i]) for r in rows) for i in range(4)]
+            self._print("")
+            for row in rows:
+                self._print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[4])
+        if not self.quiet and summary["outputs"]:
+            self._print("outputs:")
+            for name, value in summary["outputs"].items():
+                self._print(f"  {name}: {value!r}" if not isinstance(value, str) else f"  {name}: {value}")
+        status = summary["status"]
+        line = f"run {summary['run_id']} {status} in {format_duration(round(summary['duration_s'], 1))}"
+        if summary.get("reason"):
+            line += f": {summary['reason']}"
+        self._print(line)

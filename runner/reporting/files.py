@@ -1,0 +1,84 @@
+"""Reporters that write files: JSON-lines events (`--events`) and each step's full log."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from . import Reporter
+
+
+def _node(node) -> dict[str, Any]:
+    event = {"node": node.id, "job": node.job_id, "state": node.state.value}
+    if node.matrix is not None:
+        event["matrix"] = node.matrix
+    return event
+
+
+class EventLog(Reporter):
+    """One JSON object a line: run_started, node_started, log, node_finished, run_finished."""
+
+    def __init__(self, path: str | Path):
+        self.file: IO[str] = open(path, "w", encoding="utf-8")
+
+    def _write(self, type_: str, **fields: Any) -> None:
+        self.file.write(json.dumps({"type": type_, "time": round(time.time(), 6), **fields}, default=str) + "\n")
+
+    def run_started(self, run_id, workflow, name):
+        self._write("run_started", run_id=run_id, workflow=workflow, name=name)
+        self.file.flush()
+
+    def node_started(self, node):
+        self._write("node_started", **_node(node))
+
+    def log(self, node_id, step, stream, line):
+        self._write("log", node=node_id, step=step, stream=stream, line=line)
+
+    def node_finished(self, node):
+        result = node.result.value if node.result else None
+        self._write(
+            "node_finished", **_node(node), result=result, reason=node.reason, attempts=node.attempts,
+            duration_s=round(node.duration, 3), outputs=node.outputs,
+        )
+        self.file.flush()
+
+    def run_finished(self, summary):
+        self._write("run_finished", **summary)
+        self.file.flush()
+
+    def close(self):
+        self.file.close()
+
+
+class StepLogs(Reporter):
+    """Keeps every step's output in full: `<run dir>/logs/<node>/<step>.log`."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.files: dict[tuple[str, str], IO[str]] = {}
+
+    def log(self, node_id, step, stream, line):
+        key = (node_id, step)
+        file = self.files.get(key)
+        if file is None:
+            path = self.directory / _safe(node_id) / f"{_safe(step)}.log"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            file = self.files[key] = open(path, "a", encoding="utf-8")
+        file.write(line + "\n")
+
+    def node_finished(self, node):
+        for key in [k for k in self.files if k[0] == node.id]:
+            self.files.pop(key).close()
+
+    def close(self):
+        for file in self.files.values():
+            file.close()
+        self.files.clear()
+
+
+def _safe(name: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "_"

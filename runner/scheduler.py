@@ -1,0 +1,482 @@
+"""Run a compiled workflow with trio: each node starts as soon as its needs have finished.
+
+One task per running node, a capacity limiter for `concurrency`, and a cancel
+scope per node so that cancelling the run (fail_fast, run timeout, Ctrl-C)
+stops what runs while jobs with `if: always()` still get their turn.  A second
+Ctrl-C stops those too.  Value jobs are evaluated inline: they cost no task.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import trio
+
+from .compiler import format_duration, parse_duration
+from .executors import Executor, NodeRun, Outcome
+from .matrix import MatrixError, expand, label
+from .model import Job, JobKind, Result, Workflow
+from .reporting import Reporter
+from .state import NodeRecord, NodeState, RunState
+from .templates import CONDITION_FUNCTIONS, Template, TemplateError, render_value, to_text
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    status: Result
+    outputs: dict[str, Any]
+    jobs: dict[str, NodeRecord]  # one record per job; a matrix job's holds the list of outputs
+    nodes: dict[str, NodeRecord]  # every node, matrix instances included
+    duration: float
+    reason: str = ""
+    signal: int | None = None
+    instances: dict[str, list[str]] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The `--output-json` document."""
+        jobs = {}
+        for job_id, record in self.jobs.items():
+            entry = {
+                "result": record.result.value if record.result else None,
+                "outputs": record.outputs,
+                "reason": record.reason,
+                "attempts": record.attempts,
+                "duration_s": round(record.duration, 3),
+            }
+            if record.continue_on_error and record.result is Result.FAILURE:
+                entry["continue_on_error"] = True
+            if job_id in self.instances:
+                entry["instances"] = {
+                    node_id: {
+                        "matrix": self.nodes[node_id].matrix,
+                        "result": self.nodes[node_id].result.value if self.nodes[node_id].result else None,
+                        "reason": self.nodes[node_id].reason,
+                    }
+                    for node_id in self.instances[job_id]
+                }
+            jobs[job_id] = entry
+        summary = {"run_id": self.run_id, "status": self.status.value, "outputs": self.outputs, "jobs": jobs}
+        if self.reason:
+            summary["reason"] = self.reason
+        summary["duration_s"] = round(self.duration, 3)
+        return summary
+
+
+class Scheduler:
+    def __init__(
+        self,
+        workflow: Workflow,
+        *,
+        run_id: str,
+        inputs: Mapping[str, Any],
+        secrets: Mapping[str, str],
+        executors: Mapping[JobKind, Executor],
+        reporter: Reporter,
+        run_dir: Path,
+        concurrency: int | None = None,
+        handle_signals: bool = True,
+    ):
+        self.workflow = workflow
+        self.run_id = run_id
+        self.inputs = dict(inputs)
+        self.secrets = dict(secrets)
+        self.executors = executors
+        self.reporter = reporter
+        self.run_dir = run_dir
+        self.concurrency = concurrency or workflow.concurrency or os.cpu_count() or 1
+        self.handle_signals = handle_signals
+        self.state = RunState(run_id, reporter)
+        self.jobs: dict[str, NodeRecord] = {}
+        self.instances: dict[str, list[str]] = {}
+        self.jobs_scope: dict[str, dict[str, Any]] = {}
+        self.remaining = {job_id: len(job.needs) for job_id, job in workflow.jobs.items()}
+        self.cancelled = False
+        self.cancel_reason = ""
+        self.failure_reason = ""
+        self.signal: int | None = None
+        self._running: set[trio.CancelScope] = set()
+        self._nursery: trio.Nursery | None = None
+        self._hard: trio.CancelScope | None = None
+
+    # -- the run ---------------------------------------------------------
+
+    async def run(self) -> RunOutcome:
+        """Run every job and return the outcome.
+
+        Cancellation from outside stops the run at once (as a second Ctrl-C
+        does): running nodes are cancelled and their containers removed.
+        """
+        self.reporter.run_started(self.run_id, self.workflow.path, self.workflow.name)
+        self.limiter = trio.CapacityLimiter(self.concurrency)
+        self.env = {}
+        try:
+            self.env = {k: to_text(v) for k, v in render_value(dict(self.workflow.env), self._base_scope()).items()}
+        except TemplateError as e:
+            self.failure_reason = f"env: {e}"
+        async with trio.open_nursery() as outer:
+            if self.handle_signals:
+                await outer.start(self._watch_signals)
+            if self.workflow.timeout:
+                outer.start_soon(self._run_deadline, self.workflow.timeout)
+            with trio.CancelScope() as self._hard:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    if self.failure_reason:
+                        self.cancel_run(self.failure_reason)
+                    self._settle([job_id for job_id in self.workflow.order if self.remaining[job_id] == 0])
+            outer.cancel_scope.cancel()
+        return self._outcome()
+
+    def cancel_run(self, reason: str) -> None:
+        """Stop what runs; jobs not yet started run only if their `if` asks for it."""
+        if not self.cancelled:
+            self.cancelled = True
+            self.cancel_reason = reason
+        for scope in list(self._running):
+            scope.cancel()
+
+    async def _watch_signals(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            async for signum in signals:
+                if self.signal is None:
+                    self.signal = signum
+                    self.cancel_run(f"interrupted by {signal.Signals(signum).name}")
+                elif self._hard is not None:
+                    self._hard.cancel()
+
+    async def _run_deadline(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+        self.failure_reason = f"the run timed out after {format_duration(seconds)}"
+        self.cancel_run(self.failure_reason)
+
+    # -- deciding what runs ----------------------------------------------
+
+    def _settle(self, ready: list[str]) -> None:
+        """Start ready jobs; those that finish at once (skipped, value) release their dependents."""
+        queue = deque(ready)
+        while queue:
+            job_id = queue.popleft()
+            if not self._start(self.workflow.jobs[job_id]):
+                continue
+            for dependent in self.workflow.dependents[job_id]:
+                self.remaining[dependent] -= 1
+                if self.remaining[dependent] == 0:
+                    queue.append(dependent)
+
+    def _job_done(self, job_id: str) -> None:
+        record = self.jobs[job_id]
+        if not record.state.finished:  # stopped from outside, mid-run
+            self.state.transition(record, NodeState.CANCELLED, reason=self.cancel_reason or "cancelled")
+        self.jobs_scope[job_id] = {"outputs": record.outputs, "result": record.result.value}
+        if record.state is NodeState.FAILED and not record.continue_on_error:
+            if self.workflow.fail_fast and not self.cancelled:
+                self.cancel_run(f"cancelled because `{job_id}` failed and fail_fast is on")
+        ready = []
+        for dependent in self.workflow.dependents[job_id]:
+            self.remaining[dependent] -= 1
+            if self.remaining[dependent] == 0:
+                ready.append(dependent)
+        self._settle(ready)
+
+    def _start(self, job: Job) -> bool:
+        """Decide whether `job` runs; True if it is already finished on return."""
+        record = self.jobs[job.id] = self.state.add(NodeRecord(job.id, job.id))
+        runs, reason = self._decide(job)
+        if not runs:
+            state = NodeState.CANCELLED if reason == self.cancel_reason and self.cancelled else NodeState.SKIPPED
+            if reason.startswith("if: "):
+                state = NodeState.FAILED
+            self.state.transition(record, state, reason=reason)
+            self.jobs_scope[job.id] = {"outputs": {}, "result": record.result.value}
+            return True
+        if job.kind is JobKind.VALUE and job.matrix is None and job.repeat is None:
+            self._finish_value(job, record)
+            self.jobs_scope[job.id] = {"outputs": record.outputs, "result": record.result.value}
+            if record.state is NodeState.FAILED and self.workflow.fail_fast and not self.cancelled:
+                self.cancel_run(f"cancelled because `{job.id}` failed and fail_fast is on")
+            return True
+        self._nursery.start_soon(self._run_job, job, record, name=job.id)
+        return False
+
+    def _decide(self, job: Job) -> tuple[bool, str]:
+        needs = [self.jobs[n] for n in job.needs]
+        functions = job.condition is not None and _uses_status_function(job.condition)
+        if job.condition is None or not functions:
+            # Without a status function, `if` holds only after every need succeeded.
+            if self.cancelled:
+                return False, self.cancel_reason
+            for need in needs:
+                if need.state is not NodeState.SUCCEEDED and not need.tolerated:
+                    verb = {NodeState.FAILED: "failed", NodeState.SKIPPED: "was skipped"}.get(need.state, "was cancelled")
+                    return False, f"needs {need.id} {verb}"
+            if job.condition is None:
+                return True, ""
+        scope = self._base_scope()
+        scope.update(self._status_functions(needs))
+        try:
+            holds = job.condition.render(scope)
+        except TemplateError as e:
+            return False, f"if: {e}"
+        if holds:
+            return True, ""
+        if self.cancelled and not _mentions(job.condition, ("always", "cancelled")):
+            return False, self.cancel_reason
+        return False, "if was false"
+
+    def _status_functions(self, needs: list[NodeRecord]) -> dict[str, Any]:
+        failed = any(n.state is NodeState.FAILED and not n.tolerated for n in needs)
+        succeeded = all(n.state is NodeState.SUCCEEDED or n.tolerated for n in needs)
+        return {
+            "success": lambda: succeeded and not self.cancelled,
+            "failure": lambda: failed,
+            "always": lambda: True,
+            "cancelled": lambda: self.cancelled,
+        }
+
+    # -- running ---------------------------------------------------------
+
+    def _base_scope(self) -> dict[str, Any]:
+        return {
+            "inputs": self.inputs,
+            "secrets": self.secrets,
+            "jobs": self.jobs_scope,
+            "run": {"id": self.run_id, "attempt": 1},
+            "env": getattr(self, "env", {}),
+            "matrix": {},
+        }
+
+    def _finish_value(self, job: Job, record: NodeRecord) -> None:
+        self.state.transition(record, NodeState.RUNNING)
+        scope = self._base_scope()
+        try:
+            outputs = render_value(dict(job.outputs), scope)
+        except TemplateError as e:
+            self.state.transition(record, NodeState.FAILED, reason=f"outputs: {e}", attempts=1)
+            return
+        self.state.transition(record, NodeState.SUCCEEDED, outputs=outputs, attempts=1)
+
+    async def _run_job(self, job: Job, record: NodeRecord) -> None:
+        try:
+            if job.matrix is None:
+                await self._run_node(job, record, None)
+            else:
+                await self._run_matrix(job, record)
+        finally:
+            self._job_done(job.id)
+
+    async def _run_matrix(self, job: Job, record: NodeRecord) -> None:
+        try:
+            matrix = render_value(job.matrix, self._base_scope())
+            if not isinstance(matrix, dict):
+                raise MatrixError("`matrix` must be a mapping of axes")
+            combos = expand(matrix)
+        except (TemplateError, MatrixError) as e:
+            self.state.transition(record, NodeState.FAILED, reason=f"matrix: {e}")
+            return
+        if not combos:
+            self.state.transition(record, NodeState.SKIPPED, reason="matrix is empty", outputs=[])
+            return
+        self.state.transition(record, NodeState.RUNNING)
+        limiter = trio.CapacityLimiter(int(matrix.get("max_parallel") or len(combos)))
+        fail_fast = bool(matrix.get("fail_fast", True))
+        nodes = [self.state.add(NodeRecord(label(job.id, values), job.id, values)) for values in combos]
+        self.instances[job.id] = [n.id for n in nodes]
+        with trio.CancelScope() as siblings:
+
+            async def instance(node: NodeRecord) -> None:
+                async with limiter:
+                    await self._run_node(job, node, node.matrix)
+                if fail_fast and node.state is NodeState.FAILED and not node.continue_on_error:
+                    siblings.cancel()
+
+            async with trio.open_nursery() as nursery:
+                for node in nodes:
+                    nursery.start_soon(instance, node, name=node.id)
+        for node in nodes:
+            if not node.state.finished:
+                failed = next(n.id for n in nodes if n.state is NodeState.FAILED)
+                self.state.transition(node, NodeState.CANCELLED, reason=f"cancelled because {failed} failed (matrix fail_fast)")
+        failed = [n for n in nodes if n.state in (NodeState.FAILED, NodeState.CANCELLED)]
+        tolerated = all(n.continue_on_error for n in failed if n.state is NodeState.FAILED)
+        outputs = [n.outputs if n.state is NodeState.SUCCEEDED else None for n in nodes]
+        attempts = max(n.attempts for n in nodes)
+        if not failed:
+            self.state.transition(record, NodeState.SUCCEEDED, outputs=outputs, attempts=attempts)
+        elif all(n.state is NodeState.CANCELLED for n in failed) and self.cancelled:
+            self.state.transition(record, NodeState.CANCELLED, outputs=outputs, reason=self.cancel_reason)
+        else:
+            reason = f"{len(failed)} of {len(nodes)} instances failed: " + ", ".join(n.id for n in failed[:5])
+            self.state.transition(
+                record, NodeState.FAILED, outputs=outputs, reason=reason, attempts=attempts,
+                continue_on_error=tolerated and any(n.state is NodeState.FAILED for n in failed),
+            )
+
+    async def _run_node(self, job: Job, record: NodeRecord, matrix: dict | None) -> None:
+        """The lifecycle every node shares: limit, timeout, retry, repeat, outputs, result."""
+        scope = self._base_scope()
+        scope["matrix"] = matrix or {}
+        try:
+            job_env = {k: to_text(v) for k, v in render_value(dict(job.env), scope).items()}
+            scope["env"] = {**self.env, **job_env}
+            continue_on_error = bool(render_value(job.continue_on_error, scope))
+            timeout = render_value(job.timeout, scope)
+            timeout = parse_duration(timeout) if timeout is not None else None
+        except (TemplateError, ValueError) as e:
+            self.state.transition(record, NodeState.FAILED, reason=str(e))
+            return
+        executor = self.executors.get(job.kind)
+        limiter = self.limiter if executor is not None else _NO_LIMIT
+        async with limiter:
+            with trio.CancelScope() as cancel:
+                self._running.add(cancel)
+                if self.cancelled and not _mentions(job.condition, ("always", "cancelled")):
+                    cancel.cancel()
+                try:
+                    self.state.transition(record, NodeState.RUNNING, continue_on_error=continue_on_error)
+                    state, changes = await self._attempts(job, record, scope, executor, timeout)
+                    self.state.transition(record, state, **changes)
+                finally:
+                    self._running.discard(cancel)
+            if cancel.cancelled_caught and not record.state.finished:
+                self.state.transition(record, NodeState.CANCELLED, reason=self.cancel_reason or "cancelled")
+
+    async def _attempts(self, job, record, scope, executor, timeout) -> tuple[NodeState, dict]:
+        retry = job.retry
+        repeat = render_value(job.repeat, scope) if job.repeat is not None else None
+        passes = 0
+        while True:
+            record.attempts += 1
+            scope["run"] = {"id": self.run_id, "attempt": record.attempts}
+            outcome = await self._attempt(job, record, scope, executor, timeout)
+            if outcome.result is Result.SUCCESS:
+                try:
+                    outputs = render_value(dict(job.outputs), {**scope, **outcome.scope})
+                except TemplateError as e:
+                    return NodeState.FAILED, {"reason": f"outputs: {e}"}
+                if repeat is None:
+                    return NodeState.SUCCEEDED, {"outputs": outputs, "reason": outcome.reason}
+                passes += 1
+                done, reason = self._repeat_done(job, repeat, outputs, passes, scope)
+                if done:
+                    return (NodeState.FAILED if reason else NodeState.SUCCEEDED), {"outputs": outputs, "reason": reason}
+                await trio.sleep(parse_duration(repeat.get("delay", 0)))
+                continue
+            if record.attempts >= retry.attempts or not _retries(retry, outcome):
+                return NodeState.FAILED, {"reason": outcome.reason}
+            delay = retry.delay * retry.backoff_factor ** (record.attempts - 1)
+            await trio.sleep(min(delay, retry.max_delay) if retry.max_delay is not None else delay)
+
+    def _repeat_done(self, job, repeat, outputs, passes, scope) -> tuple[bool, str]:
+        until = repeat.get("until")
+        pass_scope = {**scope, "outputs": outputs, "repeat": {"index": passes - 1}}
+        try:
+            holds = until.render(pass_scope) if isinstance(until, Template) else bool(until)
+        except TemplateError as e:
+            return True, f"repeat.until: {e}"
+        if holds:
+            return True, ""
+        limit = int(repeat.get("max", 10))
+        if passes >= limit:
+            return True, f"repeat limit ({limit}) reached without until becoming true"
+        return False, ""
+
+    async def _attempt(self, job, record, scope, executor, timeout) -> Outcome:
+        if executor is None:
+            return Outcome(Result.SUCCESS)
+        node = NodeRun(
+            job=job,
+            node_id=record.id,
+            scope=scope,
+            env=dict(scope["env"]),
+            log=lambda step, stream, line: self.reporter.log(record.id, step, stream, line),
+            directory=self.run_dir / "nodes" / _safe_name(record.id),
+            workspace=Path(self.workflow.directory),
+        )
+        with trio.move_on_after(timeout if timeout is not None else math.inf) as deadline:
+            return await executor.run(node)
+        return Outcome(Result.FAILURE, f"timed out after {format_duration(timeout)}")
+
+    def _outcome(self) -> RunOutcome:
+        for job_id, record in self.jobs.items():
+            if not record.state.finished:
+                self.state.transition(record, NodeState.CANCELLED, reason=self.cancel_reason or "cancelled")
+        for job_id in self.workflow.order:
+            if job_id not in self.jobs:
+                record = self.jobs[job_id] = self.state.add(NodeRecord(job_id, job_id))
+                self.state.transition(record, NodeState.CANCELLED, reason=self.cancel_reason or "cancelled")
+        failed = [r for r in self.jobs.values() if r.state is NodeState.FAILED and not r.continue_on_error]
+        reason = self.failure_reason
+        if self.signal is not None:
+            status = Result.CANCELLED
+            reason = self.cancel_reason
+        elif failed or self.failure_reason:
+            status = Result.FAILURE
+            reason = reason or f"{len(failed)} job{'s' if len(failed) != 1 else ''} failed: " + ", ".join(
+                r.id for r in failed[:5]
+            )
+        else:
+            status = Result.SUCCESS
+        outputs: dict[str, Any] = {}
+        if status is Result.SUCCESS or self.workflow.outputs:
+            scope = self._base_scope()
+            for name, value in self.workflow.outputs.items():
+                try:
+                    outputs[name] = render_value(value, scope)
+                except TemplateError as e:
+                    outputs[name] = None
+                    if status is Result.SUCCESS:
+                        status, reason = Result.FAILURE, f"outputs.{name}: {e}"
+        outcome = RunOutcome(
+            run_id=self.run_id,
+            status=status,
+            outputs=outputs,
+            jobs=self.jobs,
+            nodes=self.state.nodes,
+            duration=time.monotonic() - self.state.started,
+            reason=reason,
+            signal=self.signal,
+            instances=self.instances,
+        )
+        self.reporter.run_finished(outcome.summary())
+        return outcome
+
+
+class _NoLimit:
+    async def __aenter__(self):
+        return None
+
+    async def __aexit__(self, *exc):
+        return None
+
+
+_NO_LIMIT = _NoLimit()
+
+
+def _mentions(condition: Template | None, functions: tuple[str, ...]) -> bool:
+    if condition is None:
+        return False
+    return any((name, None) in expr.refs for expr in condition.expressions for name in functions)
+
+
+def _uses_status_function(condition: Template) -> bool:
+    return _mentions(condition, CONDITION_FUNCTIONS)
+
+
+def _retries(retry, outcome: Outcome) -> bool:
+    if retry.on_exit_codes is None:
+        return True
+    return outcome.exit_code in retry.on_exit_codes
+
+
+def _safe_name(node_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", node_id).strip("-")

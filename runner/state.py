@@ -1,0 +1,99 @@
+"""The state of a run: every node's record, changed in one place only.
+
+`RunState.transition` is the single point where a node's state changes; it
+stamps times and tells the reporter, so events, logs and (later) persistence
+and caching hook in here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from .model import Result
+from .reporting import Reporter
+
+
+class NodeState(Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+    @property
+    def result(self) -> Result | None:
+        return _RESULTS.get(self)
+
+    @property
+    def finished(self) -> bool:
+        return self in _RESULTS
+
+
+_RESULTS = {
+    NodeState.SUCCEEDED: Result.SUCCESS,
+    NodeState.FAILED: Result.FAILURE,
+    NodeState.SKIPPED: Result.SKIPPED,
+    NodeState.CANCELLED: Result.CANCELLED,
+}
+
+
+@dataclass
+class NodeRecord:
+    """One node: a job, or one instance of a matrix job (then `job_id` names the job)."""
+
+    id: str
+    job_id: str
+    matrix: dict | None = None
+    state: NodeState = NodeState.PENDING
+    outputs: Any = field(default_factory=dict)
+    reason: str = ""
+    attempts: int = 0
+    continue_on_error: bool = False
+    started: float | None = None
+    finished: float | None = None
+
+    @property
+    def result(self) -> Result | None:
+        return self.state.result
+
+    @property
+    def duration(self) -> float:
+        if self.started is None:
+            return 0.0
+        return (self.finished or time.monotonic()) - self.started
+
+    @property
+    def tolerated(self) -> bool:
+        """A failure that `continue_on_error` lets dependents treat as success."""
+        return self.state is NodeState.FAILED and self.continue_on_error
+
+
+class RunState:
+    def __init__(self, run_id: str, reporter: Reporter):
+        self.run_id = run_id
+        self.reporter = reporter
+        self.nodes: dict[str, NodeRecord] = {}
+        self.started = time.monotonic()
+
+    def add(self, record: NodeRecord) -> NodeRecord:
+        self.nodes[record.id] = record
+        return record
+
+    def transition(self, record: NodeRecord, state: NodeState, **changes: Any) -> None:
+        """Move a node to `state`, setting any of its fields, and report it."""
+        for name, value in changes.items():
+            setattr(record, name, value)
+        record.state = state
+        now = time.monotonic()
+        if state is NodeState.RUNNING:
+            record.started = now
+            self.reporter.node_started(record)
+        elif state.finished:
+            if record.started is None:
+                record.started = now
+            record.finished = now
+            self.reporter.node_finished(record)

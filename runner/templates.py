@@ -1,0 +1,356 @@
+"""``${{ … }}`` expressions: parsing, checking and evaluating them in Jinja2's sandbox.
+
+Only ``${{ }}`` is special; everything else in a field is literal text, so
+``{{ }}``, ``{% %}`` and ``${VAR}`` pass through untouched.  A field that is one
+expression and nothing else takes the expression's native value.
+
+Compiling a Jinja2 expression costs about half a millisecond, too much for
+workflows with thousands of generated jobs.  Expressions that differ only in the
+job or step they name (``jobs.j1.outputs.n + 1``, ``jobs.j2.outputs.n + 1``)
+share one compiled form: the reference is lifted out into a variable before
+compiling, and the compiled code is cached by the expression's shape.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
+from jinja2.environment import TemplateExpression
+from jinja2.exceptions import SecurityError, TemplateError as JinjaTemplateError
+from jinja2.parser import Parser
+from jinja2.runtime import Undefined
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+OPEN, CLOSE = "${{", "}}"
+MAX_RESULT_ITEMS = 1_000_000
+MAX_EXPONENT_BITS = 4096
+
+CONDITION_FUNCTIONS = ("success", "failure", "always", "cancelled")
+
+
+class TemplateError(Exception):
+    """An expression that does not parse, names something unknown, or fails to evaluate.
+
+    The message says what; the caller adds where (file, line, job, field).
+    """
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    intercepted_binops = frozenset(["**", "*"])
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # `jobs.items` or `steps.update` mean the entry, never the dict method.
+        if isinstance(obj, Mapping) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(left, int) and isinstance(right, int):
+            if abs(left) > 1 and right * math.log2(abs(left)) > MAX_EXPONENT_BITS:
+                raise SecurityError(f"{left} ** {right} is too large")
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_RESULT_ITEMS:
+                    raise SecurityError(f"repeating a value {n} times makes it too large")
+        return super().call_binop(context, operator, left, right)
+
+
+def _make_environment() -> _Environment:
+    env = _Environment(undefined=StrictUndefined, autoescape=False)
+    for name in ("lipsum", "cycler", "joiner"):
+        env.globals.pop(name, None)
+    env.filters["raw"] = lambda value: value
+    env.filters["fromjson"] = json.loads
+    return env
+
+
+ENV = _make_environment()
+_GLOBALS = frozenset(ENV.globals)
+_compiled: dict[str, TemplateExpression] = {}
+
+
+@dataclass(frozen=True)
+class Expression:
+    """One ``${{ … }}``: its source, what it refers to, and how to evaluate it."""
+
+    source: str
+    refs: frozenset  # (root, key-or-None): ('jobs', 'build'), ('inputs', None), …
+    raw: bool  # ends in `| raw`: pasted into a script as text
+    lifted: tuple  # ((variable, root, key), …) bound before evaluating
+    shape: str  # the source with lifted references: the key of its compiled form
+
+    def evaluate(self, scope: Mapping[str, Any]) -> Any:
+        code = _compiled.get(self.shape)
+        if code is None:
+            code = _compiled[self.shape] = _compile(self.shape)
+        variables = dict(scope)
+        for variable, root, key in self.lifted:
+            try:
+                variables[variable] = scope[root][key]
+            except (KeyError, TypeError):
+                raise TemplateError(f"`{root}.{key}` is undefined") from None
+        try:
+            return _native(code(variables))
+        except UndefinedError as e:
+            raise TemplateError(_undefined_message(e)) from None
+        except SecurityError as e:
+            raise TemplateError(f"not allowed in the sandbox: {e}") from None
+        except RecursionError:
+            raise TemplateError("the expression recurses too deeply") from None
+        except (JinjaTemplateError, ArithmeticError, TypeError, ValueError, AttributeError, LookupError) as e:
+            raise TemplateError(f"{type(e).__name__}: {e}") from None
+
+
+@dataclass(frozen=True)
+class Template:
+    """A field's text split into literal parts and expressions."""
+
+    parts: tuple  # str | Expression
+
+    @property
+    def expressions(self) -> tuple[Expression, ...]:
+        return tuple(p for p in self.parts if isinstance(p, Expression))
+
+    @property
+    def whole(self) -> bool:
+        return len(self.parts) == 1 and isinstance(self.parts[0], Expression)
+
+    def render(self, scope: Mapping[str, Any]) -> Any:
+        """The native value of a whole-field expression, otherwise a string."""
+        if self.whole:
+            return self.parts[0].evaluate(scope)
+        return "".join(p if isinstance(p, str) else to_text(p.evaluate(scope)) for p in self.parts)
+
+
+def to_text(value: Any) -> str:
+    """How a value reads inside a string: JSON spelling for true, false, null, lists and mappings."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def has_expression(text: str) -> bool:
+    return OPEN in text
+
+
+def parse_template(text: str) -> Template:
+    """Split ``text`` at its ``${{ … }}`` markers and compile-check each expression."""
+    parts: list = []
+    pos = 0
+    while True:
+        start = text.find(OPEN, pos)
+        if start < 0:
+            break
+        end = _find_close(text, start + len(OPEN))
+        if start > pos:
+            parts.append(text[pos:start])
+        parts.append(parse_expression(text[start + len(OPEN) : end]))
+        pos = end + len(CLOSE)
+    if pos < len(text) or not parts:
+        parts.append(text[pos:])
+    return Template(tuple(parts))
+
+
+def parse_condition(value: Any) -> Template:
+    """An `if:` field: an expression with or without ``${{ }}``, or a boolean."""
+    if isinstance(value, bool):
+        return Template((parse_expression("true" if value else "false"),))
+    text = str(value).strip()
+    if text.startswith(OPEN) and text.endswith(CLOSE) and _find_close(text, len(OPEN)) == len(text) - len(CLOSE):
+        text = text[len(OPEN) : -len(CLOSE)]
+    return Template((parse_expression(text),))
+
+
+def _find_close(text: str, pos: int) -> int:
+    """The index of the ``}}`` closing an expression, skipping quoted strings."""
+    quote = None
+    i = pos
+    while i < len(text):
+        c = text[i]
+        if quote:
+            if c == "\\":
+                i += 1
+            elif c == quote:
+                quote = None
+        elif c in "'\"":
+            quote = c
+        elif text.startswith(CLOSE, i):
+            return i
+        i += 1
+    raise TemplateError(f"`{OPEN}` is never closed with `{CLOSE}`")
+
+
+_STRING = re.compile(r"'(?:[^'\\]|\\.)*'" + r'|"(?:[^"\\]|\\.)*"')
+_LIFTABLE = re.compile(r"(?<![\w.])(jobs|steps)\.([A-Za-z_][A-Za-z0-9_]*)\b")
+_parsed: dict[str, tuple[frozenset, bool]] = {}
+
+
+def parse_expression(source: str) -> Expression:
+    source = source.strip()
+    if not source:
+        raise TemplateError(f"empty expression `{OPEN} {CLOSE}`")
+    shape, lifted = _lift(source)
+    if shape not in _parsed:
+        try:
+            expr = _parse(shape)
+        except TemplateSyntaxError as e:
+            raise TemplateError(f"expression `{source}` does not parse: {e.message}") from None
+        refs: set = set()
+        _check(expr, refs)
+        own = frozenset(r for r in refs if not r[0].startswith(_LIFT_PREFIX))
+        _parsed[shape] = (own, isinstance(expr, nodes.Filter) and expr.name == "raw")
+    refs, raw = _parsed[shape]
+    return Expression(source, refs | {(root, key) for _, root, key in lifted}, raw, lifted, shape)
+
+
+_LIFT_PREFIX = "_lifted_"
+
+
+def _lift(source: str) -> tuple[str, tuple]:
+    """Replace `jobs.<id>` and `steps.<id>` outside string literals with variables."""
+    lifted: list = []
+
+    def replace(match: re.Match) -> str:
+        key = (match.group(1), match.group(2))
+        for variable, *known in lifted:
+            if tuple(known) == key:
+                return variable
+        variable = f"{_LIFT_PREFIX}{len(lifted)}"
+        lifted.append((variable, *key))
+        return variable
+
+    pieces, pos = [], 0
+    for string in _STRING.finditer(source):
+        pieces.append(_LIFTABLE.sub(replace, source[pos : string.start()]))
+        pieces.append(string.group())
+        pos = string.end()
+    pieces.append(_LIFTABLE.sub(replace, source[pos:]))
+    return "".join(pieces), tuple(lifted)
+
+
+def _parse(source: str) -> nodes.Expr:
+    parser = Parser(ENV, source, state="variable")
+    expr = parser.parse_expression()
+    if not parser.stream.eos:
+        raise TemplateSyntaxError(f"unexpected `{parser.stream.current.value}`", 1)
+    expr.set_environment(ENV)
+    return expr
+
+
+def _check(node: nodes.Node, refs: set) -> None:
+    """Collect the names an expression refers to; refuse unknown filters and tests early."""
+    everything = [node, *node.find_all(nodes.Node)]
+    keyed = set()
+    for child in everything:
+        if isinstance(child, nodes.Filter) and child.name not in ENV.filters:
+            raise TemplateError(f"no filter named `{child.name}`")
+        if isinstance(child, nodes.Test) and child.name not in ENV.tests:
+            raise TemplateError(f"no test named `{child.name}`")
+        key = _static_key(child)
+        if key:
+            refs.add(key)
+            keyed.add(id(child.node))
+    for child in everything:
+        if isinstance(child, nodes.Name) and child.ctx == "load" and id(child) not in keyed:
+            refs.add((child.name, None))
+
+
+def _static_key(node: nodes.Node) -> tuple | None:
+    """``('jobs', 'build')`` for ``jobs.build`` or ``jobs['build']``."""
+    if isinstance(node, (nodes.Getattr, nodes.Getitem)) and isinstance(node.node, nodes.Name):
+        if isinstance(node, nodes.Getattr):
+            return (node.node.name, node.attr)
+        if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            return (node.node.name, node.arg.value)
+    return None
+
+
+def _compile(shape: str) -> TemplateExpression:
+    body = nodes.Template([nodes.Assign(nodes.Name("result", "store"), _parse(shape), lineno=1)], lineno=1)
+    return TemplateExpression(ENV.from_string(body), undefined_to_none=False)
+
+
+def _native(value: Any) -> Any:
+    """Plain data from an expression's result: lists for generators, errors for undefined."""
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, Mapping):
+        return {k: _native(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, range, Iterator)):
+        items = []
+        for item in value:
+            items.append(_native(item))
+            if len(items) > MAX_RESULT_ITEMS:
+                raise SecurityError(f"a list of more than {MAX_RESULT_ITEMS:,} items")
+        return items
+    raise TemplateError(f"the expression gives a {type(value).__name__}, not data")
+
+
+def _undefined_message(e: UndefinedError) -> str:
+    text = str(e)
+    match = re.match(r"'(.+)' is undefined", text)
+    if match:
+        return f"`{match.group(1)}` is undefined"
+    match = re.match(r"'(.+)' has no attribute '(.+)'", text)
+    if match:
+        return f"no `{match.group(2)}` in {match.group(1)}"
+    return text
+
+
+def names_in(value: Any) -> set:
+    """Every (root, key) referred to by the templates inside a compiled value."""
+    found: set = set()
+    for template in templates_in(value):
+        for expr in template.expressions:
+            found |= expr.refs
+    return found
+
+
+def templates_in(value: Any) -> Iterator[Template]:
+    if isinstance(value, Template):
+        yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from templates_in(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from templates_in(v)
+
+
+def compile_value(value: Any) -> Any:
+    """Strings with ``${{ }}`` become Templates, at any depth; the rest stays as it is."""
+    if isinstance(value, str):
+        return parse_template(value) if OPEN in value else value
+    if isinstance(value, Mapping):
+        return {k: compile_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(compile_value(v) for v in value)
+    return value
+
+
+def render_value(value: Any, scope: Mapping[str, Any]) -> Any:
+    if isinstance(value, Template):
+        return value.render(scope)
+    if isinstance(value, Mapping):
+        return {k: render_value(v, scope) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [render_value(v, scope) for v in value]
+    return value
+
+
+def is_global(name: str) -> bool:
+    return name in _GLOBALS or name in CONDITION_FUNCTIONS
