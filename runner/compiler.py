@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import re
 from collections import deque
-from typing import Any, Mapping
+from types import MappingProxyType
+from typing import Any
 
 from .errors import Location, Problem, Severity, WorkflowInvalid, suggest
 from .loader import Document
@@ -435,7 +436,7 @@ def _templates_at(value: Any, path: tuple):
     """(path, Template) for every template inside a compiled value."""
     if isinstance(value, Template):
         yield path, value
-    elif isinstance(value, Mapping):
+    elif isinstance(value, (dict, MappingProxyType)):
         for key, item in value.items():
             yield from _templates_at(item, path + (key,))
     elif isinstance(value, tuple):

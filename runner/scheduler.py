@@ -352,7 +352,12 @@ class Scheduler:
 
     async def _attempts(self, job, record, scope, executor, timeout) -> tuple[NodeState, dict]:
         retry = job.retry
-        repeat = render_value(job.repeat, scope) if job.repeat is not None else None
+        repeat = None
+        if job.repeat is not None:
+            try:
+                repeat = {k: v if k == "until" else render_value(v, scope) for k, v in job.repeat.items()}
+            except TemplateError as e:
+                return NodeState.FAILED, {"reason": f"repeat: {e}"}
         passes = 0
         while True:
             record.attempts += 1

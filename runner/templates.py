@@ -6,9 +6,10 @@ expression and nothing else takes the expression's native value.
 
 Compiling a Jinja2 expression costs about half a millisecond, too much for
 workflows with thousands of generated jobs.  Expressions that differ only in the
-job or step they name (``jobs.j1.outputs.n + 1``, ``jobs.j2.outputs.n + 1``)
-share one compiled form: the reference is lifted out into a variable before
-compiling, and the compiled code is cached by the expression's shape.
+job or step they name or in their numbers (``jobs.j1.outputs.n + 1``,
+``jobs.j2.outputs.n + 2``) share one compiled form: those are lifted out into
+variables before compiling, and the compiled code is cached by the
+expression's shape.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
@@ -91,6 +93,9 @@ class Expression:
             code = _compiled[self.shape] = _compile(self.shape)
         variables = dict(scope)
         for variable, root, key in self.lifted:
+            if root is None:  # a number
+                variables[variable] = key
+                continue
             try:
                 variables[variable] = scope[root][key]
             except (KeyError, TypeError):
@@ -173,27 +178,21 @@ def parse_condition(value: Any) -> Template:
     return Template((parse_expression(text),))
 
 
+_CLOSE_OR_STRING = re.compile(r"\}\}|'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"", re.DOTALL)
+
+
 def _find_close(text: str, pos: int) -> int:
     """The index of the ``}}`` closing an expression, skipping quoted strings."""
-    quote = None
-    i = pos
-    while i < len(text):
-        c = text[i]
-        if quote:
-            if c == "\\":
-                i += 1
-            elif c == quote:
-                quote = None
-        elif c in "'\"":
-            quote = c
-        elif text.startswith(CLOSE, i):
-            return i
-        i += 1
+    for match in _CLOSE_OR_STRING.finditer(text, pos):
+        if match.group() == CLOSE:
+            return match.start()
     raise TemplateError(f"`{OPEN}` is never closed with `{CLOSE}`")
 
 
 _STRING = re.compile(r"'(?:[^'\\]|\\.)*'" + r'|"(?:[^"\\]|\\.)*"')
-_LIFTABLE = re.compile(r"(?<![\w.])(jobs|steps)\.([A-Za-z_][A-Za-z0-9_]*)\b")
+_LIFTABLE = re.compile(
+    r"(?<![\w.])(?:(jobs|steps)\.([A-Za-z_][A-Za-z0-9_]*)\b|(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)(?![\w.]))"
+)
 _parsed: dict[str, tuple[frozenset, bool]] = {}
 
 
@@ -212,20 +211,25 @@ def parse_expression(source: str) -> Expression:
         own = frozenset(r for r in refs if not r[0].startswith(_LIFT_PREFIX))
         _parsed[shape] = (own, isinstance(expr, nodes.Filter) and expr.name == "raw")
     refs, raw = _parsed[shape]
-    return Expression(source, refs | {(root, key) for _, root, key in lifted}, raw, lifted, shape)
+    return Expression(source, refs | {(root, key) for _, root, key in lifted if root}, raw, lifted, shape)
 
 
 _LIFT_PREFIX = "_lifted_"
 
 
 def _lift(source: str) -> tuple[str, tuple]:
-    """Replace `jobs.<id>` and `steps.<id>` outside string literals with variables."""
+    """Replace `jobs.<id>`, `steps.<id>` and numbers outside string literals with variables."""
     lifted: list = []
 
     def replace(match: re.Match) -> str:
-        key = (match.group(1), match.group(2))
+        root, name, number = match.groups()
+        if number is not None:
+            value = float(number) if any(c in number for c in ".eE") else int(number)
+            key = (None, value)
+        else:
+            key = (root, name)
         for variable, *known in lifted:
-            if tuple(known) == key:
+            if tuple(known) == key and type(known[1]) is type(key[1]):
                 return variable
         variable = f"{_LIFT_PREFIX}{len(lifted)}"
         lifted.append((variable, *key))
@@ -323,7 +327,7 @@ def names_in(value: Any) -> set:
 def templates_in(value: Any) -> Iterator[Template]:
     if isinstance(value, Template):
         yield value
-    elif isinstance(value, Mapping):
+    elif isinstance(value, (dict, MappingProxyType)):
         for v in value.values():
             yield from templates_in(v)
     elif isinstance(value, (list, tuple)):
@@ -335,7 +339,7 @@ def compile_value(value: Any) -> Any:
     """Strings with ``${{ }}`` become Templates, at any depth; the rest stays as it is."""
     if isinstance(value, str):
         return parse_template(value) if OPEN in value else value
-    if isinstance(value, Mapping):
+    if isinstance(value, dict):
         return {k: compile_value(v) for k, v in value.items()}
     if isinstance(value, list):
         return tuple(compile_value(v) for v in value)
@@ -345,7 +349,7 @@ def compile_value(value: Any) -> Any:
 def render_value(value: Any, scope: Mapping[str, Any]) -> Any:
     if isinstance(value, Template):
         return value.render(scope)
-    if isinstance(value, Mapping):
+    if isinstance(value, (dict, MappingProxyType)):
         return {k: render_value(v, scope) for k, v in value.items()}
     if isinstance(value, tuple):
         return [render_value(v, scope) for v in value]

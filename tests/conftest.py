@@ -1,0 +1,71 @@
+"""Shared fixtures: the real Docker engine, the local test images, and running the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BUSYBOX = "runner-test/busybox:latest"
+PYTHON = "runner-test/python:latest"
+# The example workflows name public images; these local ones stand in for them.
+IMAGE_MAP = ["--image-map", f"alpine:3.20={BUSYBOX}", "--image-map", f"python:3.12-slim={PYTHON}"]
+LABEL = "dev.runner.run-id"
+
+HOW_TO_START = (
+    "the tests of container behaviour need a running Docker engine and the local test images.\n"
+    "Start the engine with `sudo scripts/docker-engine` (or `sudo dockerd &`), build the images with "
+    "`scripts/test-images`, or run everything with `scripts/dev test`."
+)
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    """The engine the tests use; fails (never skips) when there is none."""
+    import docker
+    from docker.errors import DockerException, ImageNotFound
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except DockerException as e:
+        pytest.fail(f"cannot reach the Docker engine ({e}): {HOW_TO_START}", pytrace=False)
+    for image in (BUSYBOX, PYTHON):
+        try:
+            client.images.get(image)
+        except ImageNotFound:
+            pytest.fail(f"the test image {image} is missing: {HOW_TO_START}", pytrace=False)
+    return client
+
+
+@pytest.fixture
+def docker(docker_client):
+    """The engine, checked after the test for containers the runner left behind."""
+    yield docker_client
+    left = docker_client.containers.list(all=True, filters={"label": LABEL})
+    for container in left:
+        container.remove(force=True)
+    assert not left, f"containers left behind: {[c.name for c in left]}"
+
+
+def write(directory: Path, text: str, name: str = "workflow.yml") -> Path:
+    path = directory / name
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+def cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`runner ARGS…` in a subprocess, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *map(str, args)],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,687 @@
+"""Container jobs against the real Docker engine, as a user of `runner run` sees them.
+
+Every test runs the CLI in a subprocess on a workflow written to tmp_path and
+looks only at what a user can see: stdout, stderr, the exit status, the
+--output-json and --events files, files in the workspace, and the step logs
+under .runner/runs/<id>/logs/ beside the workflow.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conftest import BUSYBOX, IMAGE_MAP, LABEL, PYTHON, cli, write
+
+# Workflows name the public images; IMAGE_MAP points them at the local test images.
+BUSYBOX_IMAGE = "alpine:3.20"
+PYTHON_IMAGE = "python:3.12-slim"
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    summary: dict | None  # --output-json
+    events: list[dict]  # --events
+    events_text: str
+    logs: dict[str, str]  # "<node>/<step>.log" -> text
+    elapsed: float
+
+    def job(self, job_id: str) -> dict:
+        return self.summary["jobs"][job_id]
+
+    def lines(self, node: str, step: str) -> list[str]:
+        """What the console printed for one step, without the `[node/step] ` prefix."""
+        prefix = f"[{node}/{step}] "
+        return [line[len(prefix):] for line in self.stdout.splitlines() if line.startswith(prefix)]
+
+
+def run(tmp_path: Path, text: str, *args: str, env: dict | None = None, timeout: float = 120) -> Run:
+    workflow = write(tmp_path, text)
+    out, events = tmp_path / "out.json", tmp_path / "events.jsonl"
+    started = time.monotonic()
+    done = cli(
+        "run", workflow, *IMAGE_MAP, "--output-json", out, "--events", events, *args,
+        cwd=tmp_path, env=env, timeout=timeout,
+    )
+    elapsed = time.monotonic() - started
+    summary = json.loads(out.read_text()) if out.exists() else None
+    events_text = events.read_text() if events.exists() else ""
+    logs = {}
+    if summary:
+        log_dir = tmp_path / ".runner" / "runs" / summary["run_id"] / "logs"
+        logs = {p.relative_to(log_dir).as_posix(): p.read_text() for p in sorted(log_dir.rglob("*.log"))}
+    return Run(
+        done.returncode, done.stdout, done.stderr, summary,
+        [json.loads(line) for line in events_text.splitlines() if line.strip()], events_text, logs, elapsed,
+    )
+
+
+def containers(docker) -> list:
+    return docker.containers.list(all=True, filters={"label": LABEL})
+
+
+def assert_no_traceback(result: Run) -> None:
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+# -- the happy path -----------------------------------------------------------
+
+
+def test_steps_share_one_container_files_and_env(docker, tmp_path):
+    result = run(tmp_path, f"""
+        version: 1
+        defaults: {{image: {BUSYBOX_IMAGE}}}
+        jobs:
+          build:
+            steps:
+              - id: first
+                run: |
+                  echo made-in-step-1 > /tmp/shared.txt
+                  echo "GREETING=hello from step 1" >> "$RUNNER_ENV"
+                  echo "host=$(hostname)"
+              - id: second
+                run: |
+                  echo "file=$(cat /tmp/shared.txt)"
+                  echo "greeting=$GREETING"
+                  echo "host=$(hostname)"
+    """)
+    assert result.returncode == 0, result.stdout + result.stderr
+    first, second = result.lines("build", "first"), result.lines("build", "second")
+    assert "file=made-in-step-1" in second
+    assert "greeting=hello from step 1" in second
+    hosts = [line for line in first + second if line.startswith("host=")]
+    assert len(hosts) == 2 and hosts[0] == hosts[1], hosts  # one container for both steps
+
+
+def test_outputs_single_and_multiline_reach_dependent_job_and_run_outputs(docker, tmp_path):
+    result = run(tmp_path, f"""
+        version: 1
+        defaults: {{image: {BUSYBOX_IMAGE}}}
+        jobs:
+          produce:
+            steps:
+              - id: meta
+                run: |
+                  echo "version=1.2.3" >> "$RUNNER_OUTPUT"
+                  {{
+                    echo "notes<<EOF"
+                    echo "line one"
+                    echo "line two = still two"
+                    echo "EOF"
+                  }} >> "$RUNNER_OUTPUT"
+            outputs:
+              version: ${{{{ steps.meta.outputs.version }}}}
+              notes: ${{{{ steps.meta.outputs.notes }}}}
+          consume:
+            needs: produce
+            steps:
+              - id: seen
+                run: |
+                  printf '%s\\n' "${{{{ jobs.produce.outputs.notes }}}}" > /tmp/notes
+                  cat /tmp/notes
+                  echo "lines=$(wc -l < /tmp/notes | tr -d ' ')" >> "$RUNNER_OUTPUT"
+                  echo "version=${{{{ jobs.produce.outputs.version }}}}" >> "$RUNNER_OUTPUT"
+            outputs:
+              lines: ${{{{ steps.seen.outputs.lines | int }}}}
+              version: ${{{{ steps.seen.outputs.version }}}}
+        outputs:
+          version: ${{{{ jobs.produce.outputs.version }}}}
+          notes: ${{{{ jobs.produce.outputs.notes }}}}
+          lines_seen: ${{{{ jobs.consume.outputs.lines }}}}
+    """)
+    assert result.returncode == 0, result.stdout + result.stderr
+    notes = "line one\nline two = still two"
+    assert result.job("produce")["outputs"] == {"version": "1.2.3", "notes": notes}
+    assert result.job("consume")["outputs"] == {"lines": 2, "version": "1.2.3"}
+    assert result.lines("consume", "seen") == ["line one", "line two = still two"]
+    assert result.summary["outputs"] == {"version": "1.2.3", "notes": notes, "lines_seen": 2}
+
+
+def test_workflow_directory_is_mounted_at_workspace(docker, tmp_path):
+    (tmp_path / "from-host.txt").write_text("written on the host\n")
+    result = run(tmp_path, f"""
+        version: 1
+        jobs:
+          files:
+            image: {BUSYBOX_IMAGE}
+            run: |
+              cat /workspace/from-host.txt
+              echo "made in the container" > /workspace/from-step.txt
+              echo "pwd=$(pwd)"
+    """)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.lines("files", "1") == ["written on the host", "pwd=/workspace"]
+    assert (tmp_path / "from-step.txt").read_text() == "made in the container\n"
+
+
+def test_runner_variables_and_ci_are_set(docker, tmp_path):
+    result = run(tmp_path, f"""
+        version: 1
+        jobs:
+          vars:
+            image: {BUSYBOX_IMAGE}
+            run: |
+              echo "workspace=$RUNNER_WORKSPACE"
+              echo "run_id=$RUNNER_RUN_ID"
+              echo "job=$RUNNER_JOB"
+              echo "ci=$CI"
+              test -n "$RUNNER_OUTPUT" && test -w "$RUNNER_OUTPUT" && echo "output file writable"
+              test -n "$RUNNER_ENV" && test -w "$RUNNER_ENV" && echo "env file writable"
+    """)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.lines("vars", "1") == [
+        "workspace=/workspace",
+        f"run_id={result.summary['run_id']}",
+        "job=vars",
+        "ci=true",
+        "output file writable",
+        "env file writable",
+    ]
+
+
+def test_step_output_is_printed_live_with_job_and_step_prefix(docker, tmp_path):
+    workflow = write(tmp_path, f"""
+        version: 1
+        jobs:
+          live:
+            image: {BUSYBOX_IMAGE}
+            steps:
+              - id: talk
+                run: |
+                  echo first
+                  sleep 2
+                  echo second
+    """)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", "run", str(workflow), *IMAGE_MAP],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    seen = {}
+    try:
+        for line in proc.stdout:
+            if line.rstrip("\n") in ("[live/talk] first", "[live/talk] second"):
+                seen[line.split()[-1]] = time.monotonic()
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, proc.stderr.read()
+    assert set(seen) == {"first", "second"}
+    # "first" reached the terminal while the step was still sleeping, not at its end.
+    assert seen["second"] - seen["first"] > 1.0
+
+
+def test_step_log_file_keeps_the_whole_output(docker, tmp_path):
+    result = run(tmp_path, f"""
+        version: 1
+        jobs:
+          big:
+            image: {BUSYBOX_IMAGE}
+            steps:
+              - id: count
+                run: |
+                  seq 1 5000
+                  echo "to stderr" >&2
+    """)
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = result.logs["big/count.log"].splitlines()
+    assert [line for line in log if line != "to stderr"] == [str(i) for i in range(1, 5001)]
+    assert "to stderr" in log
+    printed = result.lines("big", "count")
+    assert printed[0] == "1" and "5000" in printed and "to stderr" in printed
+
+
+# -- shells ----------------------------------------------------------------------
+
+
+def test_sh_is_the_default_shell_and_stops_at_the_first_error(docker, tmp_path):
+    result = run(tmp_path, f"""
+        version: 1
+        jobs:
+          plain:
+            image: {BUSYBOX_IMAGE}
+            run: |
+              echo "shell=$0"
+              false
+              echo "never printed"
+    """)
+    assert result.returncode == 1
+    assert any(line.startswith("shell=") and line.endswith(".sh") for line in result.lines("plain", "1"))
+    assert "never printed" not in result.stdout
+
+
+def test_bash_shell(docker, tmp_path):
+    result = run(tmp_path, f"""
+        version: 1
+        jobs:
+          b:
+            image: {PYTHON_IMAGE}
+            shell: bash
+            run: |
+              arr=(one two three)
+              echo "count=${{#arr[@]}}"
+              [[ "$BASH_VERSION" == [0-9]* ]] && echo "is bash"
+              false | true
+              echo "never printed, pipefail is on"
+    """)
+    assert result.lines("b", "1") == ["count=3", "is bash"]
+    assert result.returncode == 1  # -o pipefail: `false | true` fails the step
+
+
+def test_python_shell(docker, tmp_path):
+    result = run(tmp_path, f"""
+        version: 1
+        jobs:
+          py:
+            image: {PYTHON_IMAGE}
+            steps:
+              - id: calc
+                shell: python
+                run: |
+                  import os, sys
+                  print("sum", sum(range(10)))
+                  print("major", sys.version_info.major)
+                  with open(os.environ["RUNNER_OUTPUT"], "a") as f:
+                      f.write("answer=42\\n")
+            outputs:
+              answer: ${{{{ steps.calc.outputs.answer | int }}}}
+    """)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.lines("py", "calc") == ["sum 45", "major 3"]
+    assert result.job("py")["outputs"] == {"answer": 42}
+
+
+# -- injection safety -------------------------------------------------------------
+
+HOSTILE = {
+    "semicolon": '"; touch /workspace/pwned; echo "',
+    "command_substitution": "$(touch /workspace/pwned)",
+    "backticks": "`touch /workspace/pwned`",
+    "newline": "safe\ntouch /workspace/pwned",
+    "leading_dash_n": "-n touch /workspace/pwned",
+    "python_quote": "'); open('/workspace/pwned', 'w'); print('",
+    "python_triple": '"""); open("/workspace/pwned", "w"); print("""',
+}
+
+INJECTION_WORKFLOW = f"""
+    version: 1
+    inputs:
+      v: {{type: string, required: true}}
+    jobs:
+      sh:
+        image: {BUSYBOX_IMAGE}
+        steps:
+          - id: unquoted
+            run: echo x ${{{{ inputs.v }}}}
+          - id: quoted
+            run: printf '%s\\n' "${{{{ inputs.v }}}}"
+          - id: assigned
+            run: |
+              X=${{{{ inputs.v }}}}
+              printf '%s\\n' "$X"
+      bash:
+        image: {PYTHON_IMAGE}
+        shell: bash
+        steps:
+          - id: unquoted
+            run: echo x ${{{{ inputs.v }}}}
+          - id: quoted
+            run: printf '%s\\n' "${{{{ inputs.v }}}}"
+          - id: assigned
+            run: |
+              X=${{{{ inputs.v }}}}
+              printf '%s\\n' "$X"
+      python:
+        image: {PYTHON_IMAGE}
+        shell: python
+        steps:
+          - id: unquoted
+            run: print(${{{{ inputs.v }}}})
+          - id: quoted
+            run: print(f"{{${{{{ inputs.v }}}}}}")
+          - id: assigned
+            run: |
+              X = ${{{{ inputs.v }}}}
+              print(X)
+"""
+
+
+@pytest.mark.parametrize("payload", list(HOSTILE.values()), ids=list(HOSTILE))
+def test_hostile_input_is_printed_literally_and_never_runs(docker, tmp_path, payload):
+    result = run(tmp_path, INJECTION_WORKFLOW, "--input", f"v={payload}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not (tmp_path / "pwned").exists()
+    literal = payload.splitlines()
+    # Unquoted in a shell the value is split into words, but never run.
+    words = ["x " + " ".join(payload.split())]
+    for shell in ("sh", "bash"):
+        assert result.lines(shell, "unquoted") == words, shell
+        assert result.lines(shell, "quoted") == literal, shell
+        assert result.lines(shell, "assigned") == literal, shell
+    for step in ("unquoted", "quoted", "assigned"):
+        assert result.lines("python", step) == literal, step
+
+
+def test_template_like_text_in_scripts_runs_unchanged(docker, tmp_path):
+    result = run(tmp_path, f"""
+        version: 1
+        jobs:
+          sh:
+            image: {BUSYBOX_IMAGE}
+            run: |
+              echo '{{{{ x }}}}' '{{% if %}}' '{{# not a comment #}}'
+              echo "home=${{HOME}}"
+          bash:
+            image: {PYTHON_IMAGE}
+            shell: bash
+            run: |
+              arr=(a b c d)
+              echo "n=${{#arr[@]}} {{{{ x }}}} {{% if %}}"
+          python:
+            image: {PYTHON_IMAGE}
+            shell: python
+            run: |
+              d = {{"k": {{"x": 1}}}}
+              print("{{{{ x }}}}", "{{% if %}}", "${{HOME}}", d)
+    """)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.lines("sh", "1") == ["{{ x }} {% if %} {# not a comment #}", "home=/root"]
+    assert result.lines("bash", "1") == ["n=4 {{ x }} {% if %}"]
+    assert result.lines("python", "1") == ["{{ x }} {% if %} ${HOME} {'k': {'x': 1}}"]
+
+
+# -- failures ----------------------------------------------------------------------
+
+
+def test_non_zero_exit_fails_the_job_naming_step_and_exit_code(docker, tmp_path):
+    result = run(tmp_path, f"""
+        version: 1
+        jobs:
+          check:
+            image: {BUSYBOX_IMAGE}
+            steps:
+              - id: ok
+                run: echo fine
+              - id: lint
+                run: exit 3
+              - id: after
+                run: echo "must not run"
+    """)
+    assert result.returncode == 1
+    reason = "step `lint` failed: exit code 3"
+    assert result.job("check")["result"] == "failure"
+    assert result.job("check")["reason"] == reason
+    assert result.summary["status"] == "failure"
+    assert reason in result.stdout
+    assert "must not run" not in result.stdout
+    assert_no_traceback(result)
+
+
+def test_exit_127_says_command_not_found(docker, tmp_path):
+    result = run(tmp_path, f"""
+        version: 1
+        jobs:
+          typo:
+            image: {BUSYBOX_IMAGE}
+            steps:
+              - id: build
+                run: no-such-command-here --flag
+    """)
+    assert result.returncode == 1
+    reason = result.job("typo")["reason"]
+    assert "step `build`" in reason and "exit code 127" in reason and "command not found" in reason
+    assert "command not found" in result.stdout
+
+
+def test_out_of_memory_names_the_limit(docker, tmp_path):
+    result = run(tmp_path, f"""
+        version: 1
+        jobs:
+          hog:
+            image: {PYTHON_IMAGE}
+            resources: {{memory: 64m}}
+            steps:
+              - id: allocate
+                shell: python
+                run: |
+                  data = b"x" * (500 * 1024 * 1024)
+                  print("allocated", len(data))
+    """)
+    assert result.returncode == 1
+    reason = result.job("hog")["reason"]
+    assert "step `allocate`" in reason and "out of memory (limit 64 MiB)" in reason, reason
+    assert "out of memory (limit 64 MiB)" in result.stdout
+    assert "allocated" not in result.stdout
+
+
+def test_independent_branch_goes_on_and_dependent_of_failure_is_skipped(docker, tmp_path):
+    result = run(tmp_path, f"""
+        version: 1
+        concurrency: 2
+        defaults: {{image: {BUSYBOX_IMAGE}}}
+        jobs:
+          broken:
+            run: exit 1
+          after_broken:
+            needs: broken
+            run: echo "must not run" > /workspace/after_broken
+          other:
+            steps:
+              - run: sleep 1
+              - run: echo "other done" > /workspace/other
+          after_other:
+            needs: other
+            run: echo "after other ran"
+    """)
+    assert result.returncode == 1
+    jobs = result.summary["jobs"]
+    assert jobs["broken"]["result"] == "failure"
+    assert jobs["after_broken"]["result"] == "skipped"
+    assert jobs["after_broken"]["reason"] == "needs broken failed"
+    assert jobs["other"]["result"] == "success"
+    assert jobs["after_other"]["result"] == "success"
+    assert (tmp_path / "other").read_text() == "other done\n"
+    assert not (tmp_path / "after_broken").exists()
+    assert result.summary["status"] == "failure"
+
+
+def test_fail_fast_cancels_a_long_running_sibling_quickly(docker, tmp_path):
+    result = run(tmp_path, f"""
+        version: 1
+        fail_fast: true
+        concurrency: 2
+        defaults: {{image: {BUSYBOX_IMAGE}}}
+        jobs:
+          slow:
+            run: sleep 60
+          broken:
+            steps:
+              - run: sleep 1
+              - run: exit 1
+    """)
+    assert result.returncode == 1
+    assert result.elapsed < 30, result.elapsed
+    assert result.job("broken")["result"] == "failure"
+    assert result.job("slow")["result"] == "cancelled"
+    assert "broken" in result.job("slow")["reason"]
+    assert containers(docker) == []
+
+
+# -- timeouts ------------------------------------------------------------------------
+
+
+def test_job_timeout_fails_the_job_and_removes_its_container(docker, tmp_path):
+    result = run(tmp_path, f"""
+        version: 1
+        jobs:
+          sleepy:
+            image: {BUSYBOX_IMAGE}
+            timeout: 2s
+            run: sleep 30
+    """)
+    assert result.returncode == 1
+    assert result.elapsed < 20, result.elapsed
+    assert result.job("sleepy")["result"] == "failure"
+    assert "timed out after 2s" in result.job("sleepy")["reason"]
+    assert "timed out after 2s" in result.stdout
+    assert containers(docker) == []
+
+
+def test_run_timeout_stops_the_whole_run(docker, tmp_path):
+    result = run(tmp_path, f"""
+        version: 1
+        timeout: 2s
+        jobs:
+          sleepy:
+            image: {BUSYBOX_IMAGE}
+            run: sleep 30
+    """)
+    assert result.returncode == 1
+    assert result.elapsed < 20, result.elapsed
+    assert result.summary["status"] == "failure"
+    assert "timed out after 2s" in result.summary["reason"]
+    assert result.job("sleepy")["result"] in ("cancelled", "failure")
+    assert "timed out after 2s" in result.stdout
+    assert containers(docker) == []
+
+
+# -- secrets ---------------------------------------------------------------------------
+
+SECRET = "tok-9f8e7d6c5b4a-SECRET"
+SECRET_WORKFLOW = f"""
+    version: 1
+    secrets: [API_TOKEN]
+    defaults: {{image: {BUSYBOX_IMAGE}}}
+    jobs:
+      leak:
+        env: {{TOKEN: "${{{{ secrets.API_TOKEN }}}}"}}
+        steps:
+          - id: echo
+            run: |
+              echo "token is ${{{{ secrets.API_TOKEN }}}}"
+              echo "from env: $TOKEN"
+              echo "on stderr: $TOKEN" >&2
+          - id: out
+            run: echo "token=$TOKEN" >> "$RUNNER_OUTPUT"
+        outputs:
+          token: ${{{{ steps.out.outputs.token }}}}
+      fail_with_it:
+        steps:
+          - id: bad_output
+            run: echo "${{{{ secrets.API_TOKEN }}}}" >> "$RUNNER_OUTPUT"
+      fail_loudly:
+        steps:
+          - id: die
+            run: |
+              echo "error: rejected $API_TOKEN_COPY" >&2
+              exit 4
+            env: {{API_TOKEN_COPY: "${{{{ secrets.API_TOKEN }}}}"}}
+    outputs:
+      token: ${{{{ jobs.leak.outputs.token }}}}
+"""
+
+
+def test_secret_value_never_appears_in_any_output(docker, tmp_path):
+    result = run(tmp_path, SECRET_WORKFLOW, env={"API_TOKEN": SECRET})
+    assert result.returncode == 1
+    assert result.summary is not None and result.logs
+    places = {
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+        "--output-json": (tmp_path / "out.json").read_text(),
+        "--events": result.events_text,
+        **{f"log {name}": text for name, text in result.logs.items()},
+    }
+    for where, text in places.items():
+        assert SECRET not in text, f"the secret leaked into {where}"
+    # The masked value stands where the secret was.
+    assert result.lines("leak", "echo") == ["token is ***", "from env: ***", "on stderr: ***"]
+    assert result.job("leak")["outputs"] == {"token": "***"}
+    assert result.summary["outputs"] == {"token": "***"}
+    assert "***" in result.logs["leak/echo.log"]
+    assert result.job("fail_with_it")["result"] == "failure"
+    assert SECRET[:10] not in result.job("fail_with_it")["reason"]
+    assert "***" in result.logs["fail_loudly/die.log"]
+    assert any(e["type"] == "log" and e["line"] == "token is ***" for e in result.events)
+
+
+def test_secret_value_is_not_left_in_the_state_directory(docker, tmp_path):
+    result = run(tmp_path, SECRET_WORKFLOW, env={"API_TOKEN": SECRET})
+    assert result.returncode == 1
+    leaked = [
+        str(path.relative_to(tmp_path))
+        for path in (tmp_path / ".runner").rglob("*")
+        if path.is_file() and SECRET in path.read_text(errors="replace")
+    ]
+    assert leaked == []
+
+
+# -- sandboxing ------------------------------------------------------------------------
+
+
+def test_container_is_sandboxed(docker, tmp_path):
+    result = run(tmp_path, f"""
+        version: 1
+        jobs:
+          probe:
+            image: {BUSYBOX_IMAGE}
+            run: |
+              grep -E '^(NoNewPrivs|CapEff):' /proc/self/status | tr -d ' \\t' | tr ':' '='
+              echo "pids=$(cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max)"
+              if [ -e /var/run/docker.sock ] || [ -e /run/docker.sock ]; then echo socket=present; else echo socket=absent; fi
+    """)
+    assert result.returncode == 0, result.stdout + result.stderr
+    values = dict(line.split("=", 1) for line in result.lines("probe", "1"))
+    assert values["NoNewPrivs"] == "1"
+    cap_sys_admin = 1 << 21
+    assert not int(values["CapEff"], 16) & cap_sys_admin, "the container is privileged"
+    assert values["pids"] != "max" and int(values["pids"]) > 0
+    assert values["socket"] == "absent"
+
+
+def test_network_none_leaves_only_loopback(docker, tmp_path):
+    result = run(tmp_path, f"""
+        version: 1
+        defaults: {{image: {BUSYBOX_IMAGE}}}
+        jobs:
+          offline:
+            network: none
+            run: tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '
+          online:
+            run: tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '
+    """)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.lines("offline", "1") == ["lo"]
+    assert sorted(result.lines("online", "1")) == ["eth0", "lo"]
+
+
+def test_resource_limits_are_applied(docker, tmp_path):
+    result = run(tmp_path, f"""
+        version: 1
+        jobs:
+          limited:
+            image: {BUSYBOX_IMAGE}
+            resources: {{cpus: 0.5, memory: 128m, pids: 64}}
+            run: |
+              cg=/sys/fs/cgroup
+              if [ -f $cg/memory.max ]; then
+                echo "memory=$(cat $cg/memory.max)"
+                echo "pids=$(cat $cg/pids.max)"
+                echo "cpu=$(cat $cg/cpu.max | awk '{{ printf "%.2f", $1 / $2 }}')"
+              else
+                echo "memory=$(cat $cg/memory/memory.limit_in_bytes)"
+                echo "pids=$(cat $cg/pids/pids.max)"
+                echo "cpu=$(awk -v q=$(cat $cg/cpu/cpu.cfs_quota_us) -v p=$(cat $cg/cpu/cpu.cfs_period_us) 'BEGIN {{ printf "%.2f", q / p }}')"
+              fi
+    """)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.lines("limited", "1") == [f"memory={128 * 1024 * 1024}", "pids=64", "cpu=0.50"]
