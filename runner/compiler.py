@@ -279,16 +279,18 @@ class _Compiler:
         )
 
     def check_scripts(self, steps: list[Step], steps_data: list) -> None:
+        """Warn where a value would land inside a string literal and stay literal text."""
         for step, (_, path) in zip(steps, steps_data):
-            if step.shell in ("sh", "bash") and step.run.expressions:
-                text = "".join(p if isinstance(p, str) else "\0" for p in step.run.parts)
-                if _in_single_quotes(text):
-                    self.error(
-                        path + ("run",),
-                        "a `${{ }}` inside single quotes stays literal text in the shell; "
-                        'use double quotes: "${{ … }}"',
-                        severity=Severity.WARNING,
-                    )
+            if not [e for e in step.run.expressions if not e.raw]:
+                continue
+            text = "".join(p if isinstance(p, str) else _PLACEHOLDER for p in step.run.parts)
+            if step.shell in ("sh", "bash") and _in_single_quotes(text):
+                message = 'a `${{ }}` inside single quotes stays literal text in the shell; use double quotes: "${{ … }}"'
+            elif step.shell == "python" and _in_python_string(text):
+                message = "a `${{ }}` inside a Python string stays literal text; write it as a value: print(${{ … }})"
+            else:
+                continue
+            self.error(path + ("run",), message, severity=Severity.WARNING)
 
     # -- the graph -------------------------------------------------------
 
@@ -449,8 +451,28 @@ def _first_line(text: Any) -> str:
     return line if len(line) <= 60 else line[:57] + "..."
 
 
+_PLACEHOLDER = "\0"
+
+
+def _in_python_string(script: str) -> bool:
+    """Whether a placeholder falls inside a Python string literal other than an f-string."""
+    import io
+    import tokenize
+
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(script.replace(_PLACEHOLDER, "__expr__")).readline))
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return False
+    for token in tokens:
+        if token.type == tokenize.STRING and "__expr__" in token.string:
+            prefix = token.string[: len(token.string) - len(token.string.lstrip("rRbBuUfF"))]
+            if "f" not in prefix.lower():
+                return True
+    return False
+
+
 def _in_single_quotes(script: str) -> bool:
-    """Whether a NUL (standing for an expression) falls inside a '…' string of a shell script."""
+    """Whether a placeholder (standing for an expression) falls inside a '…' string of a shell script."""
     quote = None
     i = 0
     while i < len(script):
@@ -458,7 +480,7 @@ def _in_single_quotes(script: str) -> bool:
         if quote == "'":
             if c == "'":
                 quote = None
-            elif c == "\0":
+            elif c == _PLACEHOLDER:
                 return True
         elif c == "\\":
             i += 1

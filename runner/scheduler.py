@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import signal
 import time
 from collections import deque
@@ -25,7 +24,7 @@ from .executors import Executor, NodeRun, Outcome
 from .matrix import MatrixError, expand, label
 from .model import Job, JobKind, Result, Workflow
 from .reporting import Reporter
-from .state import NodeRecord, NodeState, RunState
+from .state import NodeRecord, NodeState, RunState, file_name
 from .templates import CONDITION_FUNCTIONS, Template, TemplateError, render_value, to_text
 
 
@@ -404,7 +403,7 @@ class Scheduler:
             scope=scope,
             env=dict(scope["env"]),
             log=lambda step, stream, line: self.reporter.log(record.id, step, stream, line),
-            directory=self.run_dir / "nodes" / _safe_name(record.id),
+            directory=self.run_dir / "nodes" / file_name(record.id),
             workspace=Path(self.workflow.directory),
         )
         with trio.move_on_after(timeout if timeout is not None else math.inf) as deadline:
@@ -481,7 +480,3 @@ def _retries(retry, outcome: Outcome) -> bool:
     if retry.on_exit_codes is None:
         return True
     return outcome.exit_code in retry.on_exit_codes
-
-
-def _safe_name(node_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", node_id).strip("-")

@@ -7,6 +7,7 @@ and caching hook in here and nowhere else.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from enum import Enum
@@ -70,6 +71,11 @@ class NodeRecord:
     def tolerated(self) -> bool:
         """A failure that `continue_on_error` lets dependents treat as success."""
         return self.state is NodeState.FAILED and self.continue_on_error
+
+
+def file_name(node_id: str) -> str:
+    """A node's id as a file name: `build (shard=1)` → `build-shard-1`."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", node_id).strip("-") or "_"
 
 
 class RunState:

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUSYBOX, IMAGE_MAP, LABEL, PYTHON, cli, write
+from conftest import IMAGE_MAP, LABEL, cli, write
 
-# Workflows name the public images; IMAGE_MAP points them at the local test images.
-BUSYBOX_IMAGE = "alpine:3.20"
-PYTHON_IMAGE = "python:3.12-slim"
+# Workflows name the public images (quoted for YAML flow mappings); IMAGE_MAP
+# points them at the local test images.
+BUSYBOX_IMAGE = '"alpine:3.20"'
+PYTHON_IMAGE = '"python:3.12-slim"'
 
 
 @dataclass
@@ -65,8 +66,9 @@ def run(tmp_path: Path, text: str, *args: str, env: dict | None = None, timeout:
     )
 
 
-def containers(docker) -> list:
-    return docker.containers.list(all=True, filters={"label": LABEL})
+def containers(docker, run_id: str) -> list:
+    """The run's containers still present."""
+    return docker.containers.list(all=True, filters={"label": f"{LABEL}={run_id}"})
 
 
 def assert_no_traceback(result: Run) -> None:
@@ -236,8 +238,10 @@ def test_step_log_file_keeps_the_whole_output(docker, tmp_path):
     log = result.logs["big/count.log"].splitlines()
     assert [line for line in log if line != "to stderr"] == [str(i) for i in range(1, 5001)]
     assert "to stderr" in log
+    # stdout and stderr are separate streams: where the stderr line falls among the others may vary.
     printed = result.lines("big", "count")
-    assert printed[0] == "1" and "5000" in printed and "to stderr" in printed
+    assert [line for line in printed if line != "to stderr"] == [str(i) for i in range(1, 5001)]
+    assert "to stderr" in printed
 
 
 # -- shells ----------------------------------------------------------------------
@@ -312,6 +316,9 @@ HOSTILE = {
     "python_triple": '"""); open("/workspace/pwned", "w"); print("""',
 }
 
+# Each value is used unquoted, inside a string and in an assignment, in sh, bash and
+# python. Python's "inside a string" is an f-string field: a `${{ }}` stands where a
+# variable may stand, and in Python a plain "…" literal is not such a place.
 INJECTION_WORKFLOW = f"""
     version: 1
     inputs:
@@ -371,6 +378,21 @@ def test_hostile_input_is_printed_literally_and_never_runs(docker, tmp_path, pay
         assert result.lines("python", step) == literal, step
 
 
+def test_raw_is_the_one_way_to_paste_a_value_into_a_script(docker, tmp_path):
+    # The check above would see an injection: `| raw` makes one on purpose.
+    result = run(tmp_path, f"""
+        version: 1
+        inputs:
+          v: {{type: string, required: true}}
+        jobs:
+          pasted:
+            image: {BUSYBOX_IMAGE}
+            run: echo ${{{{ inputs.v | raw }}}}
+    """, "--input", "v=$(touch /workspace/pwned)")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "pwned").exists()
+
+
 def test_template_like_text_in_scripts_runs_unchanged(docker, tmp_path):
     result = run(tmp_path, f"""
         version: 1
@@ -379,7 +401,7 @@ def test_template_like_text_in_scripts_runs_unchanged(docker, tmp_path):
             image: {BUSYBOX_IMAGE}
             run: |
               echo '{{{{ x }}}}' '{{% if %}}' '{{# not a comment #}}'
-              echo "home=${{HOME}}"
+              echo "braced=${{HOME}}" "plain=$HOME"
           bash:
             image: {PYTHON_IMAGE}
             shell: bash
@@ -394,7 +416,10 @@ def test_template_like_text_in_scripts_runs_unchanged(docker, tmp_path):
               print("{{{{ x }}}}", "{{% if %}}", "${{HOME}}", d)
     """)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.lines("sh", "1") == ["{{ x }} {% if %} {# not a comment #}", "home=/root"]
+    text, home = result.lines("sh", "1")
+    assert text == "{{ x }} {% if %} {# not a comment #}"
+    braced, plain = home.split()
+    assert braced.startswith("braced=/") and braced[len("braced="):] == plain[len("plain="):]  # the shell expanded it
     assert result.lines("bash", "1") == ["n=4 {{ x }} {% if %}"]
     assert result.lines("python", "1") == ["{{ x }} {% if %} ${HOME} {'k': {'x': 1}}"]
 
@@ -513,7 +538,7 @@ def test_fail_fast_cancels_a_long_running_sibling_quickly(docker, tmp_path):
     assert result.job("broken")["result"] == "failure"
     assert result.job("slow")["result"] == "cancelled"
     assert "broken" in result.job("slow")["reason"]
-    assert containers(docker) == []
+    assert containers(docker, result.summary["run_id"]) == []
 
 
 # -- timeouts ------------------------------------------------------------------------
@@ -533,30 +558,38 @@ def test_job_timeout_fails_the_job_and_removes_its_container(docker, tmp_path):
     assert result.job("sleepy")["result"] == "failure"
     assert "timed out after 2s" in result.job("sleepy")["reason"]
     assert "timed out after 2s" in result.stdout
-    assert containers(docker) == []
+    assert containers(docker, result.summary["run_id"]) == []
 
 
 def test_run_timeout_stops_the_whole_run(docker, tmp_path):
     result = run(tmp_path, f"""
         version: 1
         timeout: 2s
+        defaults: {{image: {BUSYBOX_IMAGE}}}
         jobs:
           sleepy:
-            image: {BUSYBOX_IMAGE}
             run: sleep 30
+          later:
+            needs: sleepy
+            run: touch /workspace/later-ran
     """)
     assert result.returncode == 1
     assert result.elapsed < 20, result.elapsed
     assert result.summary["status"] == "failure"
-    assert "timed out after 2s" in result.summary["reason"]
-    assert result.job("sleepy")["result"] in ("cancelled", "failure")
-    assert "timed out after 2s" in result.stdout
-    assert containers(docker) == []
+    assert result.summary["reason"] == "the run timed out after 2s"
+    for job in ("sleepy", "later"):
+        assert result.job(job)["result"] == "cancelled", job
+        assert result.job(job)["reason"] == "the run timed out after 2s", job
+    assert not (tmp_path / "later-ran").exists()
+    assert "the run timed out after 2s" in result.stdout
+    assert containers(docker, result.summary["run_id"]) == []
 
 
 # -- secrets ---------------------------------------------------------------------------
 
-SECRET = "tok-9f8e7d6c5b4a-SECRET"
+# Longer than 40 characters, so that a message that shortens a value cannot show it whole.
+SECRET = "tok-9f8e7d6c5b4a3f2e-SECRET-0123456789abcdefghij"
+SECRET_PART = SECRET[:16]  # enough of the secret to count as a leak
 SECRET_WORKFLOW = f"""
     version: 1
     secrets: [API_TOKEN]
@@ -574,44 +607,62 @@ SECRET_WORKFLOW = f"""
             run: echo "token=$TOKEN" >> "$RUNNER_OUTPUT"
         outputs:
           token: ${{{{ steps.out.outputs.token }}}}
-      fail_with_it:
-        steps:
-          - id: bad_output
-            run: echo "${{{{ secrets.API_TOKEN }}}}" >> "$RUNNER_OUTPUT"
       fail_loudly:
         steps:
           - id: die
+            env: {{COPY: "${{{{ secrets.API_TOKEN }}}}"}}
             run: |
-              echo "error: rejected $API_TOKEN_COPY" >&2
+              echo "error: rejected $COPY" >&2
               exit 4
-            env: {{API_TOKEN_COPY: "${{{{ secrets.API_TOKEN }}}}"}}
     outputs:
       token: ${{{{ jobs.leak.outputs.token }}}}
 """
 
 
-def test_secret_value_never_appears_in_any_output(docker, tmp_path):
-    result = run(tmp_path, SECRET_WORKFLOW, env={"API_TOKEN": SECRET})
-    assert result.returncode == 1
-    assert result.summary is not None and result.logs
-    places = {
+def everything_a_user_sees(result: Run, tmp_path: Path) -> dict[str, str]:
+    return {
         "stdout": result.stdout,
         "stderr": result.stderr,
         "--output-json": (tmp_path / "out.json").read_text(),
         "--events": result.events_text,
         **{f"log {name}": text for name, text in result.logs.items()},
     }
-    for where, text in places.items():
-        assert SECRET not in text, f"the secret leaked into {where}"
-    # The masked value stands where the secret was.
-    assert result.lines("leak", "echo") == ["token is ***", "from env: ***", "on stderr: ***"]
+
+
+def test_secret_value_never_appears_in_any_output(docker, tmp_path):
+    result = run(tmp_path, SECRET_WORKFLOW, env={"API_TOKEN": SECRET})
+    assert result.returncode == 1
+    assert result.summary is not None and result.logs
+    for where, text in everything_a_user_sees(result, tmp_path).items():
+        assert SECRET_PART not in text, f"the secret leaked into {where}"
+    # The mask stands where the secret was.
+    # (stdout and stderr are separate streams: their lines may interleave either way)
+    assert sorted(result.lines("leak", "echo")) == ["from env: ***", "on stderr: ***", "token is ***"]
     assert result.job("leak")["outputs"] == {"token": "***"}
     assert result.summary["outputs"] == {"token": "***"}
-    assert "***" in result.logs["leak/echo.log"]
-    assert result.job("fail_with_it")["result"] == "failure"
-    assert SECRET[:10] not in result.job("fail_with_it")["reason"]
-    assert "***" in result.logs["fail_loudly/die.log"]
+    assert "token is ***" in result.logs["leak/echo.log"]
+    assert "error: rejected ***" in result.logs["fail_loudly/die.log"]
     assert any(e["type"] == "log" and e["line"] == "token is ***" for e in result.events)
+    assert result.job("fail_loudly")["reason"] == "step `die` failed: exit code 4"
+
+
+def test_secret_in_a_failure_message_is_masked(docker, tmp_path):
+    # A step writes the bare secret to $RUNNER_OUTPUT: the job fails with a message quoting the line.
+    result = run(tmp_path, f"""
+        version: 1
+        secrets: [API_TOKEN]
+        jobs:
+          bad_output:
+            image: {BUSYBOX_IMAGE}
+            steps:
+              - id: write
+                run: echo "${{{{ secrets.API_TOKEN }}}}" >> "$RUNNER_OUTPUT"
+    """, env={"API_TOKEN": SECRET})
+    assert result.returncode == 1
+    assert result.job("bad_output")["result"] == "failure"
+    assert "$RUNNER_OUTPUT" in result.job("bad_output")["reason"]
+    for where, text in everything_a_user_sees(result, tmp_path).items():
+        assert SECRET_PART not in text, f"the secret leaked into {where}"
 
 
 def test_secret_value_is_not_left_in_the_state_directory(docker, tmp_path):
@@ -620,7 +671,7 @@ def test_secret_value_is_not_left_in_the_state_directory(docker, tmp_path):
     leaked = [
         str(path.relative_to(tmp_path))
         for path in (tmp_path / ".runner").rglob("*")
-        if path.is_file() and SECRET in path.read_text(errors="replace")
+        if path.is_file() and SECRET_PART in path.read_text(errors="replace")
     ]
     assert leaked == []
 
@@ -655,9 +706,11 @@ def test_network_none_leaves_only_loopback(docker, tmp_path):
         jobs:
           offline:
             network: none
-            run: tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '
+            run: |
+              tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '
           online:
-            run: tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '
+            run: |
+              tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '
     """)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.lines("offline", "1") == ["lo"]

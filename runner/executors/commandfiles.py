@@ -35,20 +35,21 @@ def parse(text: str, name: str) -> dict[str, str]:
         if heredoc > 0 and (equals < 0 or heredoc < equals):
             key, delimiter = line[:heredoc], line[heredoc + 2 :]
             if not delimiter:
-                raise CommandFileError(f"{name} line {i}: `{key}<<` needs a delimiter")
+                raise CommandFileError(f"{name} line {i}: `<<` needs a delimiter after it")
             body = []
             while i < len(lines) and lines[i].rstrip("\r") != delimiter:
                 body.append(lines[i].rstrip("\r"))
                 i += 1
             if i >= len(lines):
-                raise CommandFileError(f"{name}: the delimiter `{delimiter}` of `{key}` never comes")
+                raise CommandFileError(f"{name} line {i}: the closing delimiter never comes")
             i += 1
             value = "\n".join(body)
         elif equals > 0:
             key, value = line[:equals], line[equals + 1 :]
         else:
-            raise CommandFileError(f"{name} line {i}: expected `key=value` or `key<<DELIMITER`, got {line[:40]!r}")
+            # The line's text is not quoted: it may hold a secret, cut where no mask would match.
+            raise CommandFileError(f"{name} line {i} is neither `key=value` nor `key<<DELIMITER`")
         if not _KEY.fullmatch(key):
-            raise CommandFileError(f"{name} line {i}: `{key[:40]}` is not a valid name")
+            raise CommandFileError(f"{name} line {i}: the name before `=` must be letters, digits, `_`, `.` or `-`")
         values[key] = value
     return values

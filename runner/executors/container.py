@@ -1,8 +1,9 @@
 """Container jobs: one container per node, each step run in it in turn with exec.
 
-The node's own directory is mounted at /runner: scripts are written there and
-`$RUNNER_OUTPUT` / `$RUNNER_ENV` are read back from there, so a step costs one
-exec and no file copies.  The workflow's directory is mounted at /workspace.
+The node's own scratch directory is mounted at /runner: scripts are written there
+and `$RUNNER_OUTPUT` / `$RUNNER_ENV` are read back from there, so a step costs
+one exec and no file copies; the directory goes with the container.  The
+workflow's directory is mounted at /workspace.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import codecs
 import os
 import posixpath
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
@@ -128,9 +130,12 @@ class ContainerExecutor:
         except BackendError as e:
             return Outcome(Result.FAILURE, str(e))
         finally:
-            if container is not None:
-                with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True):
+                if container is not None:
                     await self.backend.remove(container)
+                # Scripts and output files may hold values pasted with `| raw` or
+                # written by steps, secrets among them: nothing of them is kept.
+                await trio.to_thread.run_sync(shutil.rmtree, node.directory, True)
 
     async def _steps(self, node: NodeRun, container: str, spec: ContainerSpec) -> Outcome:
         done = StepRun()

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from ..state import file_name
 from . import Reporter
 
 
@@ -63,7 +64,7 @@ class StepLogs(Reporter):
         key = (node_id, step)
         file = self.files.get(key)
         if file is None:
-            path = self.directory / _safe(node_id) / f"{_safe(step)}.log"
+            path = self.directory / file_name(node_id) / f"{file_name(step)}.log"
             path.parent.mkdir(parents=True, exist_ok=True)
             file = self.files[key] = open(path, "a", encoding="utf-8")
         file.write(line + "\n")
@@ -76,9 +77,3 @@ class StepLogs(Reporter):
         for file in self.files.values():
             file.close()
         self.files.clear()
-
-
-def _safe(name: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "_"
