@@ -87,7 +87,7 @@ def scenarios(directory: Path):
         "50 exec_run calls in one container (Docker SDK)",
         1.5,
     )
-    jobs = "".join(f"  j{i}: {{image: {IMAGE}, run: 'true'}}\n" for i in range(20))
+    jobs = "".join(f"  j{i}: {{image: '{IMAGE}', run: 'true'}}\n" for i in range(20))
     yield (
         "20 one-step jobs at concurrency 8",
         run_workflow(directory, "jobs", f"version: 1\nconcurrency: 8\njobs:\n{jobs}"),

@@ -19,7 +19,6 @@ from .templates import (
     CONDITION_FUNCTIONS,
     Template,
     TemplateError,
-    compile_value,
     is_global,
     parse_condition,
     parse_template,
@@ -87,12 +86,23 @@ class _Compiler:
     # -- values ----------------------------------------------------------
 
     def template(self, value: Any, path: tuple) -> Any:
-        """Compile a field's value; a template that does not parse is a problem here."""
-        try:
-            return compile_value(value)
-        except TemplateError as e:
-            self.error(path, str(e))
-            return None
+        """A field's value with each `${{ }}` text parsed, at any depth, made immutable.
+
+        Every template that does not parse is a problem at its own key path.
+        """
+        if isinstance(value, str):
+            if "${{" not in value:
+                return value
+            try:
+                return parse_template(value)
+            except TemplateError as e:
+                self.error(path, str(e))
+                return None
+        if isinstance(value, dict):
+            return MappingProxyType({k: self.template(v, path + (k,)) for k, v in value.items()})
+        if isinstance(value, list):
+            return tuple(self.template(v, path + (i,)) for i, v in enumerate(value))
+        return value
 
     def condition(self, value: Any, path: tuple) -> Template | None:
         if value is None:
@@ -121,14 +131,14 @@ class _Compiler:
         self.inputs = {name: self.input(name, spec) for name, spec in (data.get("inputs") or {}).items()}
         self.secrets = tuple(data.get("secrets") or ())
         self.defaults = data.get("defaults") or {}
-        env = self.template(data.get("env") or {}, ("env",)) or {}
+        env = self.template(data.get("env") or {}, ("env",))
         self.check_refs(env, ("env",), roots={"inputs", "secrets", "run"})
         jobs_data = data.get("jobs") or {}
         self.job_ids = list(jobs_data)
         jobs = {job_id: self.job(job_id, spec, ("jobs", job_id)) for job_id, spec in jobs_data.items()}
         order = self.order(jobs)
         self.check_job_refs(jobs)
-        outputs = self.template(data.get("outputs") or {}, ("outputs",)) or {}
+        outputs = self.template(data.get("outputs") or {}, ("outputs",))
         self.check_refs(outputs, ("outputs",), roots={"inputs", "secrets", "run", "jobs", "env"}, any_job=True)
         concurrency = data.get("concurrency")
         dependents: dict[str, list[str]] = {job_id: [] for job_id in jobs}
@@ -143,12 +153,12 @@ class _Compiler:
             description=str(data.get("description") or ""),
             inputs=frozen(self.inputs),
             secrets=self.secrets,
-            env=frozen(env),
+            env=env,
             concurrency=concurrency if isinstance(concurrency, int) else None,
             timeout=self.duration(data.get("timeout"), ("timeout",)),
             fail_fast=bool(data.get("fail_fast", False)),
             jobs=frozen(jobs),
-            outputs=frozen(outputs),
+            outputs=outputs,
             order=tuple(order),
             dependents=frozen({k: tuple(v) for k, v in dependents.items()}),
         )
@@ -189,23 +199,23 @@ class _Compiler:
         else:
             kind = JobKind.VALUE
         container = self.container(job_id, spec, path) if kind is JobKind.CONTAINER else None
-        extra = {k: spec[k] for k in ("http", "llm", "uses", "with") if k in spec}
+        extra = {k: self.template(spec[k], path + (k,)) for k in ("http", "llm", "uses", "with") if k in spec}
         return Job(
             id=job_id,
             name=str(spec.get("name") or job_id),
             kind=kind,
             needs=needs,
             condition=self.condition(spec.get("if"), path + ("if",)),
-            env=frozen(self.template(spec.get("env") or {}, path + ("env",)) or {}),
+            env=self.template(spec.get("env") or {}, path + ("env",)),
             timeout=self.duration(spec.get("timeout", self.defaults.get("timeout")), path + ("timeout",)),
             retry=self.retry(spec.get("retry", self.defaults.get("retry")), path + ("retry",)),
             continue_on_error=self.template(spec.get("continue_on_error", False), path + ("continue_on_error",)),
             matrix=self.template(spec.get("matrix"), path + ("matrix",)),
             repeat=self.template(spec.get("repeat"), path + ("repeat",)),
-            outputs=frozen(self.template(spec.get("outputs") or {}, path + ("outputs",)) or {}),
+            outputs=self.template(spec.get("outputs") or {}, path + ("outputs",)),
             location=self.where(path),
             container=container,
-            spec=frozen(self.template(extra, path) or {}),
+            spec=frozen(extra),
         )
 
     def retry(self, value: Any, path: tuple) -> Retry:
@@ -270,7 +280,7 @@ class _Compiler:
             name=str(spec.get("name") or spec.get("id") or _first_line(spec.get("run", ""))),
             run=run,
             shell=spec.get("shell", job_shell),
-            env=frozen(self.template(spec.get("env") or {}, path + ("env",)) or {}),
+            env=self.template(spec.get("env") or {}, path + ("env",)),
             condition=self.condition(spec.get("if"), path + ("if",)),
             working_dir=self.template(spec.get("working_dir"), path + ("working_dir",)),
             timeout=self.duration(spec.get("timeout"), path + ("timeout",)),
@@ -312,32 +322,23 @@ class _Compiler:
                 if remaining[dependent] == 0:
                     ready.append(dependent)
         stuck = {job_id for job_id, n in remaining.items() if n > 0}
-        reported: set[str] = set()
+        # Every stuck job needs another stuck job, so following needs from one
+        # always closes a loop; each job is walked once, whatever the graph's size.
+        walked: set[str] = set()
         for start in (job_id for job_id in jobs if job_id in stuck):
-            if start in reported:
-                continue
-            cycle = self.find_cycle(start, jobs, stuck)
-            if cycle is None or reported.intersection(cycle):
-                continue
-            reported.update(cycle)
-            self.error(("jobs", cycle[0], "needs"), "the jobs' needs form a cycle: " + " → ".join(cycle + [cycle[0]]))
+            path: list[str] = []
+            position: dict[str, int] = {}
+            node = start
+            while node not in walked:
+                walked.add(node)
+                position[node] = len(path)
+                path.append(node)
+                node = next(n for n in jobs[node].needs if n in stuck and n != node)
+            if node in position:
+                # Printed in the direction work flows: `a needs b` reads b → a.
+                cycle = list(reversed(path[position[node] :]))
+                self.error(("jobs", cycle[0], "needs"), "the jobs' needs form a cycle: " + " → ".join([*cycle, cycle[0]]))
         return order
-
-    @staticmethod
-    def find_cycle(start: str, jobs: dict[str, Job], stuck: set[str]) -> list[str] | None:
-        """Follow needs among stuck jobs from `start` until a job repeats."""
-        path: list[str] = []
-        position: dict[str, int] = {}
-        node = start
-        while node not in position:
-            position[node] = len(path)
-            path.append(node)
-            following = next((n for n in jobs[node].needs if n in stuck and n != node), None)
-            if following is None:
-                return None
-            node = following
-        # The cycle reads in the direction of the arrows: a needs b reads b → a.
-        return list(reversed(path[position[node] :]))
 
     def reaches(self, job: Job, target: str, jobs: dict[str, Job]) -> bool:
         seen, queue = set(), deque(job.needs)
@@ -424,10 +425,10 @@ class _Compiler:
             if key in all_ids:
                 return f"step `{key}` has not run yet at this point"
             return f"job `{job.id}` has no step with id `{key}`{suggest(key, all_ids)}"
-        if root == "matrix" and job is not None and isinstance(job.matrix, dict):
+        if root == "matrix" and job is not None and isinstance(job.matrix, MappingProxyType):
             axes = set(job.matrix) - {"include", "exclude", "max_parallel", "fail_fast", "max_instances"}
             for entry in job.matrix.get("include") or ():
-                if isinstance(entry, dict):
+                if isinstance(entry, MappingProxyType):
                     axes |= set(entry)
             if key not in axes:
                 return f"the matrix has no axis `{key}`{suggest(key, axes)}"

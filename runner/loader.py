@@ -15,8 +15,10 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.constructor import SafeConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import CollectionEndEvent, CollectionStartEvent
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.resolver import VersionedResolver
+from ruamel.yaml.tag import Tag
 
 from .errors import Location, Problem, WorkflowInvalid
 
@@ -65,10 +67,10 @@ def load_file(path: str | Path) -> Document:
         with open(path, "rb") as f:
             raw = f.read(MAX_FILE_BYTES + 1)
     except OSError as e:
-        raise WorkflowInvalid.at(Location(display), f"cannot read the file: {e.strerror}") from None
+        raise WorkflowInvalid.at(Location(display, 1, 1), f"cannot read the file: {e.strerror}") from None
     if len(raw) > MAX_FILE_BYTES:
         raise WorkflowInvalid.at(
-            Location(display), f"the file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB"
+            Location(display, 1, 1), f"the file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB"
         )
     return load_bytes(raw, display)
 
@@ -77,6 +79,8 @@ def load_bytes(raw: bytes, file: str) -> Document:
     text = _decode(raw, file)
     yaml = _yaml()
     try:
+        if text.count("[") + text.count("{") > _FLOW_SCAN_THRESHOLD:
+            _check_flow_depth(yaml, text, file)
         nodes = list(yaml.compose_all(text))
     except MarkedYAMLError as e:
         raise WorkflowInvalid.at(_mark_location(file, e.problem_mark), _yaml_message(e)) from None
@@ -90,7 +94,8 @@ def load_bytes(raw: bytes, file: str) -> Document:
             f"the file holds {len(nodes)} YAML documents; a workflow is exactly one",
         )
     builder = _Builder(file, yaml.constructor)
-    builder.check_size(nodes[0])
+    if "*" in text or "<<" in text:  # only aliases and merge keys can expand a document
+        builder.check_size(nodes[0])
     data = builder.build(nodes[0], ())
     if not isinstance(data, dict):
         raise WorkflowInvalid.at(
@@ -103,9 +108,46 @@ def load_bytes(raw: bytes, file: str) -> Document:
 
 
 class _Yaml12Resolver(VersionedResolver):
-    # ruamel finds the YAML version through failing attribute lookups for every
-    # scalar, a third of the load time; a workflow file is always YAML 1.2.
+    """YAML 1.2's implicit types, resolved without ruamel's per-scalar version lookup.
+
+    ruamel finds the YAML version through failing attribute lookups for every
+    scalar, a third of the load time; a workflow file is always YAML 1.2.
+    """
+
     processing_version = (1, 2)
+
+    def resolve(self, kind, value, implicit):
+        if kind is not ScalarNode or not implicit[0]:
+            return super().resolve(kind, value, implicit)
+        known = self.__dict__.setdefault("_known", {})
+        tag = known.get(value)
+        if tag is None:
+            table = self.__dict__.get("_table") or self.__dict__.setdefault("_table", self.versioned_resolver)
+            tag = self.DEFAULT_SCALAR_TAG
+            for name, regexp in (*table.get(value[:1], ()), *table.get(None, ())):
+                if regexp.match(value):
+                    tag = Tag(suffix=name)
+                    break
+            if len(value) <= 64:  # keys and short values repeat; long text rarely does
+                known[value] = tag
+        return tag
+
+
+# The C composer recurses once per nesting level and overflows the C stack past
+# some tens of thousands of levels; only that many brackets can nest that deep.
+_FLOW_SCAN_THRESHOLD = 5_000
+
+
+def _check_flow_depth(yaml: YAML, text: str, file: str) -> None:
+    """Refuse nesting past MAX_DEPTH from the event stream, which does not recurse."""
+    depth = 0
+    for event in yaml.parse(text):
+        if isinstance(event, CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise WorkflowInvalid.at(_mark_location(file, event.start_mark), f"nesting deeper than {MAX_DEPTH} levels")
+        elif isinstance(event, CollectionEndEvent):
+            depth -= 1
 
 
 def _yaml() -> YAML:

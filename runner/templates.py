@@ -43,19 +43,56 @@ class TemplateError(Exception):
     """
 
 
+# Widths and precisions in %-formats and in str.format specs: the ways to pad text.
+_PERCENT_WIDTHS = re.compile(r"%[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?")
+_FORMAT_SPECS = re.compile(r"\{[^{}]*:([^{}]*(?:\{[^{}]*\}[^{}]*)*)\}")
+
+
+def _check_width(width: Any) -> None:
+    if width == "*" or (isinstance(width, str) and "{" in width):
+        raise SecurityError("a width taken from an argument is not allowed")
+    if width and int(width) > MAX_RESULT_ITEMS:
+        raise SecurityError(f"padding to {int(width):,} characters makes the text too large")
+
+
+def _check_percent_format(text: str) -> None:
+    for match in _PERCENT_WIDTHS.finditer(text):
+        for width in match.groups():
+            _check_width(width)
+
+
+def _bounded(filter_: Any, position: int) -> Any:
+    """A filter whose width argument (`position`, or `width=`) is bounded."""
+
+    def bounded(value, *args, **kwargs):
+        width = kwargs.get("width", args[position] if len(args) > position else None)
+        if isinstance(width, int):
+            _check_width(width)
+        return filter_(value, *args, **kwargs)
+
+    return bounded
+
+
 class _Environment(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset(["**", "*"])
+    intercepted_binops = frozenset(["**", "*", "%"])
+
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # `jobs.items` or `steps.update` mean the entry, never the dict method.
         if isinstance(obj, Mapping) and attribute in obj:
             return obj[attribute]
+        if isinstance(obj, str) and attribute in ("format", "format_map"):
+            for spec in _FORMAT_SPECS.findall(obj):
+                for width in re.findall(r"\{[^{}]*\}|\d+", spec):
+                    _check_width(width)
         return super().getattr(obj, attribute)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "**" and isinstance(left, int) and isinstance(right, int):
             if abs(left) > 1 and right * math.log2(abs(left)) > MAX_EXPONENT_BITS:
                 raise SecurityError(f"{left} ** {right} is too large")
+        if operator == "%" and isinstance(left, str):
+            _check_percent_format(left)
         if operator == "*":
             for seq, n in ((left, right), (right, left)):
                 if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_RESULT_ITEMS:
@@ -67,6 +104,15 @@ def _make_environment() -> _Environment:
     env = _Environment(undefined=StrictUndefined, autoescape=False)
     for name in ("lipsum", "cycler", "joiner"):
         env.globals.pop(name, None)
+    env.filters["center"] = _bounded(env.filters["center"], 0)
+    env.filters["indent"] = _bounded(env.filters["indent"], 0)
+    format_filter = env.filters["format"]
+
+    def bounded_format(value, *args, **kwargs):
+        _check_percent_format(str(value))
+        return format_filter(value, *args, **kwargs)
+
+    env.filters["format"] = bounded_format
     env.filters["raw"] = lambda value: value
     env.filters["fromjson"] = json.loads
     return env
@@ -108,6 +154,8 @@ class Expression:
             raise TemplateError(f"not allowed in the sandbox: {e}") from None
         except RecursionError:
             raise TemplateError("the expression recurses too deeply") from None
+        except (MemoryError, OverflowError):
+            raise TemplateError("the expression's result is too large") from None
         except (JinjaTemplateError, ArithmeticError, TypeError, ValueError, AttributeError, LookupError) as e:
             raise TemplateError(f"{type(e).__name__}: {e}") from None
 
@@ -134,7 +182,8 @@ class Template:
 
 
 def to_text(value: Any) -> str:
-    """How a value reads inside a string: JSON spelling for true, false, null, lists and mappings."""
+    """How a value reads inside a string: true and false as JSON spells them,
+    nothing for null, lists and mappings as compact JSON."""
     if isinstance(value, str):
         return value
     if value is None:
@@ -333,17 +382,6 @@ def templates_in(value: Any) -> Iterator[Template]:
     elif isinstance(value, (list, tuple)):
         for v in value:
             yield from templates_in(v)
-
-
-def compile_value(value: Any) -> Any:
-    """Strings with ``${{ }}`` become Templates, at any depth; the rest stays as it is."""
-    if isinstance(value, str):
-        return parse_template(value) if OPEN in value else value
-    if isinstance(value, dict):
-        return {k: compile_value(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return tuple(compile_value(v) for v in value)
-    return value
 
 
 def render_value(value: Any, scope: Mapping[str, Any]) -> Any:

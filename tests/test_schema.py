@@ -264,14 +264,9 @@ def test_long_values_are_truncated_in_messages():
     long = "x" * 500
     problem = only(f"version: 1\nfail_fast: {long}\njobs:\n  a: {{run: echo}}\n")
     assert len(str(problem)) < 200
+    assert "xxxxxxxxxx" in problem.message  # the value is shown, shortened
     assert "x" * 100 not in str(problem)
     assert "true or false" in problem.message
-
-
-def test_long_enum_value_is_truncated():
-    long = "y" * 500
-    problem = only(f"version: 1\ninputs:\n  n: {{type: {long}}}\njobs:\n  a: {{run: echo}}\n")
-    assert len(str(problem)) < 200
 
 
 def test_unquoted_double_braces_hint_at_dollar_expression():

@@ -10,7 +10,7 @@ import pytest
 from runner.executors.scripts import ScriptError, render
 from runner.templates import (
     TemplateError,
-    compile_value,
+
     parse_condition,
     parse_expression,
     parse_template,
@@ -54,7 +54,6 @@ SCOPE = {
 )
 def test_text_without_dollar_braces_passes_through(text):
     assert value(text) == text
-    assert compile_value(text) == text
 
 
 def test_other_syntax_beside_an_expression_passes_through():
@@ -117,8 +116,8 @@ def test_to_text():
     assert to_text([1, {"a": None}]) == '[1,{"a":null}]'
 
 
-def test_compile_and_render_nested_values():
-    compiled = compile_value({"a": ["${{ inputs.n }}", "x-${{ inputs.n }}", 5], "b": "plain"})
+def test_render_nested_values():
+    compiled = {"a": (parse_template("${{ inputs.n }}"), parse_template("x-${{ inputs.n }}"), 5), "b": "plain"}
     assert render_value(compiled, SCOPE) == {"a": [3, "x-3", 5], "b": "plain"}
 
 
@@ -249,11 +248,15 @@ def test_resource_bombs_are_stopped_quickly(text):
     [
         "${{ 'ab' | center(10**8) }}",
         "${{ '{:>100000000}'.format('x') }}",
+        "${{ '%100000000s' % 'x' }}",
+        "${{ 'a\\nb' | indent(10**8) }}",
+        "${{ ('x' * 1000000) | replace('x', 'x' * 1000000) }}",
     ],
 )
-def test_padding_cannot_build_huge_strings(text):
-    # Docs: repeating text past a million items is refused; padding to a
-    # hundred million characters is the same bomb by another name.
+def test_string_functions_cannot_build_huge_strings(text):
+    # Docs: repeating text past a million items is refused; padding, indenting
+    # or replacing up to a hundred million characters or more is the same bomb
+    # by another name, and must fail as a TemplateError, not a MemoryError.
     start = time.perf_counter()
     with pytest.raises(TemplateError):
         value(text)

@@ -135,7 +135,7 @@ class ContainerExecutor:
                     await self.backend.remove(container)
                 # Scripts and output files may hold values pasted with `| raw` or
                 # written by steps, secrets among them: nothing of them is kept.
-                await trio.to_thread.run_sync(shutil.rmtree, node.directory, True)
+                shutil.rmtree(node.directory, ignore_errors=True)
 
     async def _steps(self, node: NodeRun, container: str, spec: ContainerSpec) -> Outcome:
         done = StepRun()
