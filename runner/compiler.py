@@ -129,7 +129,7 @@ class _Compiler:
     def compile(self) -> Workflow:
         data = self.data
         self.inputs = {name: self.input(name, spec) for name, spec in (data.get("inputs") or {}).items()}
-        self.secrets = tuple(data.get("secrets") or ())
+        self.secrets = {name: self.where(("secrets", i)) for i, name in enumerate(data.get("secrets") or ())}
         self.defaults = data.get("defaults") or {}
         env = self.template(data.get("env") or {}, ("env",))
         self.check_refs(env, ("env",), roots={"inputs", "secrets", "run"})
@@ -152,7 +152,7 @@ class _Compiler:
             name=str(data.get("name") or os.path.splitext(os.path.basename(self.doc.file))[0]),
             description=str(data.get("description") or ""),
             inputs=frozen(self.inputs),
-            secrets=self.secrets,
+            secrets=frozen(self.secrets),
             env=env,
             concurrency=concurrency if isinstance(concurrency, int) else None,
             timeout=self.duration(data.get("timeout"), ("timeout",)),

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import Location, Problem, RunNotPossible, WorkflowInvalid
+from .errors import Problem, RunNotPossible, WorkflowInvalid
 from .masking import Masker
 from .model import JobKind, Workflow
 from .reporting import Masking, Reporter, Reporters
@@ -41,7 +41,7 @@ def read_secrets(workflow: Workflow, environ=os.environ) -> dict[str, str]:
     missing = [name for name in workflow.secrets if name not in environ]
     if missing:
         raise WorkflowInvalid([
-            Problem(Location(workflow.path), f"secret `{name}` is declared but not set in the environment", ("secrets",))
+            Problem(workflow.secrets[name], f"secret `{name}` is declared but not set in the environment", ("secrets",))
             for name in missing
         ])
     return {name: environ[name] for name in workflow.secrets}

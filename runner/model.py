@@ -118,7 +118,7 @@ class Workflow:
     name: str
     description: str
     inputs: Mapping[str, InputSpec]
-    secrets: tuple[str, ...]
+    secrets: Mapping[str, Location]  # name → where it is declared
     env: Mapping[str, Any]
     concurrency: int | None
     timeout: float | None

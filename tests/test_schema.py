@@ -300,3 +300,30 @@ def test_empty_jobs_is_refused():
 def test_string_input_with_integer_default_is_refused():
     problem = only("version: 1\ninputs:\n  n: {type: string, default: 3}\njobs:\n  a: {run: echo}\n")
     assert "default of a string input" in problem.message
+
+
+AGREEMENT_CASES = [
+    "version: 1\njobs:\n  a: {outputs: {x: 1}}\n",
+    "version: 2\njobs:\n  a: {outputs: {x: 1}}\n",
+    "version: 1\njobs:\n  a: {need: b, outputs: {}}\n",
+    "version: 1\njobs:\n  a-b: {outputs: {}}\n",
+    "version: 1\njobs:\n  a: {image: x, run: echo, timeout: 5 minutes}\n",
+    "version: 1\njobs:\n  a: {http: {url: 'http://x'}, steps: [{run: echo}]}\n",
+    "version: 1\njobs:\n  a: {image: x, run: echo, network: host}\n",
+    "version: 1\njobs:\n  a: {image: x, steps: [{name: no run}]}\n",
+    "version: 1\nconcurrency: 0\njobs:\n  a: {outputs: {}}\n",
+    "version: 1\njobs:\n  a: {image: x, run: echo, retry: {attempts: x}}\n",
+    "version: 1\njobs:\n  a: {with: {x: 1}, outputs: {}}\n",
+    "version: 1\njobs:\n  a: {shell: bash, outputs: {}}\n",
+    "version: 1\njobs:\n  a: {matrix: {n: '${{ [1] }}', max_parallel: lots}, outputs: {}}\n",
+]
+
+
+@pytest.mark.parametrize("text", AGREEMENT_CASES)
+def test_fast_and_explaining_validators_agree(text):
+    # A document the fast validator passes is never examined again, so the two
+    # must agree on every document, or invalid files would slip through.
+    data = load_bytes(text.encode(), "w.yml").data
+    fast = schema._fast_validator().is_valid(data)
+    explained = not list(schema._validator().iter_errors(data))
+    assert fast == explained

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, cli
+from conftest import IMAGE_MAP, ROOT, cli
 
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.yml"))
 
@@ -28,3 +29,28 @@ def test_all_example_workflows_validate_together():
     result = cli("validate", *WORKFLOWS)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{len(WORKFLOWS)} files valid" in result.stdout or len(WORKFLOWS) == 1
+
+
+# What each example needs to run, and what it gives back.
+RUNS = {
+    "build-and-report.yml": (["--input", "greeting=hi"], {"API_TOKEN": "t0ken-value"}, {"total_bytes": 100}),
+    "hello.yml": ([], {}, {"greeting": "Hello, world", "chars": 12}),
+    "python-stats.yml": (["--input", "count=4"], {}, {"mean": 2.5, "max": 4}),
+    "tolerate-failures.yml": ([], {}, {"passed": 42, "lint": "failure"}),
+}
+
+
+def test_every_example_has_a_run():
+    assert sorted(RUNS) == [p.name for p in WORKFLOWS]
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_example_workflow_runs(docker, tmp_path, name):
+    args, env, outputs = RUNS[name]
+    out = tmp_path / "out.json"
+    result = cli(
+        "run", ROOT / "workflows" / name, *args, *IMAGE_MAP,
+        "--state-dir", tmp_path / "state", "--output-json", out, env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(out.read_text())["outputs"] == outputs
