@@ -174,7 +174,7 @@ class _Compiler:
             minimum=spec.get("minimum"),
             maximum=spec.get("maximum"),
             description=spec.get("description", ""),
-            location=self.where(("inputs", name)),
+            location=self.doc.locate(("inputs", name), key=True),
         )
 
     # -- jobs ------------------------------------------------------------
