@@ -70,8 +70,9 @@ def format_duration(seconds: float) -> str:
 
 
 class _Compiler:
-    def __init__(self, doc: Document):
+    def __init__(self, doc: Document, load_child=None):
         self.doc = doc
+        self.load_child = load_child
         self.data = doc.data
         self.problems: list[Problem] = []
 
@@ -199,7 +200,8 @@ class _Compiler:
         else:
             kind = JobKind.VALUE
         container = self.container(job_id, spec, path) if kind is JobKind.CONTAINER else None
-        extra = {k: self.template(spec[k], path + (k,)) for k in ("http", "llm", "uses", "with") if k in spec}
+        extra = {k: self.template(spec[k], path + (k,)) for k in ("http", "llm", "with") if k in spec}
+        workflow = self.sub_workflow(spec, path) if kind is JobKind.WORKFLOW else None
         return Job(
             id=job_id,
             name=str(spec.get("name") or job_id),
@@ -216,7 +218,44 @@ class _Compiler:
             location=self.where(path),
             container=container,
             spec=frozen(extra),
+            workflow=workflow,
         )
+
+    def sub_workflow(self, spec: dict, path: tuple) -> Workflow | None:
+        """The workflow `uses` names, compiled, with `with:` checked against its inputs."""
+        from .inputs import InvalidInput, coerce
+
+        uses = spec["uses"]
+        if "${{" in uses:
+            self.error(path + ("uses",), "`uses` names a file; it cannot be computed by an expression")
+            return None
+        where = self.where(path + ("uses",))
+        child_path = os.path.join(os.path.dirname(self.doc.file), uses)
+        if not os.path.isfile(child_path):
+            self.error(path + ("uses",), f"`{uses}` does not exist (looked for {child_path})")
+            return None
+        try:
+            child, warnings = (self.load_child or _load_alone)(child_path, where)
+        except WorkflowInvalid as e:
+            self.problems.extend(e.problems)
+            if not any(p.location.file == self.doc.file for p in e.problems):
+                self.error(path + ("uses",), f"`{uses}` is not a valid workflow; see its own problems")
+            return None
+        self.problems.extend(warnings)
+        given = spec.get("with") or {}
+        for name, value in given.items():
+            if name not in child.inputs:
+                declared = ", ".join(child.inputs) or "none"
+                self.error(path + ("with", name), f"`{uses}` has no input `{name}`{suggest(name, child.inputs)} (declared: {declared})", key=True)
+            elif not (isinstance(value, str) and "${{" in value):
+                try:
+                    coerce(child.inputs[name], value)
+                except InvalidInput as e:
+                    self.error(path + ("with", name), f"input `{name}` of `{uses}`: {e}")
+        for name, declared in child.inputs.items():
+            if declared.required and declared.default is None and name not in given:
+                self.error(path + ("uses",), f"`{uses}` requires the input `{name}`: add it under `with`")
+        return child
 
     def retry(self, value: Any, path: tuple) -> Retry:
         if value is None:
@@ -498,9 +537,18 @@ def _in_single_quotes(script: str) -> bool:
     return False
 
 
-def compile_document(doc: Document) -> tuple[Workflow, list[Problem]]:
-    """The compiled workflow and its warnings; WorkflowInvalid if anything is wrong."""
-    compiler = _Compiler(doc)
+def _load_alone(path: str, where: Location) -> tuple[Workflow, list[Problem]]:
+    from .workflow import load_workflow
+
+    return load_workflow(path)
+
+
+def compile_document(doc: Document, load_child=None) -> tuple[Workflow, list[Problem]]:
+    """The compiled workflow and its warnings; WorkflowInvalid if anything is wrong.
+
+    `load_child(path, location)` compiles a workflow named by `uses`.
+    """
+    compiler = _Compiler(doc, load_child)
     workflow = compiler.compile()
     errors = [p for p in compiler.problems if p.severity is Severity.ERROR]
     if errors:

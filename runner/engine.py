@@ -38,13 +38,15 @@ def new_run_id() -> str:
 
 
 def read_secrets(workflow: Workflow, environ=os.environ) -> dict[str, str]:
-    missing = [name for name in workflow.secrets if name not in environ]
+    """Every secret the workflow and its sub-workflows declare, from the environment."""
+    declared = {name: where for w in workflow.workflows() for name, where in w.secrets.items()}
+    missing = [name for name in declared if name not in environ]
     if missing:
         raise WorkflowInvalid([
-            Problem(workflow.secrets[name], f"secret `{name}` is declared but not set in the environment", ("secrets",))
+            Problem(declared[name], f"secret `{name}` is declared but not set in the environment", ("secrets",))
             for name in missing
         ])
-    return {name: environ[name] for name in workflow.secrets}
+    return {name: environ[name] for name in declared}
 
 
 def state_directory(workflow: Workflow, option: str | None) -> Path:
@@ -75,12 +77,12 @@ def execute(workflow: Workflow, options: RunOptions):
     masker = Masker(list(secret_values.values()))
     executors: dict[JobKind, Any] = {}
     run_id = new_run_id()
-    needs_docker = any(job.kind is JobKind.CONTAINER for job in workflow.jobs.values())
+    needs_docker = any(job.kind is JobKind.CONTAINER for w in workflow.workflows() for job in w.jobs.values())
     if needs_docker:
         executors[JobKind.CONTAINER] = _container_executor(workflow, options, run_id)
     from .executors import Unsupported
 
-    for kind in (JobKind.HTTP, JobKind.LLM, JobKind.WORKFLOW):
+    for kind in (JobKind.HTTP, JobKind.LLM):
         executors.setdefault(kind, Unsupported(kind.value))
     run_dir = make_run_dir(state_directory(workflow, options.state_dir), run_id)
     reporters: list[Reporter] = [*options.reporters, StepLogs(run_dir / "logs")]
@@ -133,7 +135,12 @@ def _check_images(workflow: Workflow, backend, executor) -> None:
             try:
                 await backend.ensure_image(executor.image_for(image))
             except BackendError as e:
-                jobs = [j.id for j in workflow.jobs.values() if j.container and j.container.image == image]
+                jobs = [
+                    f"{w.path}: {j.id}" if w is not workflow else j.id
+                    for w in workflow.workflows()
+                    for j in w.jobs.values()
+                    if j.container and j.container.image == image
+                ]
                 missing.append(f"{e} (used by {', '.join(jobs)})")
 
         async with trio.open_nursery() as nursery:

@@ -17,7 +17,7 @@ _FALSE = {"false", "no", "off", "0"}
 _TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool, "array": list, "object": dict}
 
 
-class _Invalid(ValueError):
+class InvalidInput(ValueError):
     pass
 
 
@@ -32,23 +32,23 @@ def coerce(spec: InputSpec, value: Any) -> Any:
                 value = float(text) if any(c in text for c in ".eE") else int(text)
             elif spec.type == "boolean":
                 if text.lower() not in _TRUE | _FALSE:
-                    raise _Invalid(f"expected true or false, got {value!r}")
+                    raise InvalidInput(f"expected true or false, got {value!r}")
                 value = text.lower() in _TRUE
             else:
                 value = json.loads(text)
         except ValueError as e:
-            if isinstance(e, _Invalid):
+            if isinstance(e, InvalidInput):
                 raise
-            raise _Invalid(f"expected {_article(spec.type)}, got {value!r}") from None
+            raise InvalidInput(f"expected {_article(spec.type)}, got {value!r}") from None
     expected = _TYPES[spec.type]
     if not isinstance(value, expected) or (isinstance(value, bool) and spec.type in ("integer", "number")):
-        raise _Invalid(f"expected {_article(spec.type)}, got {_describe(value)}")
+        raise InvalidInput(f"expected {_article(spec.type)}, got {_describe(value)}")
     if spec.enum is not None and value not in spec.enum:
-        raise _Invalid(f"{value!r} is not one of {', '.join(map(repr, spec.enum))}")
+        raise InvalidInput(f"{value!r} is not one of {', '.join(map(repr, spec.enum))}")
     if spec.minimum is not None and value < spec.minimum:
-        raise _Invalid(f"{value!r} is less than the minimum {spec.minimum}")
+        raise InvalidInput(f"{value!r} is less than the minimum {spec.minimum}")
     if spec.maximum is not None and value > spec.maximum:
-        raise _Invalid(f"{value!r} is more than the maximum {spec.maximum}")
+        raise InvalidInput(f"{value!r} is more than the maximum {spec.maximum}")
     return value
 
 
@@ -68,7 +68,7 @@ def resolve(workflow: Workflow, given: Mapping[str, Any], source: str = "--input
         if name in given:
             try:
                 values[name] = coerce(spec, given[name])
-            except _Invalid as e:
+            except InvalidInput as e:
                 problems.append(Problem(where, f"input `{name}`: {e}", ("inputs", name)))
         elif spec.default is not None:
             values[name] = spec.default

@@ -95,7 +95,8 @@ class Job:
     outputs: Mapping[str, Any]
     location: Location
     container: Container | None = None
-    spec: Mapping[str, Any] = field(default_factory=dict)  # http / llm / uses settings, compiled
+    spec: Mapping[str, Any] = field(default_factory=dict)  # http / llm / with settings, compiled
+    workflow: "Workflow | None" = None  # what `uses` names, compiled
 
 
 @dataclass(frozen=True)
@@ -128,11 +129,20 @@ class Workflow:
     order: tuple[str, ...]  # a topological order of the jobs
     dependents: Mapping[str, tuple[str, ...]]
 
+    def workflows(self) -> list["Workflow"]:
+        """This workflow and every one it uses, at any depth."""
+        found = [self]
+        for job in self.jobs.values():
+            if job.workflow is not None:
+                found.extend(job.workflow.workflows())
+        return found
+
     def images(self) -> set[str]:
-        """Images known before running (those not computed by an expression)."""
+        """Images known before running (those not computed by an expression), sub-workflows' included."""
         return {
             job.container.image
-            for job in self.jobs.values()
+            for workflow in self.workflows()
+            for job in workflow.jobs.values()
             if job.container is not None and isinstance(job.container.image, str)
         }
 

@@ -21,9 +21,10 @@ import trio
 
 from .compiler import format_duration, parse_duration
 from .executors import Executor, NodeRun, Outcome
+from .executors.subworkflow import SubWorkflows
 from .matrix import MatrixError, expand, label
 from .model import Job, JobKind, Result, Workflow
-from .reporting import Reporter
+from .reporting import Prefixed, Reporter
 from .state import NodeRecord, NodeState, RunState, file_name
 from .templates import CONDITION_FUNCTIONS, Template, TemplateError, render_value, to_text
 
@@ -53,6 +54,8 @@ class RunOutcome:
             }
             if record.continue_on_error and record.result is Result.FAILURE:
                 entry["continue_on_error"] = True
+            if record.children is not None:
+                entry["jobs"] = record.children
             if job_id in self.instances:
                 entry["instances"] = {
                     node_id: {
@@ -83,12 +86,13 @@ class Scheduler:
         run_dir: Path,
         concurrency: int | None = None,
         handle_signals: bool = True,
+        limiter: trio.CapacityLimiter | None = None,
     ):
         self.workflow = workflow
         self.run_id = run_id
         self.inputs = dict(inputs)
         self.secrets = dict(secrets)
-        self.executors = executors
+        self.executors = {**executors, JobKind.WORKFLOW: SubWorkflows(self)}
         self.reporter = reporter
         self.run_dir = run_dir
         self.concurrency = concurrency or workflow.concurrency or os.cpu_count() or 1
@@ -105,6 +109,27 @@ class Scheduler:
         self._running: set[trio.CancelScope] = set()
         self._nursery: trio.Nursery | None = None
         self._hard: trio.CancelScope | None = None
+        self._children: list[Scheduler] = []
+        self.limiter = limiter
+
+    def child(self, workflow: Workflow, node_id: str, inputs: Mapping[str, Any]) -> "Scheduler":
+        """A scheduler for a sub-workflow run by the node `node_id`; it shares this one's limits."""
+        child = Scheduler(
+            workflow,
+            run_id=self.run_id,
+            inputs=inputs,
+            secrets={name: self.secrets[name] for name in workflow.secrets},
+            executors=self.executors,
+            reporter=Prefixed(self.reporter, f"{node_id}/"),
+            run_dir=self.run_dir,
+            concurrency=self.concurrency,
+            handle_signals=False,
+            limiter=self.limiter,
+        )
+        self._children.append(child)
+        if self.cancelled:
+            child.cancel_run(self.cancel_reason)
+        return child
 
     # -- the run ---------------------------------------------------------
 
@@ -115,7 +140,8 @@ class Scheduler:
         does): running nodes are cancelled and their containers removed.
         """
         self.reporter.run_started(self.run_id, self.workflow.path, self.workflow.name)
-        self.limiter = trio.CapacityLimiter(self.concurrency)
+        if self.limiter is None:
+            self.limiter = trio.CapacityLimiter(self.concurrency)
         self.env = {}
         try:
             self.env = {k: to_text(v) for k, v in render_value(dict(self.workflow.env), self._base_scope()).items()}
@@ -142,6 +168,8 @@ class Scheduler:
             self.cancel_reason = reason
         for scope in list(self._running):
             scope.cancel()
+        for child in self._children:
+            child.cancel_run(reason)
 
     async def _watch_signals(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -334,10 +362,12 @@ class Scheduler:
             self.state.transition(record, NodeState.FAILED, reason=str(e))
             return
         executor = self.executors.get(job.kind)
-        limiter = self.limiter if executor is not None else _NO_LIMIT
-        async with limiter:
+        # A sub-workflow holds no slot itself: its jobs take theirs from the same limiter.
+        limited = executor is not None and job.kind is not JobKind.WORKFLOW
+        async with self.limiter if limited else _NO_LIMIT:
             with trio.CancelScope() as cancel:
-                self._running.add(cancel)
+                if job.kind is not JobKind.WORKFLOW:  # a sub-workflow is cancelled through its scheduler
+                    self._running.add(cancel)
                 if self.cancelled and not _mentions(job.condition, ("always", "cancelled")):
                     cancel.cancel()
                 try:
@@ -359,12 +389,15 @@ class Scheduler:
                 return NodeState.FAILED, {"reason": f"repeat: {e}"}
         passes = 0
         while True:
-            record.attempts += 1
+            record.attempts += 1  # the RUNNING transition that follows a retry reports the new count
             scope["run"] = {"id": self.run_id, "attempt": record.attempts}
             outcome = await self._attempt(job, record, scope, executor, timeout)
+            record.children = outcome.children
+            if outcome.result is Result.CANCELLED:
+                return NodeState.CANCELLED, {"reason": outcome.reason, "outputs": outcome.outputs}
             if outcome.result is Result.SUCCESS:
                 try:
-                    outputs = render_value(dict(job.outputs), {**scope, **outcome.scope})
+                    outputs = {**outcome.outputs, **render_value(dict(job.outputs), {**scope, **outcome.scope})}
                 except TemplateError as e:
                     return NodeState.FAILED, {"reason": f"outputs: {e}"}
                 if repeat is None:
@@ -376,9 +409,13 @@ class Scheduler:
                 await trio.sleep(parse_duration(repeat.get("delay", 0)))
                 continue
             if record.attempts >= retry.attempts or not _retries(retry, outcome):
-                return NodeState.FAILED, {"reason": outcome.reason}
+                reason = outcome.reason
+                if record.attempts > 1:
+                    reason += f" (attempt {record.attempts} of {retry.attempts})"
+                return NodeState.FAILED, {"reason": reason}
             delay = retry.delay * retry.backoff_factor ** (record.attempts - 1)
             await trio.sleep(min(delay, retry.max_delay) if retry.max_delay is not None else delay)
+            self.state.transition(record, NodeState.RUNNING, reason=f"attempt {record.attempts} failed: {outcome.reason}")
 
     def _repeat_done(self, job, repeat, outputs, passes, scope) -> tuple[bool, str]:
         until = repeat.get("until")

@@ -56,6 +56,7 @@ class NodeRecord:
     continue_on_error: bool = False
     started: float | None = None
     finished: float | None = None
+    children: dict | None = None  # a sub-workflow's jobs, as in --output-json
 
     @property
     def result(self) -> Result | None:
@@ -96,8 +97,9 @@ class RunState:
         record.state = state
         now = time.monotonic()
         if state is NodeState.RUNNING:
-            record.started = now
-            self.reporter.node_started(record)
+            if record.started is None:
+                record.started = now
+            self.reporter.node_started(record)  # once per attempt
         elif state.finished:
             if record.started is None:
                 record.started = now

@@ -1,19 +1,43 @@
-"""From a file to a compiled workflow: load, check against the schema, compile."""
+"""From a file to a compiled workflow: load, check against the schema, compile.
+
+Sub-workflows named by `uses:` are compiled with their parent, each file once.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from . import loader, schema
 from .compiler import compile_document
-from .errors import Problem, WorkflowInvalid
+from .errors import Location, Problem, WorkflowInvalid
 from .model import Workflow
+
+MAX_NESTING = 16
 
 
 def load_workflow(path: str | Path) -> tuple[Workflow, list[Problem]]:
     """The compiled workflow and its warnings; WorkflowInvalid with every problem found."""
+    return _load(str(path), (), {})
+
+
+def _load(path: str, chain: tuple[str, ...], done: dict) -> tuple[Workflow, list[Problem]]:
+    real = os.path.realpath(path)
+    if real in done:
+        return done[real]
     doc = loader.load_file(path)
     problems = schema.check(doc)
     if problems:
         raise WorkflowInvalid(problems)
-    return compile_document(doc)
+
+    def load_child(child: str, where: Location) -> tuple[Workflow, list[Problem]]:
+        child_real = os.path.realpath(child)
+        if child_real in (*chain, real):
+            loop = [os.path.relpath(p) for p in (*chain, real)[(*chain, real).index(child_real):]]
+            raise WorkflowInvalid.at(where, "`uses` makes a loop: " + " → ".join([*loop, os.path.relpath(child_real)]))
+        if len(chain) + 1 >= MAX_NESTING:
+            raise WorkflowInvalid.at(where, f"sub-workflows nest deeper than {MAX_NESTING} levels")
+        return _load(child, (*chain, real), done)
+
+    done[real] = compile_document(doc, load_child)
+    return done[real]

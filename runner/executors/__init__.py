@@ -28,10 +28,12 @@ class NodeRun:
 
 @dataclass
 class Outcome:
-    result: Result
+    result: Result  # SUCCESS, FAILURE, or CANCELLED when a sub-run was cancelled
     reason: str = ""
     scope: dict[str, Any] = field(default_factory=dict)  # added to the scope of the job's outputs
     exit_code: int | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)  # the job's outputs before its own `outputs:`
+    children: dict[str, Any] | None = None  # a sub-workflow's jobs, as in --output-json
 
 
 class Executor(Protocol):

@@ -58,6 +58,28 @@ class Reporters(Reporter):
             r.close()
 
 
+class Prefixed(Reporter):
+    """A sub-workflow's events, its nodes named under the parent node: `report/render`."""
+
+    def __init__(self, inner: Reporter, prefix: str):
+        self.inner = inner
+        self.prefix = prefix
+
+    def node_started(self, node):
+        self.inner.node_started(self._node(node))
+
+    def log(self, node_id, step, stream, line):
+        self.inner.log(self.prefix + node_id, step, stream, line)
+
+    def node_finished(self, node):
+        self.inner.node_finished(self._node(node))
+
+    def _node(self, node: "NodeRecord") -> "NodeRecord":
+        from dataclasses import replace
+
+        return replace(node, id=self.prefix + node.id, job_id=self.prefix + node.job_id)
+
+
 class Masking(Reporter):
     """Masks secrets in every string of every event, then passes it on."""
 

@@ -28,7 +28,11 @@ class Console(Reporter):
             self._print(f"run {run_id}: {name} ({workflow})")
 
     def node_started(self, node):
-        if not self.quiet:
+        if self.quiet:
+            return
+        if node.attempts > 1:
+            self._print(f"↻ {node.id} attempt {node.attempts} ({node.reason})")
+        else:
             self._print(f"▶ {node.id}")
 
     def log(self, node_id, step, stream, line):

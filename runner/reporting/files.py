@@ -54,17 +54,26 @@ class EventLog(Reporter):
 
 
 class StepLogs(Reporter):
-    """Keeps every step's output in full: `<run dir>/logs/<node>/<step>.log`."""
+    """Keeps every step's output in full: `<run dir>/logs/<node>/<step>.log`,
+    and `<step>.attempt-2.log` for the second attempt of a retried node."""
 
     def __init__(self, directory: Path):
         self.directory = directory
         self.files: dict[tuple[str, str], IO[str]] = {}
+        self.attempts: dict[str, int] = {}
+
+    def node_started(self, node):
+        if node.attempts > 1:
+            self.attempts[node.id] = node.attempts
+            self.node_finished(node)  # the previous attempt's files are complete
 
     def log(self, node_id, step, stream, line):
         key = (node_id, step)
         file = self.files.get(key)
         if file is None:
-            path = self.directory / file_name(node_id) / f"{file_name(step)}.log"
+            attempt = self.attempts.get(node_id, 1)
+            suffix = f".attempt-{attempt}" if attempt > 1 else ""
+            path = self.directory / file_name(node_id) / f"{file_name(step)}{suffix}.log"
             path.parent.mkdir(parents=True, exist_ok=True)
             file = self.files[key] = open(path, "a", encoding="utf-8")
         file.write(line + "\n")

@@ -1,0 +1,33 @@
+"""Sub-workflow jobs: the workflow that `uses` names runs as one node of its parent.
+
+The child runs in a scheduler of its own that shares the parent's concurrency
+limit, run directory and reporter (its nodes reported as `parent/child`), and
+is cancelled when the parent is.
+"""
+
+from __future__ import annotations
+
+from ..errors import WorkflowInvalid
+from ..inputs import resolve
+from ..model import Result
+from ..templates import TemplateError, render_value
+from . import NodeRun, Outcome
+
+
+class SubWorkflows:
+    def __init__(self, parent):
+        self.parent = parent  # the Scheduler whose jobs use other workflows
+
+    async def run(self, node: NodeRun) -> Outcome:
+        """Run the child workflow to its end; cancelling this call cancels it at once."""
+        child = node.job.workflow
+        try:
+            given = render_value(node.job.spec.get("with") or {}, node.scope)
+            inputs = resolve(child, given, source=f"{node.job.id}.with")
+        except TemplateError as e:
+            return Outcome(Result.FAILURE, f"with: {e}")
+        except WorkflowInvalid as e:
+            return Outcome(Result.FAILURE, "; ".join(p.message for p in e.problems))
+        outcome = await self.parent.child(child, node.node_id, inputs).run()
+        result = outcome.status if outcome.status is not Result.SKIPPED else Result.SUCCESS
+        return Outcome(result, outcome.reason, outputs=outcome.outputs, children=outcome.summary()["jobs"])
