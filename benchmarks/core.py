@@ -95,6 +95,17 @@ def scenarios(directory: Path):
         "20 containers created, started, waited for, removed (Docker SDK, 8 threads)",
         1.2,
     )
+    yield (
+        "a 100-instance matrix at concurrency 8",
+        run_workflow(
+            directory, "matrix",
+            f"version: 1\nconcurrency: 8\njobs:\n  m:\n    image: '{IMAGE}'\n"
+            "    matrix: {n: '${{ range(100) | list }}'}\n    run: 'true'\n",
+        ),
+        script(directory, "raw_matrix", RAW_JOBS.format(image=IMAGE, jobs=100, concurrency=8)),
+        "100 containers created, started, waited for, removed (Docker SDK, 8 threads)",
+        1.2,
+    )
     empty = script(directory, "empty", "")
     chain = "  j0: {outputs: {n: 0}}\n" + "".join(
         f"  j{i}: {{needs: j{i - 1}, outputs: {{n: '${{{{ jobs.j{i - 1}.outputs.n + 1 }}}}'}}}}\n" for i in range(1, 10000)

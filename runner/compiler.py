@@ -396,13 +396,14 @@ class _Compiler:
         for job in jobs.values():
             path = ("jobs", job.id)
             roots = base | ({"matrix"} if job.matrix is not None else set())
+            roots |= {"repeat"} if job.repeat is not None else set()
             step_ids = [s.id for s in job.container.steps if s.id] if job.container else []
             self.check_refs(job.condition, path + ("if",), roots, job, jobs, functions=True)
             for key in ("env", "timeout", "continue_on_error", "retry"):
                 self.check_refs(getattr(job, key), path + (key,), roots, job, jobs)
             self.check_refs(job.matrix, path + ("matrix",), base, job, jobs)
             if job.repeat is not None:
-                self.check_refs(job.repeat, path + ("repeat",), roots | {"outputs", "repeat"}, job, jobs)
+                self.check_refs(job.repeat, path + ("repeat",), roots | {"outputs"}, job, jobs)
             output_roots = roots | ({"steps"} if job.container else set())
             output_roots |= {"response"} if job.kind in (JobKind.HTTP, JobKind.LLM) else set()
             self.check_refs(job.outputs, path + ("outputs",), output_roots, job, jobs, step_ids=step_ids)

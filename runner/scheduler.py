@@ -87,6 +87,8 @@ class Scheduler:
         concurrency: int | None = None,
         handle_signals: bool = True,
         limiter: trio.CapacityLimiter | None = None,
+        workspace: Path | None = None,
+        prefix: str = "",
     ):
         self.workflow = workflow
         self.run_id = run_id
@@ -111,6 +113,9 @@ class Scheduler:
         self._hard: trio.CancelScope | None = None
         self._children: list[Scheduler] = []
         self.limiter = limiter
+        # One workspace for the whole run: a sub-workflow works in its caller's.
+        self.workspace = workspace or Path(workflow.directory)
+        self.prefix = prefix  # `report/` for the nodes of a sub-workflow run by the node `report`
 
     def child(self, workflow: Workflow, node_id: str, inputs: Mapping[str, Any]) -> "Scheduler":
         """A scheduler for a sub-workflow run by the node `node_id`; it shares this one's limits."""
@@ -120,11 +125,13 @@ class Scheduler:
             inputs=inputs,
             secrets={name: self.secrets[name] for name in workflow.secrets},
             executors=self.executors,
-            reporter=Prefixed(self.reporter, f"{node_id}/"),
+            reporter=Prefixed(self.reporter, f"{node_id[len(self.prefix):]}/"),
+            prefix=f"{node_id}/",
             run_dir=self.run_dir,
             concurrency=self.concurrency,
             handle_signals=False,
             limiter=self.limiter,
+            workspace=self.workspace,
         )
         self._children.append(child)
         if self.cancelled:
@@ -388,9 +395,14 @@ class Scheduler:
             except TemplateError as e:
                 return NodeState.FAILED, {"reason": f"repeat: {e}"}
         passes = 0
+        retrying = ""
         while True:
-            record.attempts += 1  # the RUNNING transition that follows a retry reports the new count
+            record.attempts += 1
+            if retrying:
+                self.state.transition(record, NodeState.RUNNING, reason=retrying)
             scope["run"] = {"id": self.run_id, "attempt": record.attempts}
+            if repeat is not None:
+                scope["repeat"] = {"index": passes}
             outcome = await self._attempt(job, record, scope, executor, timeout)
             record.children = outcome.children
             if outcome.result is Result.CANCELLED:
@@ -415,7 +427,7 @@ class Scheduler:
                 return NodeState.FAILED, {"reason": reason}
             delay = retry.delay * retry.backoff_factor ** (record.attempts - 1)
             await trio.sleep(min(delay, retry.max_delay) if retry.max_delay is not None else delay)
-            self.state.transition(record, NodeState.RUNNING, reason=f"attempt {record.attempts} failed: {outcome.reason}")
+            retrying = f"attempt {record.attempts} failed: {outcome.reason}"
 
     def _repeat_done(self, job, repeat, outputs, passes, scope) -> tuple[bool, str]:
         until = repeat.get("until")
@@ -436,12 +448,12 @@ class Scheduler:
             return Outcome(Result.SUCCESS)
         node = NodeRun(
             job=job,
-            node_id=record.id,
+            node_id=self.prefix + record.id,
             scope=scope,
             env=dict(scope["env"]),
             log=lambda step, stream, line: self.reporter.log(record.id, step, stream, line),
-            directory=self.run_dir / "nodes" / file_name(record.id),
-            workspace=Path(self.workflow.directory),
+            directory=self.run_dir / "nodes" / file_name(self.prefix + record.id),
+            workspace=self.workspace,
         )
         with trio.move_on_after(timeout if timeout is not None else math.inf) as deadline:
             return await executor.run(node)

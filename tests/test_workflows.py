@@ -35,6 +35,12 @@ def test_all_example_workflows_validate_together():
 RUNS = {
     "build-and-report.yml": (["--input", "greeting=hi"], {"API_TOKEN": "t0ken-value"}, {"total_bytes": 100}),
     "hello.yml": ([], {}, {"greeting": "Hello, world", "chars": 12}),
+    "matrix-fan-in.yml": ([], {}, {
+        "bytes": 3120,
+        "builds": ["linux-debug", "linux-release", "windows-debug", "windows-release", "mac-release", "wasm-release"],
+    }),
+    "report-pipeline.yml": ([], {}, {"title": "Words", "total": 6}),
+    "retry-and-repeat.yml": ([], {}, {"flaky": "success", "checks": 3}),
     "python-stats.yml": (["--input", "count=4"], {}, {"mean": 2.5, "max": 4}),
     "tolerate-failures.yml": ([], {}, {"passed": 42, "lint": "failure"}),
 }
