@@ -149,13 +149,10 @@ def _run(args) -> int:
         image_map=_pairs(args.image_map, "--image-map"),
         state_dir=args.state_dir,
         events=args.events,
+        output_json=args.output_json,
         reporters=[Console(quiet=args.quiet)],
     )
     outcome = execute(workflow, options)
-    if args.output_json:
-        with open(args.output_json, "w", encoding="utf-8") as f:
-            json.dump(outcome.masker.value(outcome.summary()), f, indent=2, default=str)
-            f.write("\n")
     if outcome.signal is not None:
         return ExitStatus.TERMINATED if outcome.signal == 15 else ExitStatus.INTERRUPTED
     from .model import Result

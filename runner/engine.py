@@ -7,6 +7,7 @@ with its own exit status, and nothing has run.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets as random
 import time
@@ -29,6 +30,7 @@ class RunOptions:
     image_map: dict[str, str] = field(default_factory=dict)
     state_dir: str | None = None
     events: str | None = None
+    output_json: str | None = None
     reporters: list[Reporter] = field(default_factory=list)
     handle_signals: bool = True
 
@@ -107,8 +109,18 @@ def execute(workflow: Workflow, options: RunOptions):
         outcome = trio.run(scheduler.run)
     finally:
         reporter.close()
-    outcome.masker = masker
+    if options.output_json:
+        _write_json(options.output_json, masker.value(outcome.summary()))
     return outcome
+
+
+def _write_json(path: str, document: dict) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(document, f, indent=2, default=str)
+            f.write("\n")
+    except OSError as e:
+        raise RunNotPossible(f"cannot write {path}: {e.strerror}") from None
 
 
 def _container_executor(workflow: Workflow, options: RunOptions, run_id: str):

@@ -9,6 +9,7 @@ Ctrl-C stops those too.  Value jobs are evaluated inline: they cost no task.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 import os
 import signal
 import time
@@ -211,10 +212,7 @@ class Scheduler:
         record = self.jobs[job_id]
         if not record.state.finished:  # stopped from outside, mid-run
             self.state.transition(record, NodeState.CANCELLED, reason=self.cancel_reason or "cancelled")
-        self.jobs_scope[job_id] = {"outputs": record.outputs, "result": record.result.value}
-        if record.state is NodeState.FAILED and not record.continue_on_error:
-            if self.workflow.fail_fast and not self.cancelled:
-                self.cancel_run(f"cancelled because `{job_id}` failed and fail_fast is on")
+        self._settled(record)
         ready = []
         for dependent in self.workflow.dependents[job_id]:
             self.remaining[dependent] -= 1
@@ -222,50 +220,51 @@ class Scheduler:
                 ready.append(dependent)
         self._settle(ready)
 
+    def _settled(self, record: NodeRecord) -> None:
+        """A job's result is final: publish it to expressions, and honour fail_fast."""
+        self.jobs_scope[record.id] = {"outputs": record.outputs, "result": record.result.value}
+        if record.state is NodeState.FAILED and not record.continue_on_error:
+            if self.workflow.fail_fast and not self.cancelled:
+                self.cancel_run(f"cancelled because `{record.id}` failed and fail_fast is on")
+
     def _start(self, job: Job) -> bool:
         """Decide whether `job` runs; True if it is already finished on return."""
         record = self.jobs[job.id] = self.state.add(NodeRecord(job.id, job.id))
-        runs, reason = self._decide(job)
-        if not runs:
-            state = NodeState.CANCELLED if reason == self.cancel_reason and self.cancelled else NodeState.SKIPPED
-            if reason.startswith("if: "):
-                state = NodeState.FAILED
-            self.state.transition(record, state, reason=reason)
-            self.jobs_scope[job.id] = {"outputs": {}, "result": record.result.value}
-            return True
-        if job.kind is JobKind.VALUE and job.matrix is None and job.repeat is None:
+        instead, reason = self._decide(job)
+        if instead is not None:
+            self.state.transition(record, instead, reason=reason)
+        elif job.kind is JobKind.VALUE and job.matrix is None and job.repeat is None:
             self._finish_value(job, record)
-            self.jobs_scope[job.id] = {"outputs": record.outputs, "result": record.result.value}
-            if record.state is NodeState.FAILED and self.workflow.fail_fast and not self.cancelled:
-                self.cancel_run(f"cancelled because `{job.id}` failed and fail_fast is on")
-            return True
-        self._nursery.start_soon(self._run_job, job, record, name=job.id)
-        return False
+        else:
+            self._nursery.start_soon(self._run_job, job, record, name=job.id)
+            return False
+        self._settled(record)
+        return True
 
-    def _decide(self, job: Job) -> tuple[bool, str]:
+    def _decide(self, job: Job) -> tuple[NodeState | None, str]:
+        """None if the job runs, else the state it ends in instead, and why."""
         needs = [self.jobs[n] for n in job.needs]
-        functions = job.condition is not None and _uses_status_function(job.condition)
-        if job.condition is None or not functions:
+        if job.condition is None or not _mentions(job.condition, CONDITION_FUNCTIONS):
             # Without a status function, `if` holds only after every need succeeded.
             if self.cancelled:
-                return False, self.cancel_reason
+                return NodeState.CANCELLED, self.cancel_reason
             for need in needs:
                 if need.state is not NodeState.SUCCEEDED and not need.tolerated:
                     verb = {NodeState.FAILED: "failed", NodeState.SKIPPED: "was skipped"}.get(need.state, "was cancelled")
-                    return False, f"needs {need.id} {verb}"
+                    return NodeState.SKIPPED, f"needs {need.id} {verb}"
             if job.condition is None:
-                return True, ""
+                return None, ""
         scope = self._base_scope()
         scope.update(self._status_functions(needs))
         try:
             holds = job.condition.render(scope)
         except TemplateError as e:
-            return False, f"if: {e}"
+            return NodeState.FAILED, f"if: {e}"
         if holds:
-            return True, ""
+            return None, ""
         if self.cancelled and not _mentions(job.condition, ("always", "cancelled")):
-            return False, self.cancel_reason
-        return False, "if was false"
+            return NodeState.CANCELLED, self.cancel_reason
+        return NodeState.SKIPPED, "if was false"
 
     def _status_functions(self, needs: list[NodeRecord]) -> dict[str, Any]:
         failed = any(n.state is NodeState.FAILED and not n.tolerated for n in needs)
@@ -371,7 +370,7 @@ class Scheduler:
         executor = self.executors.get(job.kind)
         # A sub-workflow holds no slot itself: its jobs take theirs from the same limiter.
         limited = executor is not None and job.kind is not JobKind.WORKFLOW
-        async with self.limiter if limited else _NO_LIMIT:
+        async with self.limiter if limited else nullcontext():
             with trio.CancelScope() as cancel:
                 if job.kind is not JobKind.WORKFLOW:  # a sub-workflow is cancelled through its scheduler
                     self._running.add(cancel)
@@ -480,15 +479,15 @@ class Scheduler:
         else:
             status = Result.SUCCESS
         outputs: dict[str, Any] = {}
-        if status is Result.SUCCESS or self.workflow.outputs:
-            scope = self._base_scope()
-            for name, value in self.workflow.outputs.items():
-                try:
-                    outputs[name] = render_value(value, scope)
-                except TemplateError as e:
-                    outputs[name] = None
-                    if status is Result.SUCCESS:
-                        status, reason = Result.FAILURE, f"outputs.{name}: {e}"
+        scope = self._base_scope()
+        for name, value in self.workflow.outputs.items():
+            try:
+                outputs[name] = render_value(value, scope)
+            except TemplateError as e:
+                # After a failure, outputs of jobs that did not run are simply missing.
+                outputs[name] = None
+                if status is Result.SUCCESS:
+                    status, reason = Result.FAILURE, f"outputs.{name}: {e}"
         outcome = RunOutcome(
             run_id=self.run_id,
             status=status,
@@ -504,25 +503,10 @@ class Scheduler:
         return outcome
 
 
-class _NoLimit:
-    async def __aenter__(self):
-        return None
-
-    async def __aexit__(self, *exc):
-        return None
-
-
-_NO_LIMIT = _NoLimit()
-
-
 def _mentions(condition: Template | None, functions: tuple[str, ...]) -> bool:
     if condition is None:
         return False
     return any((name, None) in expr.refs for expr in condition.expressions for name in functions)
-
-
-def _uses_status_function(condition: Template) -> bool:
-    return _mentions(condition, CONDITION_FUNCTIONS)
 
 
 def _retries(retry, outcome: Outcome) -> bool:
