@@ -44,10 +44,18 @@ def docker_client():
 
 
 @pytest.fixture
-def docker(docker_client):
-    """The engine, checked after the test for containers the runner left behind."""
+def docker(docker_client, tmp_path):
+    """The engine, checked after the test for containers the runner left behind.
+
+    Only containers whose workspace is the test's own (or the example workflows')
+    count, so that other runs on the same engine do not disturb the check.
+    """
     yield docker_client
-    left = docker_client.containers.list(all=True, filters={"label": LABEL})
+    mine = (str(tmp_path), str(ROOT / "workflows"))
+    left = [
+        c for c in docker_client.containers.list(all=True, filters={"label": LABEL})
+        if c.labels.get("dev.runner.workspace", "").startswith(mine)
+    ]
     for container in left:
         container.remove(force=True)
     assert not left, f"containers left behind: {[c.name for c in left]}"

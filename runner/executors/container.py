@@ -113,7 +113,11 @@ class ContainerExecutor:
         container_spec = ContainerSpec(
             image=image,
             name=f"runner-{self.run_id}-{node.directory.name}"[:120],
-            labels={"dev.runner.run-id": self.run_id, "dev.runner.node": node.node_id},
+            labels={
+                "dev.runner.run-id": self.run_id,
+                "dev.runner.node": node.node_id,
+                "dev.runner.workspace": str(node.workspace),
+            },
             mounts=((str(node.workspace), WORKSPACE), (str(node.directory), RUNNER_DIR)),
             working_dir=working_dir,
             network=spec.network,
