@@ -263,12 +263,14 @@ class _Compiler:
         if isinstance(value, int):
             return Retry(attempts=value)
         codes = value.get("on_exit_codes")
+        methods = value.get("on_methods")
         return Retry(
             attempts=int(value.get("attempts", 1)),
             delay=self.duration(value.get("delay", 0), path + ("delay",)) or 0.0,
             backoff_factor=float(value.get("backoff_factor", 2.0)),
             max_delay=self.duration(value.get("max_delay"), path + ("max_delay",)),
             on_exit_codes=tuple(codes) if codes is not None else None,
+            on_methods=tuple(m.upper() for m in methods) if methods is not None else None,
         )
 
     def container(self, job_id: str, spec: dict, path: tuple) -> Container:

@@ -82,11 +82,13 @@ def execute(workflow: Workflow, options: RunOptions):
     needs_docker = any(job.kind is JobKind.CONTAINER for w in workflow.workflows() for job in w.jobs.values())
     if needs_docker:
         executors[JobKind.CONTAINER] = _container_executor(workflow, options, run_id)
-    from .executors import Unsupported
-
-    for kind in (JobKind.HTTP, JobKind.LLM):
-        executors.setdefault(kind, Unsupported(kind.value))
+    if any(job.kind in (JobKind.HTTP, JobKind.LLM) for w in workflow.workflows() for job in w.jobs.values()):
+        executors.update(_http_executors(secret_values))
     run_dir = make_run_dir(state_directory(workflow, options.state_dir), run_id)
+    if needs_docker:
+        # Both are mounted into job containers: the engine must be able to reach them.
+        for path in (workflow.directory, str(run_dir)):
+            executors[JobKind.CONTAINER].backend.host_path(os.path.abspath(path))
     reporters: list[Reporter] = [*options.reporters, StepLogs(run_dir / "logs")]
     if options.events:
         try:
@@ -105,8 +107,18 @@ def execute(workflow: Workflow, options: RunOptions):
         concurrency=options.concurrency,
         handle_signals=options.handle_signals,
     )
+
+    async def run_and_close():
+        try:
+            return await scheduler.run()
+        finally:
+            with trio.CancelScope(shield=True):
+                for executor in executors.values():
+                    if hasattr(executor, "aclose"):
+                        await executor.aclose()  # what an executor keeps for the run: the HTTP client
+
     try:
-        outcome = trio.run(scheduler.run)
+        outcome = trio.run(run_and_close)
     finally:
         reporter.close()
     if options.output_json:
@@ -121,6 +133,15 @@ def _write_json(path: str, document: dict) -> None:
             f.write("\n")
     except OSError as e:
         raise RunNotPossible(f"cannot write {path}: {e.strerror}") from None
+
+
+def _http_executors(secret_values: dict[str, str]) -> dict[JobKind, Any]:
+    """http and llm jobs share one session: the run's HTTP client and the secrets to mask."""
+    from .executors.http import HttpExecutor, Session
+    from .executors.llm import LlmExecutor
+
+    session = Session(secret_values.values())
+    return {JobKind.HTTP: HttpExecutor(session), JobKind.LLM: LlmExecutor(session)}
 
 
 def _container_executor(workflow: Workflow, options: RunOptions, run_id: str):

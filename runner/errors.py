@@ -90,7 +90,8 @@ class WorkflowInvalid(RunnerError):
     exit_status = ExitStatus.INVALID
 
     def __init__(self, problems: list[Problem]):
-        self.problems = sorted(problems, key=lambda p: (p.location, p.message))
+        # A sub-workflow used twice reports its problems once.
+        self.problems = sorted(set(problems), key=lambda p: (p.location, p.message))
         super().__init__("\n".join(map(str, self.problems)))
 
     @classmethod

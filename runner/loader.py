@@ -187,6 +187,8 @@ def _yaml_message(e: MarkedYAMLError) -> str:
     problem = (e.problem or "invalid YAML").strip()
     if "\t" in problem or "cannot start any token" in problem:
         problem += " (YAML indentation must use spaces, not tabs)"
+    elif problem == "found unexpected ':'":
+        problem += " (inside `{ … }` or `[ … ]`, quote a value that holds a colon: 'alpine:3.20')"
     if e.context and e.context_mark is not None:
         return f"{problem} ({e.context.strip()} at line {e.context_mark.line + 1})"
     return problem

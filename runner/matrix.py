@@ -21,7 +21,7 @@ def expand(matrix: dict[str, Any]) -> list[dict[str, Any]]:
     The product of the axes, less every combination that matches an `exclude`
     entry; then each `include` entry either extends every combination whose
     original values it matches without overwriting them, or is added as a new
-    instance of its own.
+    instance of its own, which later entries do not extend.
     """
     axes = {k: v for k, v in matrix.items() if k not in SETTINGS}
     for name, values in axes.items():
@@ -34,17 +34,18 @@ def expand(matrix: dict[str, Any]) -> list[dict[str, Any]]:
         combos = []
     excludes = _entries(matrix.get("exclude"), "exclude")
     combos = [c for c in combos if not any(_matches(c, e) for e in excludes)]
-    originals = [dict(c) for c in combos]
+    # Only combinations of the axes are extended; an entry added as an instance of
+    # its own stays as it is.
+    product = [(combo, dict(combo)) for combo in combos]
     for entry in _entries(matrix.get("include"), "include"):
         extended = False
-        for combo, original in zip(combos, originals):
+        for combo, original in product:
             # An entry may add keys to a combination, but never overwrite its axis values.
             if all(combo.get(k, v) == v for k, v in entry.items() if k in original):
                 combo.update({k: v for k, v in entry.items() if k not in original})
                 extended = True
         if not extended:
             combos.append(dict(entry))
-            originals.append(dict(entry))
     limit = matrix.get("max_instances", DEFAULT_MAX_INSTANCES)
     if len(combos) > limit:
         raise MatrixError(f"the matrix expands to {len(combos)} instances, more than {limit} (raise `max_instances`)")

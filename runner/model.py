@@ -39,6 +39,7 @@ class Retry:
     backoff_factor: float = 2.0
     max_delay: float | None = None
     on_exit_codes: tuple[int, ...] | None = None
+    on_methods: tuple[str, ...] | None = None  # http: the methods retried (default: the idempotent ones)
 
 
 @dataclass(frozen=True)

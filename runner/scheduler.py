@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import trio
 
 from .compiler import format_duration, parse_duration
-from .executors import Executor, NodeRun, Outcome
+from .executors import Executor, NodeRun, Outcome, add_usage
 from .executors.subworkflow import SubWorkflows
 from .matrix import MatrixError, expand, label
 from .model import Job, JobKind, Result, Workflow
@@ -41,6 +41,7 @@ class RunOutcome:
     reason: str = ""
     signal: int | None = None
     instances: dict[str, list[str]] = field(default_factory=dict)
+    usage: dict[str, Any] | None = None  # tokens (and cost) of every llm call, summed
 
     def summary(self) -> dict[str, Any]:
         """The `--output-json` document."""
@@ -57,12 +58,15 @@ class RunOutcome:
                 entry["continue_on_error"] = True
             if record.children is not None:
                 entry["jobs"] = record.children
+            if record.usage:
+                entry["usage"] = record.usage
             if job_id in self.instances:
                 entry["instances"] = {
                     node_id: {
                         "matrix": self.nodes[node_id].matrix,
                         "result": self.nodes[node_id].result.value if self.nodes[node_id].result else None,
                         "reason": self.nodes[node_id].reason,
+                        **({"usage": self.nodes[node_id].usage} if self.nodes[node_id].usage else {}),
                     }
                     for node_id in self.instances[job_id]
                 }
@@ -70,6 +74,8 @@ class RunOutcome:
         summary = {"run_id": self.run_id, "status": self.status.value, "outputs": self.outputs, "jobs": jobs}
         if self.reason:
             summary["reason"] = self.reason
+        if self.usage:
+            summary["usage"] = self.usage
         summary["duration_s"] = round(self.duration, 3)
         return summary
 
@@ -343,6 +349,7 @@ class Scheduler:
         tolerated = all(n.continue_on_error for n in failed if n.state is NodeState.FAILED)
         outputs = [n.outputs if n.state is NodeState.SUCCEEDED else None for n in nodes]
         attempts = max(n.attempts for n in nodes)
+        record.usage = add_usage(*(n.usage for n in nodes))
         if not failed:
             self.state.transition(record, NodeState.SUCCEEDED, outputs=outputs, attempts=attempts)
         elif all(n.state is NodeState.CANCELLED for n in failed) and self.cancelled:
@@ -404,6 +411,7 @@ class Scheduler:
                 scope["repeat"] = {"index": passes}
             outcome = await self._attempt(job, record, scope, executor, timeout)
             record.children = outcome.children
+            record.usage = add_usage(record.usage, outcome.usage)  # every attempt and pass costs
             if outcome.result is Result.CANCELLED:
                 return NodeState.CANCELLED, {"reason": outcome.reason, "outputs": outcome.outputs}
             if outcome.result is Result.SUCCESS:
@@ -425,7 +433,14 @@ class Scheduler:
                     reason += f" (attempt {record.attempts} of {retry.attempts})"
                 return NodeState.FAILED, {"reason": reason}
             delay = retry.delay * retry.backoff_factor ** (record.attempts - 1)
-            await trio.sleep(min(delay, retry.max_delay) if retry.max_delay is not None else delay)
+            delay = min(delay, retry.max_delay) if retry.max_delay is not None else delay
+            if outcome.retry_after is not None:  # the server's Retry-After is the least wait
+                if retry.max_delay is not None and outcome.retry_after > retry.max_delay:
+                    wait, limit = format_duration(outcome.retry_after), format_duration(retry.max_delay)
+                    why = f"not retried: the server asks to wait {wait}, more than retry.max_delay {limit}"
+                    return NodeState.FAILED, {"reason": f"{outcome.reason} ({why})"}
+                delay = max(delay, outcome.retry_after)
+            await trio.sleep(delay)
             retrying = f"attempt {record.attempts} failed: {outcome.reason}"
 
     def _repeat_done(self, job, repeat, outputs, passes, scope) -> tuple[bool, str]:
@@ -456,7 +471,7 @@ class Scheduler:
         )
         with trio.move_on_after(timeout if timeout is not None else math.inf) as deadline:
             return await executor.run(node)
-        return Outcome(Result.FAILURE, f"timed out after {format_duration(timeout)}")
+        return Outcome(Result.FAILURE, f"timed out after {format_duration(timeout)}", retryable=node.timeout_retryable)
 
     def _outcome(self) -> RunOutcome:
         for job_id, record in self.jobs.items():
@@ -498,6 +513,7 @@ class Scheduler:
             reason=reason,
             signal=self.signal,
             instances=self.instances,
+            usage=add_usage(*(r.usage for r in self.jobs.values())),
         )
         self.reporter.run_finished(outcome.summary())
         return outcome
@@ -510,6 +526,8 @@ def _mentions(condition: Template | None, functions: tuple[str, ...]) -> bool:
 
 
 def _retries(retry, outcome: Outcome) -> bool:
+    if outcome.retryable is not None:  # the executor knows (an http status, a method)
+        return outcome.retryable
     if retry.on_exit_codes is None:
         return True
     return outcome.exit_code in retry.on_exit_codes

@@ -57,6 +57,7 @@ class NodeRecord:
     started: float | None = None
     finished: float | None = None
     children: dict | None = None  # a sub-workflow's jobs, as in --output-json
+    usage: dict | None = None  # tokens (and cost) used by llm calls, every attempt summed
 
     @property
     def result(self) -> Result | None:

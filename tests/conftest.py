@@ -51,14 +51,21 @@ def docker(docker_client, tmp_path):
     count, so that other runs on the same engine do not disturb the check.
     """
     yield docker_client
+    from docker.errors import NotFound
+
     mine = (str(tmp_path), str(ROOT / "workflows"))
+    # The low-level listing carries the labels: no per-container call that a
+    # container removed in the meantime could fail.
     left = [
-        c for c in docker_client.containers.list(all=True, filters={"label": LABEL})
-        if c.labels.get("dev.runner.workspace", "").startswith(mine)
+        c for c in docker_client.api.containers(all=True, filters={"label": LABEL})
+        if c["Labels"].get("dev.runner.workspace", "").startswith(mine)
     ]
     for container in left:
-        container.remove(force=True)
-    assert not left, f"containers left behind: {[c.name for c in left]}"
+        try:
+            docker_client.api.remove_container(container["Id"], force=True)
+        except NotFound:
+            pass
+    assert not left, f"containers left behind: {[c['Names'] for c in left]}"
 
 
 def write(directory: Path, text: str, name: str = "workflow.yml") -> Path:

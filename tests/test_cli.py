@@ -39,7 +39,7 @@ def test_validate_github_prints_annotations(tmp_path):
     path = write(tmp_path, BROKEN)
     result = cli("validate", "--format", "github", path)
     assert result.returncode == 2
-    assert result.stdout.strip() == f"::error file={path},line=4,col=5::unknown key `need`; did you mean `needs`?"
+    assert result.stdout.strip() == f"::error file={path},line=4,col=5::unknown key `need`; did you mean `needs`? (jobs.a.need)"
 
 
 def test_validate_reports_every_file(tmp_path):

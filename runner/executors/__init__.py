@@ -24,6 +24,9 @@ class NodeRun:
     log: Callable[[str, str, str], None]  # (step, stream, line)
     directory: Path  # this node's own directory in the run's directory
     workspace: Path  # the workflow's directory
+    # Set by the executor: whether an attempt that the job's `timeout` ends may be
+    # retried (None: as the retry policy says).  An http POST may have been received.
+    timeout_retryable: bool | None = None
 
 
 @dataclass
@@ -34,9 +37,33 @@ class Outcome:
     exit_code: int | None = None
     outputs: dict[str, Any] = field(default_factory=dict)  # the job's outputs before its own `outputs:`
     children: dict[str, Any] | None = None  # a sub-workflow's jobs, as in --output-json
+    # Retries: None leaves the decision to the retry policy (`on_exit_codes`); an
+    # executor that knows better (an http POST, a 404) says True or False.
+    retryable: bool | None = None
+    retry_after: float | None = None  # the least wait before the next attempt (Retry-After), in seconds
+    usage: dict[str, Any] | None = None  # tokens used (llm): prompt_tokens, completion_tokens, total_tokens, cost
+
+
+USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost")
+
+
+def add_usage(*usages: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The sum of token counts (and costs), or None if none of them counts anything."""
+    present = [u for u in usages if u]
+    if not present:
+        return None
+    total: dict[str, Any] = {}
+    for key in USAGE_KEYS:
+        values = [u[key] for u in present if u.get(key) is not None]
+        if values:
+            total[key] = round(sum(values), 6) if key == "cost" else sum(values)
+    return total
 
 
 class Executor(Protocol):
+    """An executor may also have `async aclose()`: the engine calls it once the run
+    has finished, to release what the executor keeps for the whole run (an HTTP client)."""
+
     async def run(self, node: NodeRun) -> Outcome:
         """Carry out the node's action.
 
@@ -44,13 +71,3 @@ class Executor(Protocol):
         is torn down before the Cancelled exception leaves this call.
         """
         ...
-
-
-class Unsupported:
-    """Fails nodes of a kind this build of runner cannot run yet, saying so."""
-
-    def __init__(self, what: str):
-        self.what = what
-
-    async def run(self, node: NodeRun) -> Outcome:
-        return Outcome(Result.FAILURE, f"{self.what} jobs are not supported by this version of runner")

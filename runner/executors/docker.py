@@ -7,6 +7,9 @@ here: callers see `BackendError` or `RunNotPossible` with a message for users.
 
 from __future__ import annotations
 
+import os
+import re
+import socket
 import threading
 from typing import Callable, Mapping
 
@@ -38,10 +41,72 @@ def connect(threads: int = 32):
     return client
 
 
+class HostPaths:
+    """Where the engine finds a path of ours, when runner itself runs in one of its containers.
+
+    The engine resolves bind mounts on its host, so a path inside runner's
+    container must be translated through that container's own mounts.
+    """
+
+    def __init__(self, mounts: list[tuple[str, str]] | None):
+        # (inside, on the host), longest first; None when runner is not in a container.
+        self.mounts = sorted(mounts, key=lambda m: len(m[0]), reverse=True) if mounts is not None else None
+
+    def __call__(self, path: str) -> str:
+        if self.mounts is None:
+            return path
+        for inside, host in self.mounts:
+            if path == inside or path.startswith(inside.rstrip("/") + "/"):
+                return host + path[len(inside.rstrip("/")):]
+        raise RunNotPossible(
+            f"{path} is inside runner's own container and not on a volume the Docker engine can mount "
+            "into job containers; mount the workspace from the host (for example -v \"$PWD:/work\" -w /work)"
+        )
+
+    @classmethod
+    def discover(cls, api) -> "HostPaths":
+        from docker.errors import DockerException
+
+        hostname = socket.gethostname()
+        for candidate in _own_container_ids():
+            try:
+                container = api.inspect_container(candidate)
+            except DockerException:
+                continue
+            if container["Config"].get("Hostname") != hostname:
+                continue  # another container's id seen from the host's mount table
+            return cls([(m["Destination"], m["Source"]) for m in container["Mounts"] if m.get("Type") in ("bind", "volume")])
+        return cls(None)
+
+
+def _own_container_ids() -> list[str]:
+    """Ids this process's container may have, if it is in one.
+
+    Docker bind-mounts /etc/hostname from the container's own directory, and
+    names the container in its cgroup; its default hostname is the short id.
+    """
+    if not os.path.exists("/.dockerenv"):
+        return []
+    found = []
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 4 and fields[4] == "/etc/hostname":
+                    found += re.findall(r"([0-9a-f]{64})", fields[3])
+        with open("/proc/self/cgroup", encoding="utf-8") as f:
+            found += re.findall(r"([0-9a-f]{64})", f.read())
+    except OSError:
+        pass
+    found.append(socket.gethostname())
+    return list(dict.fromkeys(found))
+
+
 class DockerBackend:
     def __init__(self, client, threads: int = 32):
         self.api = client.api
         self.limiter = trio.CapacityLimiter(threads)
+        self.host_path = HostPaths.discover(self.api)
         self._images: dict[str, trio.Event] = {}
         self._image_errors: dict[str, str] = {}
 
@@ -90,7 +155,7 @@ class DockerBackend:
 
     def _start(self, spec: ContainerSpec) -> str:
         host_config = self.api.create_host_config(
-            binds={host: {"bind": inside, "mode": "rw"} for host, inside in spec.mounts},
+            binds={self.host_path(ours): {"bind": inside, "mode": "rw"} for ours, inside in spec.mounts},
             security_opt=["no-new-privileges"],
             privileged=False,
             init=True,

@@ -30,4 +30,6 @@ class SubWorkflows:
             return Outcome(Result.FAILURE, "; ".join(p.message for p in e.problems))
         outcome = await self.parent.child(child, node.node_id, inputs).run()
         result = outcome.status if outcome.status is not Result.SKIPPED else Result.SUCCESS
-        return Outcome(result, outcome.reason, outputs=outcome.outputs, children=outcome.summary()["jobs"])
+        return Outcome(
+            result, outcome.reason, outputs=outcome.outputs, children=outcome.summary()["jobs"], usage=outcome.usage
+        )

@@ -70,6 +70,18 @@ class Console(Reporter):
                 self._print(f"  {name}: {value!r}" if not isinstance(value, str) else f"  {name}: {value}")
         status = summary["status"]
         line = f"run {summary['run_id']} {status} in {format_duration(round(summary['duration_s'], 1))}"
+        if summary.get("usage"):
+            line += f" ({usage_text(summary['usage'])})"
         if summary.get("reason"):
             line += f": {summary['reason']}"
         self._print(line)
+
+
+def usage_text(usage: dict[str, Any]) -> str:
+    """`1,234 tokens: 1,000 prompt + 234 completion, cost 0.0123`"""
+    text = f"{usage.get('total_tokens', 0):,} tokens"
+    if "prompt_tokens" in usage or "completion_tokens" in usage:
+        text += f": {usage.get('prompt_tokens', 0):,} prompt + {usage.get('completion_tokens', 0):,} completion"
+    if usage.get("cost") is not None:
+        text += ", cost " + (f"{usage['cost']:.6f}".rstrip("0").rstrip(".") or "0")
+    return text

@@ -1,0 +1,27 @@
+# runner as a container image: `docker run … IMAGE run workflow.yml`.
+#
+# BASE_IMAGE is what the image runs on; BUILD_IMAGE, which must have the same
+# Python with pip and venv, builds the wheel and installs it into /opt/runner.
+ARG BASE_IMAGE=python:3.12-slim
+ARG BUILD_IMAGE=${BASE_IMAGE}
+
+FROM ${BUILD_IMAGE} AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY schemas ./schemas
+COPY runner ./runner
+RUN python3 -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
+ && python3 -m venv /opt/runner \
+ && /opt/runner/bin/pip install --no-cache-dir /wheels/*.whl \
+ && /opt/runner/bin/pip uninstall --yes pip \
+ && find /opt/runner -name __pycache__ -prune -exec rm -rf {} +
+
+FROM ${BASE_IMAGE}
+COPY --from=build /opt/runner /opt/runner
+# Started as root, runner drops to the workspace's owner, keeping the Docker
+# socket's group when that group may use it (see docs/container-image.md).
+ENV PATH=/opt/runner/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    RUNNER_DROP_PRIVILEGES=1
+ENTRYPOINT ["runner"]
+CMD ["--help"]

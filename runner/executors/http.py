@@ -1,0 +1,625 @@
+"""HTTP jobs: one request with httpx, made in the event loop, no container.
+
+Everything about making a request lives here, and llm jobs (`llm.py`) make
+theirs through the same `Session.request`:
+
+- one `httpx.AsyncClient` per run (per TLS setting), so connections are pooled,
+  closed by the engine when the run ends; cookies are never kept, so no node
+  sees another's;
+- a total deadline over the whole exchange (connecting, sending, waiting, every
+  byte of the body, each redirect), on top of httpx's per-operation timeouts, so
+  that a server trickling one byte at a time cannot hold a node;
+- the body limit enforced while the body streams in, never after;
+- redirects followed by hand, when asked: at most `MAX_REDIRECTS`, and without
+  credentials (Authorization, Proxy-Authorization, cookies, any header holding
+  a secret) to another origin;
+- every request logged as a line of the node, secrets masked, and every message
+  masked before it is cut short, so that no part of a secret survives a cut.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import os
+import re
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+from urllib.parse import quote, quote_plus
+
+import httpx
+import trio
+
+from ..compiler import format_duration, parse_duration
+from ..masking import MASK, Masker
+from ..model import Result
+from ..templates import TemplateError, render_value, to_text
+from . import NodeRun, Outcome
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+IDEMPOTENT = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")  # retried unless `retry.on_methods` says otherwise
+DEFAULT_TIMEOUT = 60.0  # total, when neither the request nor the job has a timeout
+CONNECT_TIMEOUT = 10.0
+DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+MAX_REDIRECTS = 10
+SNIPPET = 200  # characters of a body quoted in a message
+CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "cookie")
+USER_AGENT = "runner/0.1"
+
+
+class SpecError(Exception):
+    """A request the workflow describes cannot be made; the message says why."""
+
+
+class RequestFailed(Exception):
+    """No usable response: the connection, the deadline or a limit failed the request.
+
+    `message` names the request (`GET https://…: timed out …`), `cause` only
+    what went wrong.  `sent`: the server may have received the request (a POST
+    may have taken effect).  `retryable`: another attempt may do better (a
+    refused connection, a timeout), unlike a certificate that will not verify.
+    """
+
+    def __init__(self, what: str, cause: str, *, sent: bool, retryable: bool):
+        super().__init__(f"{what}: {cause}")
+        self.message = f"{what}: {cause}"
+        self.cause = cause
+        self.sent = sent
+        self.retryable = retryable
+
+
+@dataclass
+class Request:
+    method: str
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    params: Any = None
+    json: Any = None
+    has_json: bool = False
+    content: bytes | None = None
+    form: dict[str, Any] | None = None
+    timeout: float = DEFAULT_TIMEOUT  # total, math.inf for none of our own
+    max_bytes: int = DEFAULT_MAX_BYTES
+    follow_redirects: bool = False
+    verify: bool | str = True  # or the path of a CA bundle
+    secrets: tuple[str, ...] = ()  # values to mask besides the run's secrets (an API key)
+
+
+@dataclass
+class Reply:
+    method: str
+    url: str  # the final one, masked, for messages
+    final_url: str  # the final one as it is, for `response.url`
+    status: int
+    phrase: str
+    headers: httpx.Headers
+    body: bytes
+    charset: str | None
+
+    @property
+    def text(self) -> str:
+        try:
+            return self.body.decode(self.charset or "utf-8", errors="replace")
+        except LookupError:
+            return self.body.decode("utf-8", errors="replace")
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def transient(self) -> bool:
+        """A status that another attempt may well not get: too many requests, a server error."""
+        return self.status == 429 or self.status >= 500
+
+    @property
+    def retry_after(self) -> float | None:
+        """The server's `Retry-After`, in seconds from now (delta-seconds or an HTTP date)."""
+        value = self.headers.get("retry-after", "").strip()
+        if not value:
+            return None
+        if re.fullmatch(r"\d+(\.\d+)?", value):
+            return float(value)
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        return max(0.0, when.timestamp() - time.time())
+
+
+class _NoCookies(DefaultCookiePolicy):
+    """Cookies are not kept: nodes share the run's client, never its cookies."""
+
+    def set_ok(self, cookie, request):
+        return False
+
+    def return_ok(self, cookie, request):
+        return False
+
+
+class Session:
+    """What the http and llm jobs of one run share: clients, the secrets to mask."""
+
+    def __init__(self, secrets: Iterable[str] = ()):
+        secrets = [s for s in secrets if s]
+        # A secret may stand in a URL percent-encoded: mask those spellings too.
+        variants = {v for s in secrets for v in (s, quote(s, safe=""), quote_plus(s), quote(s))}
+        self.masker = Masker(sorted(variants))
+        self._clients: dict[Any, httpx.AsyncClient] = {}
+
+    def mask(self, text: str, extra: Iterable[str] = ()) -> str:
+        text = self.masker.text(text)
+        extra = [e for e in extra if e]
+        return Masker(extra).text(text) if extra else text
+
+    def show_url(self, url: httpx.URL | str, extra: Iterable[str] = ()) -> str:
+        """The URL as logs and messages show it: a password in it, and every secret, masked."""
+        try:
+            url = httpx.URL(url)
+        except (httpx.InvalidURL, TypeError):
+            return self.mask(str(url), extra)
+        if url.password:
+            url = url.copy_with(password=MASK)
+        return self.mask(str(url), extra)
+
+    def snippet(self, text: str, extra: Iterable[str] = ()) -> str:
+        """The start of a body for a one-line message: masked first, then cut."""
+        text = " ".join(self.mask(text, extra).split())
+        return text if len(text) <= SNIPPET else text[:SNIPPET] + "…"
+
+    def _client(self, verify: bool | str) -> httpx.AsyncClient:
+        client = self._clients.get(verify)
+        if client is None:
+            if isinstance(verify, str):
+                tls: bool | ssl.SSLContext = ssl.create_default_context(cafile=verify)
+            else:
+                tls = verify
+            client = self._clients[verify] = httpx.AsyncClient(
+                verify=tls,
+                follow_redirects=False,  # followed by hand, see _exchange
+                cookies=CookieJar(policy=_NoCookies()),  # a jar, not httpx.Cookies: that would copy it
+                headers={"User-Agent": USER_AGENT},
+                # `concurrency` bounds the requests in flight; the pool need not.
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=20),
+            )
+        return client
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+    async def request(self, req: Request, log: Callable[[str], None]) -> Reply:
+        """Make the request and read the whole body, within the request's deadline.
+
+        RequestFailed when there is no usable response; a response of any
+        status is a Reply.  Each exchange (and each redirect) is logged.
+        """
+        shown = self.show_url(req.url, req.secrets)
+        start = time.monotonic()
+        try:
+            with trio.move_on_after(req.timeout):
+                try:
+                    return await self._exchange(req, log)
+                except (httpx.HTTPError, httpx.InvalidURL, ssl.SSLError, OSError, ValueError, TypeError) as e:
+                    raise self._failure(req, shown, e) from None
+        except RequestFailed as e:
+            log(f"{req.method} {shown} → failed after {_seconds(time.monotonic() - start)}: {e.cause}")
+            raise
+        except trio.Cancelled:  # from outside: Ctrl-C, the job's timeout, fail_fast
+            log(f"{req.method} {shown} → stopped after {_seconds(time.monotonic() - start)}")
+            raise
+        limit = format_duration(req.timeout)
+        log(f"{req.method} {shown} → no complete response within {limit}")
+        cause = f"no complete response within {limit} (timeout)"
+        raise RequestFailed(f"{req.method} {shown}", cause, sent=True, retryable=True)
+
+    async def _exchange(self, req: Request, log: Callable[[str], None]) -> Reply:
+        client = self._client(req.verify)
+        body: dict[str, Any] = {}
+        if req.has_json:
+            body["json"] = req.json
+        elif req.content is not None:
+            body["content"] = req.content
+        elif req.form is not None:
+            body["data"] = req.form
+        request = client.build_request(
+            req.method, req.url, params=req.params, headers=req.headers, timeout=_timeouts(req.timeout), **body
+        )
+        redirects = 0
+        while True:
+            shown = self.show_url(request.url, req.secrets)
+            hop_start = time.monotonic()
+            response = await client.send(request, stream=True)
+            try:
+                if req.follow_redirects and response.next_request is not None:
+                    following = response.next_request
+                    if redirects == MAX_REDIRECTS:
+                        first = f"{req.method} {self.show_url(req.url, req.secrets)}"
+                        raise RequestFailed(first, f"more than {MAX_REDIRECTS} redirects", sent=True, retryable=False)
+                    self._strip_credentials(request, following, req.secrets)
+                    log(
+                        f"{request.method} {shown} → {response.status_code} {response.reason_phrase} → "
+                        f"{self.show_url(following.url, req.secrets)}"
+                    )
+                    request, redirects = following, redirects + 1
+                    continue
+                content = await self._read(response, req, shown)
+            finally:
+                with trio.move_on_after(5) as cleanup:
+                    cleanup.shield = True
+                    await response.aclose()
+            reply = Reply(
+                method=request.method,
+                url=shown,
+                final_url=str(request.url),
+                status=response.status_code,
+                phrase=response.reason_phrase,
+                headers=response.headers,
+                body=content,
+                charset=response.charset_encoding,
+            )
+            took = _seconds(time.monotonic() - hop_start)
+            line = f"{request.method} {shown} → {reply.status} {reply.phrase} in {took}, {_size(len(content))}"
+            if reply.retry_after is not None and not reply.ok:
+                line += f", Retry-After {format_duration(round(reply.retry_after, 1))}"
+            log(line)
+            return reply
+
+    async def _read(self, response: httpx.Response, req: Request, shown: str) -> bytes:
+        """The body, refused as soon as it is known to be larger than the limit."""
+        limit = req.max_bytes
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise RequestFailed(
+                f"{req.method} {shown}",
+                f"the response is {_size(int(declared))} (Content-Length), "
+                f"more than max_bytes ({_size(limit)}); not read",
+                sent=True, retryable=False,
+            )
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise RequestFailed(
+                    f"{req.method} {shown}",
+                    f"the response is larger than max_bytes ({_size(limit)}); refused after {_size(size)}",
+                    sent=True, retryable=False,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _strip_credentials(self, request: httpx.Request, following: httpx.Request, secrets: tuple[str, ...]) -> None:
+        """Credentials stay with their origin: httpx drops Authorization; cookies, proxy
+        credentials and any header holding a secret go too.  (An upgrade from http to
+        https on the same host keeps them, as httpx does.)"""
+        old, new = _origin(request.url), _origin(following.url)
+        if old == new or (old == ("http", new[1], 80) and new[0] == "https" and new[2] == 443):
+            return
+        for name in list(following.headers.keys()):
+            value = following.headers[name]
+            if name.lower() in CREDENTIAL_HEADERS or self.mask(value, secrets) != value:
+                del following.headers[name]
+
+    def _failure(self, req: Request, shown: str, e: BaseException) -> RequestFailed:
+        what = f"{req.method} {shown}"
+        cause = _cause(e, self, req)
+        if isinstance(e, (httpx.ConnectTimeout, httpx.PoolTimeout)):
+            return RequestFailed(what, cause, sent=False, retryable=True)
+        if isinstance(e, httpx.ConnectError) and _certificate_problem(e):
+            hint = "write `verify: false` to accept any certificate, or `verify: <CA bundle file>`"
+            return RequestFailed(what, f"{cause}; {hint}", sent=False, retryable=False)
+        if isinstance(e, (httpx.ConnectError, httpx.ProxyError)):
+            return RequestFailed(what, cause, sent=False, retryable=True)
+        if isinstance(e, (httpx.TimeoutException, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)):
+            return RequestFailed(what, cause, sent=True, retryable=True)
+        return RequestFailed(what, cause, sent=False, retryable=False)
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port or {"http": 80, "https": 443}.get(url.scheme)
+
+
+def _timeouts(total: float) -> httpx.Timeout:
+    """httpx's per-operation timeouts: none longer than the total deadline."""
+    if math.isinf(total):
+        return httpx.Timeout(None, connect=CONNECT_TIMEOUT)
+    return httpx.Timeout(total, connect=min(CONNECT_TIMEOUT, total))
+
+
+def _certificate_problem(e: BaseException) -> bool:
+    while e is not None:
+        if isinstance(e, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _cause(e: BaseException, session: Session, req: Request) -> str:
+    """What went wrong, in words, masked."""
+    if isinstance(e, httpx.ConnectTimeout):
+        text = "timed out connecting"
+    elif isinstance(e, httpx.PoolTimeout):
+        text = "timed out waiting for a connection"
+    elif isinstance(e, httpx.ReadTimeout):
+        text = "timed out waiting for the response"
+    elif isinstance(e, httpx.WriteTimeout):
+        text = "timed out sending the request"
+    elif isinstance(e, httpx.ConnectError) and _certificate_problem(e):
+        detail = _ssl_detail(e)
+        text = "the server's TLS certificate could not be verified" + (f" ({detail})" if detail else "")
+    elif isinstance(e, httpx.ConnectError):
+        text = f"cannot connect: {_detail(e) or 'connection failed'}"
+    elif isinstance(e, httpx.RemoteProtocolError):
+        text = f"the server broke the exchange: {_detail(e) or 'protocol error'}"
+    elif isinstance(e, (httpx.ReadError, httpx.WriteError)):
+        text = f"the connection failed: {_detail(e) or type(e).__name__}"
+    elif isinstance(e, httpx.DecodingError):
+        text = f"the response body could not be decoded: {_detail(e)}"
+    elif isinstance(e, httpx.UnsupportedProtocol):
+        text = "the URL must start with http:// or https://"
+    elif isinstance(e, (httpx.InvalidURL, httpx.LocalProtocolError)):
+        text = f"the request is malformed: {_detail(e)}"
+    elif isinstance(e, (ValueError, TypeError)):
+        text = f"the request cannot be made: {_detail(e)}"
+    else:
+        text = _detail(e) or type(e).__name__
+    return session.mask(text, req.secrets)
+
+
+def _detail(e: BaseException) -> str:
+    text = str(e).strip()
+    if not text and e.__cause__ is not None:
+        text = str(e.__cause__).strip()
+    return text
+
+
+def _ssl_detail(e: BaseException) -> str:
+    while e is not None:
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return e.verify_message or ""
+        match = re.search(r"certificate verify failed: ([^(\]]+)", str(e))
+        if match:
+            return match.group(1).strip()
+        e = e.__cause__ or e.__context__
+    return ""
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds:.2f}s"
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes" if n != 1 else "1 byte"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n / 1024 / 1024:.1f} MiB"
+
+
+# -- what `outputs` see ---------------------------------------------------------------------
+
+
+class Headers(Mapping):
+    """Response headers, looked up in any case (`response.headers['Content-Type']`)."""
+
+    def __init__(self, headers: httpx.Headers):
+        self._items = {k.lower(): v for k, v in headers.items()}
+
+    def __getitem__(self, key: str) -> str:
+        return self._items[key.lower() if isinstance(key, str) else key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class _Unparsed:
+    pass
+
+
+class Response(Mapping):
+    """`response` in the scope of a job's outputs.
+
+    `json` is parsed when an output first uses it: a body that is not JSON is an
+    error only then, and the error says what the body was.
+    """
+
+    def __init__(self, fields: dict[str, Any], text: str, describe: Callable[[str], str], what: str = "the body"):
+        self._fields = fields
+        self._text = text
+        self._describe = describe  # masks and cuts a text for a message
+        self._what = what
+        self._json: Any = _Unparsed
+        self._error = ""
+
+    def _parse(self) -> bool:
+        if self._json is _Unparsed and not self._error:
+            try:
+                self._json = json.loads(self._text)
+            except ValueError as e:
+                self._error = str(e)
+        return not self._error
+
+    def __getitem__(self, key: str) -> Any:
+        if key != "json":
+            return self._fields[key]
+        if self._parse():
+            return self._json
+        start = self._describe(self._text)
+        begins = f"; it begins: {start}" if start else "; it is empty"
+        raise TemplateError(f"`response.json`: {self._what} is not JSON ({self._error}){begins}")
+
+    def __contains__(self, key: object) -> bool:
+        return key == "json" or key in self._fields
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._fields
+        if self._parse():
+            yield "json"
+
+    def __len__(self) -> int:
+        return len(self._fields) + (1 if self._parse() else 0)
+
+
+# -- the executor ---------------------------------------------------------------------------
+
+
+class HttpExecutor:
+    def __init__(self, session: Session):
+        self.session = session
+
+    async def aclose(self) -> None:
+        await self.session.aclose()
+
+    async def run(self, node: NodeRun) -> Outcome:
+        try:
+            req, expect = http_request(node)
+        except (TemplateError, SpecError) as e:
+            return Outcome(Result.FAILURE, self.session.mask(f"http: {e}"), retryable=False)
+        # A method that is not idempotent may have taken effect: retried only if the workflow says so.
+        repeatable = req.method in (node.job.retry.on_methods or IDEMPOTENT)
+        node.timeout_retryable = repeatable
+        note = ""
+        if req.verify is False and req.url.lower().startswith("https:"):
+            note = "TLS certificate not verified (verify: false)"
+            node.log("request", "stderr", f"warning: {note}")
+        log = lambda line: node.log("request", "stdout", line)  # noqa: E731
+        try:
+            reply = await self.session.request(req, log)
+        except RequestFailed as e:
+            retryable = e.retryable and (repeatable or not e.sent)
+            reason = e.message + self._not_retried(node, req, e.retryable and not retryable)
+            return Outcome(Result.FAILURE, _with_note(reason, note), retryable=retryable)
+        if not _expected(reply.status, expect):
+            retryable = reply.transient and repeatable
+            wanted = "2xx" if expect is None else ", ".join(map(str, expect))
+            status = f"{reply.status} {reply.phrase}".strip()
+            reason = f"{reply.method} {reply.url} returned {status} (expected {wanted})"
+            body = self.session.snippet(reply.text)
+            if body:
+                reason += f": {body}"
+            reason += self._not_retried(node, req, reply.transient and not repeatable)
+            return Outcome(
+                Result.FAILURE, _with_note(reason, note), retryable=retryable,
+                retry_after=reply.retry_after if retryable else None,
+            )
+        fields = {"status": reply.status, "headers": Headers(reply.headers), "text": reply.text, "url": reply.final_url}
+        response = Response(fields, reply.text, self.session.snippet)
+        return Outcome(Result.SUCCESS, note, scope={"response": response})
+
+    @staticmethod
+    def _not_retried(node: NodeRun, req: Request, held_back: bool) -> str:
+        if held_back and node.job.retry.attempts > 1:
+            return f" (not retried: a {req.method} may have taken effect; list it in retry.on_methods to retry it)"
+        return ""
+
+
+def _with_note(reason: str, note: str) -> str:
+    return f"{reason}; {note}" if note else reason
+
+
+def _expected(status: int, expect: tuple[int, ...] | None) -> bool:
+    return 200 <= status < 300 if expect is None else status in expect
+
+
+def http_request(node: NodeRun) -> tuple[Request, tuple[int, ...] | None]:
+    """The request an http job describes, rendered and checked; SpecError or TemplateError if it cannot be made."""
+    spec = node.job.spec["http"]
+    values = {key: render_field(key, value, node.scope) for key, value in spec.items()}
+    method = to_text(values.get("method") or "GET").upper()
+    if method not in METHODS:
+        raise SpecError(f"method `{method}` is not one of {', '.join(METHODS)}")
+    req = Request(method=method, url=check_url(to_text(values.get("url"))))
+    req.headers = _text_map(values.get("headers"), "headers")
+    req.params = _text_map(values.get("params"), "params") or None
+    if "json" in spec:
+        req.json, req.has_json = values["json"], True
+    elif "body" in spec:
+        req.content = to_text(values["body"]).encode("utf-8")
+    elif "form" in spec:
+        req.form = _text_map(values["form"], "form")
+    req.timeout = request_timeout(node, values.get("timeout"), DEFAULT_TIMEOUT)
+    req.max_bytes = _positive_int(values.get("max_bytes", DEFAULT_MAX_BYTES), "max_bytes")
+    req.follow_redirects = _boolean(values.get("follow_redirects", False), "follow_redirects")
+    verify = values.get("verify", True)
+    if isinstance(verify, str) and verify.strip().lower() in ("true", "false"):
+        verify = verify.strip().lower() == "true"
+    if isinstance(verify, str):
+        path = Path(node.workspace, os.path.expanduser(verify))
+        if not path.is_file():
+            raise SpecError(f"verify: no CA bundle at {path}")
+        verify = str(path)
+    elif not isinstance(verify, bool):
+        raise SpecError("verify: expected true, false or the path of a CA bundle")
+    req.verify = verify
+    return req, _expect(values.get("expect"))
+
+
+def render_field(key: str, value: Any, scope: Mapping[str, Any]) -> Any:
+    try:
+        return render_value(value, scope)
+    except TemplateError as e:
+        raise TemplateError(f"{key}: {e}") from None
+
+
+def check_url(url: str) -> str:
+    url = url.strip()
+    if not re.match(r"(?i)https?://[^/?#]", url):
+        raise SpecError(f"url `{url}` must be absolute and start with http:// or https://")
+    return url
+
+
+def request_timeout(node: NodeRun, value: Any, default: float) -> float:
+    """The request's total deadline: its own `timeout`, else the job's (which the scheduler keeps), else `default`."""
+    if value is None:
+        return default if node.job.timeout is None else math.inf
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        raise SpecError(f"timeout: `{value}` is not a duration; write 90, 30s, 5m or 1h30m") from None
+    if seconds <= 0:
+        raise SpecError("timeout: must be more than 0")
+    return seconds
+
+
+def _text_map(value: Any, key: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SpecError(f"{key}: expected a mapping of names to values")
+    return {str(k): ([to_text(i) for i in v] if isinstance(v, list) else to_text(v)) for k, v in value.items()}
+
+
+def _positive_int(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SpecError(f"{key}: expected a whole number of at least 1, got {to_text(value)!r}")
+    return value
+
+
+def _boolean(value: Any, key: str) -> bool:
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if not isinstance(value, bool):
+        raise SpecError(f"{key}: expected true or false, got {to_text(value)!r}")
+    return value
+
+
+def _expect(value: Any) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    codes = value if isinstance(value, list) else [value]
+    if not codes or not all(isinstance(c, int) and not isinstance(c, bool) and 100 <= c <= 599 for c in codes):
+        raise SpecError(f"expect: expected a status code (100-599) or a list of them, got {to_text(value)!r}")
+    return tuple(codes)

