@@ -150,6 +150,7 @@ def _container_executor(workflow: Workflow, options: RunOptions, run_id: str):
 
     threads = 2 * (options.concurrency or workflow.concurrency or os.cpu_count() or 1) + 8
     backend = DockerBackend(connect(threads), threads)
+    backend.reap()
     executor = ContainerExecutor(backend, run_id, options.image_map)
     _check_images(workflow, backend, executor)
     return executor

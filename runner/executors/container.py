@@ -9,6 +9,7 @@ workflow's directory is mounted at /workspace.
 from __future__ import annotations
 
 import codecs
+from collections import deque
 import os
 import posixpath
 import shutil
@@ -28,6 +29,9 @@ from .scripts import ScriptError, command, render, suffix
 WORKSPACE = "/workspace"
 RUNNER_DIR = "/runner"
 DEFAULT_PIDS = 4096
+MAX_LINE = 64 * 1024  # characters of a line without a newline before it is cut
+MAX_OUTPUT = 64 * 2**20  # characters of one step's output kept and shown
+LAST_LINES = 5  # quoted when a step fails to start its command
 EXIT_HINTS = {126: "permission denied or not executable", 127: "command not found"}
 
 
@@ -77,6 +81,9 @@ class Backend(Protocol):
 
     async def out_of_memory(self, container: str) -> bool:
         """Whether the kernel killed a process in the container for memory."""
+
+    async def running(self, container: str) -> bool:
+        """Whether the container still exists and runs."""
 
 
 @dataclass
@@ -214,6 +221,7 @@ class ContainerExecutor:
         argv = command(step.shell, f"{RUNNER_DIR}/{script_name}")
         exit_code = await self.backend.exec(container, argv, env, workdir, spec.user, lines.feed)
         lines.flush()
+        last = lines.last
         try:
             outputs = parse(_read(node.directory / f"{number}.out"), "$RUNNER_OUTPUT")
             done.env.update(parse(_read(node.directory / f"{number}.env"), "$RUNNER_ENV"))
@@ -222,41 +230,71 @@ class ContainerExecutor:
         if exit_code == 0:
             return Result.SUCCESS, outputs, ""
         done.exit_code = exit_code
-        return Result.FAILURE, outputs, f"step `{step.label}` failed: {await self._explain(exit_code, container, spec)}"
+        reason = await self._explain(exit_code, container, spec, last)
+        return Result.FAILURE, outputs, f"step `{step.label}` failed: {reason}"
 
-    async def _explain(self, exit_code: int, container: str, spec: ContainerSpec) -> str:
+    async def _explain(self, exit_code: int, container: str, spec: ContainerSpec, last) -> str:
         text = f"exit code {exit_code}"
         if exit_code in EXIT_HINTS:
-            return f"{text} ({EXIT_HINTS[exit_code]})"
-        if exit_code == 137:
-            if spec.memory and await self.backend.out_of_memory(container):
+            text += f" ({EXIT_HINTS[exit_code]})"
+            if last:
+                text += "; last output: " + " | ".join(last)
+            return text
+        if exit_code in (137, 143, -1):
+            if not await self.backend.running(container):
+                return "the container disappeared: it was stopped or removed from outside runner"
+            if exit_code == 137 and spec.memory and await self.backend.out_of_memory(container):
                 return f"out of memory (limit {_mib(spec.memory)})"
             return f"{text} (killed)"
         return text
 
 
 class _Lines:
-    """Splits streamed bytes into lines per stream, decoding UTF-8 across chunk borders."""
+    """Splits streamed bytes into lines per stream, decoding UTF-8 across chunk borders.
+
+    Memory stays bounded whatever a step prints: a line without a newline is cut
+    every MAX_LINE characters, and after MAX_OUTPUT characters of a step's output
+    the rest is counted but no longer passed on.
+    """
 
     def __init__(self, emit: Callable[[str, str], None]):
         self.emit = emit
         self.pending: dict[str, str] = {}
         self.decoders: dict[str, Any] = {}
+        self.passed = 0
+        self.dropped = 0
+        self.last: deque[str] = deque(maxlen=LAST_LINES)
 
     def feed(self, stream: str, data: bytes) -> None:
+        if self.passed >= MAX_OUTPUT:
+            self.dropped += len(data)
+            return
         decoder = self.decoders.setdefault(stream, codecs.getincrementaldecoder("utf-8")("replace"))
         text = self.pending.get(stream, "") + decoder.decode(data)
         *complete, rest = text.split("\n")
+        while len(rest) > MAX_LINE:
+            complete.append(rest[:MAX_LINE])
+            rest = rest[MAX_LINE:]
         for line in complete:
-            self.emit(stream, line.rstrip("\r"))
+            self._line(stream, line.rstrip("\r"))
         self.pending[stream] = rest
+
+    def _line(self, stream: str, line: str) -> None:
+        if self.passed >= MAX_OUTPUT:
+            self.dropped += len(line) + 1
+            return
+        self.passed += len(line) + 1
+        self.last.append(line)
+        self.emit(stream, line)
 
     def flush(self) -> None:
         for stream, rest in self.pending.items():
             rest += self.decoders[stream].decode(b"", final=True)
             if rest:
-                self.emit(stream, rest)
+                self._line(stream, rest)
         self.pending.clear()
+        if self.dropped:
+            self.emit("stderr", f"[runner: output cut after {MAX_OUTPUT // 2**20} MiB; {self.dropped:,} more bytes not kept]")
 
 
 def _truthy(value: Any, scope: Mapping[str, Any]) -> bool:

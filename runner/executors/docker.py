@@ -19,6 +19,7 @@ from ..errors import RunNotPossible
 from .container import BackendError, ContainerSpec
 
 LABEL_RUN = "dev.runner.run-id"
+LABEL_OWNER = "dev.runner.owner"  # host:pid of the runner process that started the container
 KEEP_ALIVE = (["tail"], ["-f", "/dev/null"])  # entrypoint, command: idle until removed
 # cgroup v2, then v1: where a container finds how often the kernel killed for memory.
 _OOM_PROBE = "cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null"
@@ -165,11 +166,12 @@ class DockerBackend:
             memswap_limit=spec.memory,  # no swap beyond the limit: the limit means what it says
             nano_cpus=int(spec.cpus * 1e9) if spec.cpus else None,
         )
+        labels = {**spec.labels, LABEL_OWNER: f"{socket.gethostname()}:{os.getpid()}"}
         created = self.api.create_container(
             spec.image,
             entrypoint=KEEP_ALIVE[0],
             command=KEEP_ALIVE[1],
-            labels=dict(spec.labels),
+            labels=labels,
             host_config=host_config,
             working_dir=spec.working_dir,
             user=spec.user or "",
@@ -193,7 +195,8 @@ class DockerBackend:
         user: str | None,
         output: Callable[[str, bytes], None],
     ) -> int:
-        token = trio.lowlevel.current_trio_token()
+        from docker.errors import APIError, NotFound
+
         finished = threading.Event()
 
         def deliver(stream: str, data: bytes) -> None:
@@ -201,23 +204,27 @@ class DockerBackend:
                 output(stream, data)
 
         def run() -> int:
-            exec_id = self.api.exec_create(
-                container, argv, environment=dict(env), workdir=workdir, user=user or "", stdout=True, stderr=True
-            )["Id"]
-            for out, err in self.api.exec_start(exec_id, stream=True, demux=True):
-                for stream, data in (("stdout", out), ("stderr", err)):
-                    if data:
-                        try:
-                            token.run_sync_soon(deliver, stream, data)
-                        except trio.RunFinishedError:
-                            return -1
-            return self.api.exec_inspect(exec_id)["ExitCode"]
+            try:
+                exec_id = self.api.exec_create(
+                    container, argv, environment=dict(env), workdir=workdir, user=user or "", stdout=True, stderr=True
+                )["Id"]
+                for out, err in self.api.exec_start(exec_id, stream=True, demux=True):
+                    for stream, data in (("stdout", out), ("stderr", err)):
+                        if data:
+                            try:
+                                # Waits for the event loop to take the chunk: a step printing
+                                # faster than runner can keep up is slowed, not buffered.
+                                trio.from_thread.run_sync(deliver, stream, data)
+                            except (trio.RunFinishedError, trio.Cancelled):
+                                return -1
+                return self.api.exec_inspect(exec_id)["ExitCode"]
+            except (NotFound, APIError) as e:
+                if isinstance(e, NotFound) or "is not running" in str(e):
+                    raise BackendError("the container disappeared: it was stopped or removed from outside runner")
+                raise
 
         try:
-            exit_code = await self._call(run, cancellable=True)
-            # Output queued by the thread is delivered before this checkpoint returns.
-            await trio.lowlevel.checkpoint()
-            return exit_code
+            return await self._call(run, cancellable=True)
         finally:
             finished.set()
 
@@ -250,9 +257,45 @@ class DockerBackend:
                 return True
         return False
 
+    async def running(self, container: str) -> bool:
+        from docker.errors import NotFound
+
+        try:
+            state = await self._call(self.api.inspect_container, container)
+        except BackendError:
+            return False
+        return bool(state["State"].get("Running"))
+
+    def reap(self) -> list[str]:
+        """Remove containers left by runners on this machine that were killed (SIGKILL) mid-run."""
+        from docker.errors import DockerException
+
+        host = socket.gethostname()
+        reaped = []
+        for container in self.api.containers(all=True, filters={"label": LABEL_OWNER}):
+            owner_host, _, pid = container["Labels"][LABEL_OWNER].rpartition(":")
+            if owner_host != host or not pid.isdigit() or _alive(int(pid)):
+                continue
+            try:
+                self.api.remove_container(container["Id"], force=True, v=True)
+                reaped.append(container["Id"])
+            except DockerException:
+                pass
+        return reaped
+
     def leftovers(self, run_id: str) -> list[str]:
         """Containers of the run still present (none, once a run has ended)."""
         return [c["Id"] for c in self.api.containers(all=True, filters={"label": f"{LABEL_RUN}={run_id}"})]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _first_line(error: Exception) -> str:
