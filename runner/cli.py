@@ -84,7 +84,19 @@ def drop_privileges() -> None:
     os.environ.setdefault("HOME", "/tmp")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM while runner is PID 1 (its own image), where the default action is to ignore it."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    if os.getpid() == 1:
+        import signal
+
+        signal.signal(signal.SIGTERM, _terminate)
     drop_privileges()
     try:
         args = _parser().parse_args(argv)
@@ -102,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunnerError as e:
         print(f"runner: {e}", file=sys.stderr)
         return e.exit_status
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("runner: interrupted", file=sys.stderr)
-        return ExitStatus.INTERRUPTED
+        return ExitStatus.TERMINATED if isinstance(e, Terminated) else ExitStatus.INTERRUPTED
 
 
 def _print_problems(problems: list[Problem], stream=None) -> None:

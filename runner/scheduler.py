@@ -30,6 +30,10 @@ from .state import NodeRecord, NodeState, RunState, file_name
 from .templates import CONDITION_FUNCTIONS, Template, TemplateError, render_value, to_text
 
 
+# After Ctrl-C or SIGTERM, how long jobs with `if: always()` may still run.
+CLEANUP_GRACE = 5.0
+
+
 @dataclass
 class RunOutcome:
     run_id: str
@@ -186,14 +190,25 @@ class Scheduler:
             child.cancel_run(reason)
 
     async def _watch_signals(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """First SIGINT or SIGTERM: cancel the run, giving cleanup jobs CLEANUP_GRACE; second: stop now."""
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             task_status.started()
-            async for signum in signals:
-                if self.signal is None:
-                    self.signal = signum
-                    self.cancel_run(f"interrupted by {signal.Signals(signum).name}")
-                elif self._hard is not None:
-                    self._hard.cancel()
+            async with trio.open_nursery() as grace:
+                async for signum in signals:
+                    if self.signal is None:
+                        self.signal = signum
+                        self.cancel_run(f"interrupted by {signal.Signals(signum).name}")
+                        grace.start_soon(self._stop_after, CLEANUP_GRACE)
+                    else:
+                        self._stop_now()
+
+    async def _stop_after(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+        self._stop_now()
+
+    def _stop_now(self) -> None:
+        if self._hard is not None:
+            self._hard.cancel()
 
     async def _run_deadline(self, seconds: float) -> None:
         await trio.sleep(seconds)
