@@ -13,6 +13,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,30 +51,20 @@ def measure(argv: list[str], cwd: Path, env: dict[str, str] | None = None, timeo
         process = subprocess.Popen(
             argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
         )
+        timer = threading.Timer(timeout, process.kill)
+        timer.start()
         try:
-            _, status, usage = _wait4(process, timeout)
-        except TimeoutError:
-            process.kill()
-            process.wait()
-            raise Failed(f"{' '.join(argv)} took longer than {timeout:g}s") from None
+            _, status, usage = os.wait4(process.pid, 0)
+        finally:
+            timer.cancel()
         elapsed = time.perf_counter() - start
-        if os.waitstatus_to_exitcode(status) != 0:
+        process.returncode = code = os.waitstatus_to_exitcode(status)
+        if code != 0:
             log.seek(0)
             tail = log.read().decode(errors="replace")[-3000:]
-            raise Failed(f"{' '.join(argv)} exited {os.waitstatus_to_exitcode(status)}:\n{tail}")
+            what = f"was killed after {timeout:g}s" if elapsed >= timeout else f"exited {code}"
+            raise Failed(f"{' '.join(argv)} {what}:\n{tail}")
     return Sample(elapsed, usage.ru_maxrss // 1024)
-
-
-def _wait4(process: subprocess.Popen, timeout: float):
-    deadline = time.monotonic() + timeout
-    while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid:
-            process.returncode = os.waitstatus_to_exitcode(status)
-            return pid, status, usage
-        if time.monotonic() > deadline:
-            raise TimeoutError
-        time.sleep(0.002)
 
 
 def median(samples: list[Sample]) -> tuple[float, int]:

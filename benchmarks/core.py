@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -79,7 +80,21 @@ def scenarios(directory: Path):
         "python3 starting and doing nothing",
         None,
     )
+    cached = run_workflow(directory, "cached", cached_jobs_workflow(20))
+    subprocess.run(cached, cwd=directory, check=True, stdout=subprocess.DEVNULL)  # fills the cache
+    yield (
+        "20 one-step jobs, every one a cache hit",
+        cached,
+        empty,
+        "python3 starting and doing nothing (goal: runner under 1 s)",
+        None,
+    )
     yield ("runner --help", [*RUNNER, "--help"], empty, "python3 starting and doing nothing", None)
+
+
+def cached_jobs_workflow(jobs: int, image: str = "runner-test/busybox:latest") -> str:
+    body = "".join(f"  j{i}: {{image: '{image}', run: 'echo {i}'}}\n" for i in range(jobs))
+    return f"version: 1\nconcurrency: 8\ndefaults: {{cache: true}}\njobs:\n{body}"
 
 
 def main() -> int:

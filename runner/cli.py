@@ -33,15 +33,45 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("file", metavar="FILE")
     run.add_argument("--input", action="append", default=[], metavar="NAME=VALUE", help="an input value (repeatable)")
     run.add_argument("--inputs-file", metavar="FILE", help="inputs from a JSON or YAML mapping")
-    run.add_argument("--concurrency", type=int, metavar="N", help="most nodes running at once")
+    _run_options(run, "where runs are kept (default: .runner beside the workflow)")
+    run.add_argument("--resume", metavar="ID", help="continue run ID of this workflow (as `runner resume ID`)")
+    _resume_options(run)
+    run.add_argument("--only", metavar="JOB", help="run only JOB; the outputs it uses come from --set or --from-run")
     run.add_argument(
-        "--image-map", action="append", default=[], metavar="FROM=TO",
-        help="use image TO wherever the workflow names FROM (repeatable)",
+        "--set", action="append", default=[], metavar="jobs.X.outputs.Y=VALUE",
+        help="with --only: a value of another job (JSON, or text); repeatable",
     )
-    run.add_argument("--output-json", metavar="FILE", help="write the run's result as JSON")
-    run.add_argument("--events", metavar="FILE", help="write every event as a JSON line")
-    run.add_argument("--state-dir", metavar="DIR", help="where runs are kept (default: .runner beside the workflow)")
-    run.add_argument("--quiet", "-q", action="store_true", help="print only failures and the final status")
+    run.add_argument("--from-run", metavar="ID", help="with --only: take the other jobs' outputs from run ID")
+
+    resume = commands.add_parser(
+        "resume", help="run again what did not succeed in a recorded run", epilog=EPILOG,
+        description="Run again the failed, cancelled and never-started jobs of run ID (and what depends on them); "
+        "jobs that succeeded keep their recorded outputs. The result is a new attempt of the same run.",
+    )
+    resume.add_argument("id", metavar="ID", help="the run's id (or a unique beginning or end of it)")
+    _run_options(resume, "where runs are kept (default: the nearest .runner from here up)")
+    _resume_options(resume)
+
+    runs = commands.add_parser("runs", help="recorded runs: list, show, gc, clean")
+    runs_commands = runs.add_subparsers(dest="runs_command", metavar="COMMAND", required=True)
+    listing = runs_commands.add_parser("list", help="the recorded runs, newest first")
+    listing.add_argument("--limit", "-n", type=int, default=20, metavar="N", help="at most N runs (0: all; default 20)")
+    listing.add_argument("--format", choices=("table", "json"), default="table")
+    show = runs_commands.add_parser("show", help="one run: its jobs, results, reasons, durations and outputs")
+    show.add_argument("id", metavar="ID")
+    show.add_argument("--format", choices=("text", "json"), default="text")
+    gc = runs_commands.add_parser("gc", help="remove old runs, their logs, and expired cache entries")
+    gc.add_argument("--keep", type=int, default=50, metavar="N", help="keep the N newest runs (default 50)")
+    gc.add_argument("--older-than", metavar="DURATION", help="remove only runs started longer ago than this (7d, 12h)")
+    clean = runs_commands.add_parser("clean", help="remove the containers a run kept for debugging (--keep-on-failure)")
+    clean.add_argument("id", metavar="ID")
+    for sub in (listing, show, gc, clean):
+        sub.add_argument("--state-dir", metavar="DIR", help="where runs are kept (default: the nearest .runner from here up)")
+
+    logs = commands.add_parser("logs", help="a recorded run's step logs")
+    logs.add_argument("id", metavar="ID")
+    logs.add_argument("target", nargs="?", metavar="JOB[/STEP]", help="only this job's logs, or one step's")
+    logs.add_argument("--state-dir", metavar="DIR", help="where runs are kept (default: the nearest .runner from here up)")
 
     graph = commands.add_parser("graph", help="print the job graph (Mermaid, or Graphviz dot)")
     graph.add_argument("file", metavar="FILE")
@@ -54,6 +84,29 @@ def _parser() -> argparse.ArgumentParser:
         "concurrency, working-directory",
     )
     return parser
+
+
+def _run_options(parser: argparse.ArgumentParser, state_dir_help: str) -> None:
+    """Options of every command that runs jobs (`run`, `resume`)."""
+    parser.add_argument("--concurrency", type=int, metavar="N", help="most nodes running at once")
+    parser.add_argument(
+        "--image-map", action="append", default=[], metavar="FROM=TO",
+        help="use image TO wherever the workflow names FROM (repeatable)",
+    )
+    parser.add_argument("--output-json", metavar="FILE", help="write the run's result as JSON")
+    parser.add_argument("--events", metavar="FILE", help="write every event as a JSON line")
+    parser.add_argument("--state-dir", metavar="DIR", help=state_dir_help)
+    parser.add_argument("--quiet", "-q", action="store_true", help="print only failures and the final status")
+    parser.add_argument("--no-cache", action="store_true", help="run cached jobs anyway (their entries are refreshed)")
+    parser.add_argument(
+        "--keep-on-failure", action="store_true",
+        help="leave a failed job's container running, to enter it with `docker exec`; `runner runs clean ID` removes it",
+    )
+
+
+def _resume_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true", help="resume even though the workflow file has changed")
+    parser.add_argument("--from", dest="from_job", metavar="JOB", help="also run JOB again, and everything downstream of it")
 
 
 def github_actions() -> bool:
@@ -103,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:
         return int(e.code or 0) if e.code in (0, None) else ExitStatus.INVALID
     try:
-        commands = {"validate": _validate, "run": _run, "graph": _graph, "schema": _schema, "action": _action}
+        commands = {
+            "validate": _validate, "run": _run, "resume": _resume, "runs": _runs, "logs": _logs,
+            "graph": _graph, "schema": _schema, "action": _action,
+        }
         return commands[args.command](args)
     except WorkflowInvalid as e:
         if github_actions():
@@ -114,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunnerError as e:
         print(f"runner: {e}", file=sys.stderr)
         return e.exit_status
+    except BrokenPipeError:  # the reader went away (`runner runs list | head`)
+        sys.stdout = open(os.devnull, "w")
+        return ExitStatus.SUCCESS
     except KeyboardInterrupt as e:
         print("runner: interrupted", file=sys.stderr)
         return ExitStatus.TERMINATED if isinstance(e, Terminated) else ExitStatus.INTERRUPTED
@@ -217,18 +276,48 @@ def _inputs_file(path: str) -> dict:
 
 
 def _run(args, given: dict | None = None) -> int:
-    from .engine import RunOptions, execute, read_secrets
-    from .reporting.console import Console
-    from .workflow import load_workflow
+    from .engine import RunOptions, state_directory
+    from .workflow import content_hash, load_workflow
 
+    if args.resume:
+        if args.input or args.inputs_file or args.only:
+            raise UsageError("--resume continues a run with its own inputs: it takes no --input, --inputs-file or --only")
+        return _resume(args, file=args.file)
+    for flag, name in ((args.force, "--force"), (args.from_job, "--from")):
+        if flag:
+            raise UsageError(f"{name} goes with --resume ID (or `runner resume ID`)")
+    if (args.set or args.from_run) and not args.only:
+        raise UsageError("--set and --from-run give the values that --only JOB uses; add --only JOB")
     workflow, warnings = load_workflow(args.file)
+    digest = content_hash(workflow)
     inputs: dict = dict(given or {})
     source = "--input"
     if args.inputs_file:
         inputs.update(_inputs_file(args.inputs_file))
         source = args.inputs_file
     inputs.update(_pairs(args.input, "--input"))
+    options = RunOptions(inputs=inputs, inputs_source=source, digest=digest, **_common(args, workflow, warnings))
+    store = None
+    try:
+        if args.only:
+            from .resume import plan_only
+            from .store import Store
+
+            from_run = None
+            if args.from_run:
+                store = options.store = Store(state_directory(workflow, args.state_dir))
+                from_run = (store, store.find_run(args.from_run))
+            options.only = plan_only(workflow, args.only, args.set, from_run)
+        return _execute(workflow, options, args)
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _common(args, workflow, warnings) -> dict:
+    """RunOptions that `run` and `resume` share, and the reporter for where runner runs."""
     if github_actions():
+        from .engine import read_secrets
         from .reporting.github import GitHub, add_masks
 
         _print_annotations(warnings)
@@ -239,26 +328,146 @@ def _run(args, given: dict | None = None) -> int:
             summary_file=os.environ.get("GITHUB_STEP_SUMMARY"),
         )
     else:
+        from .reporting.console import Console
+
         _print_problems(warnings)
         reporter = Console(quiet=args.quiet)
     if args.concurrency is not None and args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
-    options = RunOptions(
-        inputs=inputs,
-        inputs_source=source,
+    return dict(
         concurrency=args.concurrency,
         image_map=_pairs(args.image_map, "--image-map"),
         state_dir=args.state_dir,
         events=args.events,
         output_json=args.output_json,
         reporters=[reporter],
+        use_cache=not args.no_cache,
+        keep_on_failure=args.keep_on_failure,
     )
-    outcome = execute(workflow, options)
-    if outcome.signal is not None:
-        return ExitStatus.TERMINATED if outcome.signal == 15 else ExitStatus.INTERRUPTED
+
+
+def _execute(workflow, options, args) -> int:
+    from .engine import execute
     from .model import Result
 
+    outcome = execute(workflow, options)
+    kept = [r for r in outcome.nodes.values() if r.container]
+    if kept:
+        print(f"runner: {len(kept)} container{'s' if len(kept) != 1 else ''} kept for debugging; "
+              f"remove {'them' if len(kept) != 1 else 'it'} with: runner runs clean {outcome.run_id}{_state_dir_flag(options)}",
+              file=sys.stderr)
+    if outcome.status in (Result.FAILURE, Result.CANCELLED) and options.only is None:
+        print(f"runner: to run again what did not succeed: runner resume {outcome.run_id}{_state_dir_flag(options)}",
+              file=sys.stderr)
+    if outcome.signal is not None:
+        return ExitStatus.TERMINATED if outcome.signal == 15 else ExitStatus.INTERRUPTED
     return ExitStatus.SUCCESS if outcome.status is Result.SUCCESS else ExitStatus.FAILURE
+
+
+def _state_dir_flag(options) -> str:
+    """` --state-dir DIR` when `runner resume` run from here would not find the run's state directory."""
+    from .store import find_state_dir
+
+    directory = options.store.directory if options.store is not None else options.state_dir
+    if directory is None:
+        return ""
+    try:
+        if os.path.samefile(find_state_dir(None), directory):
+            return ""
+    except (RunnerError, OSError):
+        pass
+    return f" --state-dir {directory}"
+
+
+def _resume(args, file: str | None = None) -> int:
+    """`runner resume ID`, and `runner run FILE --resume ID`."""
+    run_given = args.resume if file is not None else args.id
+    from .engine import RunOptions, state_directory
+    from .resume import plan_resume, same_file
+    from .store import Store, find_state_dir
+    from .workflow import content_hash, load_workflow
+
+    if file is not None:
+        state_dir = state_directory(load_workflow(file)[0], args.state_dir)
+    else:
+        state_dir = find_state_dir(args.state_dir)
+    store = Store(state_dir, create=False)
+    try:
+        run = store.find_run(run_given)
+        store.lock(run["id"], "resume")  # exit 3 naming the holder if a live runner has the run
+        try:
+            path = run["workflow"]
+            if file is not None and not same_file(file, path):
+                raise UsageError(f"run {run['id']} is a run of {path}, not of {file}")
+            if not os.path.isfile(path):
+                raise UsageError(f"run {run['id']} ran {path}, which no longer exists")
+            workflow, warnings = load_workflow(path)
+            digest = content_hash(workflow)
+            plan = plan_resume(store, run, workflow, digest, force=args.force, from_job=args.from_job)
+            if not plan.rerun:
+                print(f"run {run['id']} succeeded: nothing to resume (--from JOB runs JOB and what follows it again)")
+                return ExitStatus.SUCCESS
+            common = _common(args, workflow, warnings)
+            common["image_map"] = common["image_map"] or plan.options.get("image_map") or {}
+            common["concurrency"] = common["concurrency"] or plan.options.get("concurrency")
+            options = RunOptions(store=store, resume=plan, digest=digest, **common)
+            kept = [j for j in workflow.order if j in plan.restore]
+            print(f"resuming run {run['id']}: running {_names(plan.rerun)} again"
+                  + (f"; keeping {_names(kept)}" if kept else ""), flush=True)
+            return _execute(workflow, options, args)
+        finally:
+            store.unlock(run["id"])
+    finally:
+        store.close()
+
+
+def _names(ids: list[str], most: int = 8) -> str:
+    return ", ".join(ids[:most]) + (f" and {len(ids) - most} more" if len(ids) > most else "")
+
+
+def _open_store(args):
+    from .store import Store, find_state_dir
+
+    return Store(find_state_dir(args.state_dir), create=False)
+
+
+def _runs(args) -> int:
+    from . import history
+
+    store = _open_store(args)
+    try:
+        if args.runs_command == "list":
+            if args.limit < 0:
+                raise UsageError("--limit is a number of runs, 0 for all")
+            history.list_runs(store, args.limit or None, args.format)
+        elif args.runs_command == "show":
+            history.show_run(store, store.find_run(args.id), args.format)
+        elif args.runs_command == "gc":
+            from .compiler import parse_duration
+
+            if args.keep < 0:
+                raise UsageError("--keep is a number of runs")
+            try:
+                older = parse_duration(args.older_than) if args.older_than else None
+            except ValueError:
+                raise UsageError(f"--older-than takes a duration like 7d or 12h, not {args.older_than!r}") from None
+            history.gc(store, args.keep, older)
+        else:
+            history.clean(store, store.find_run(args.id))
+        return ExitStatus.SUCCESS
+    finally:
+        store.close()
+
+
+def _logs(args) -> int:
+    from . import history
+
+    store = _open_store(args)
+    try:
+        history.print_logs(store, store.find_run(args.id), args.target)
+        return ExitStatus.SUCCESS
+    finally:
+        store.close()
 
 
 def _action(args) -> int:

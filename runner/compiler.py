@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import Location, Problem, Severity, WorkflowInvalid, suggest
 from .loader import Document
-from .model import Container, InputSpec, Job, JobKind, Resources, Retry, Step, Workflow, frozen
+from .model import CachePolicy, Container, InputSpec, Job, JobKind, Resources, Retry, Step, Workflow, frozen
 from .templates import (
     CONDITION_FUNCTIONS,
     Template,
@@ -202,6 +202,7 @@ class _Compiler:
         container = self.container(job_id, spec, path) if kind is JobKind.CONTAINER else None
         extra = {k: self.template(spec[k], path + (k,)) for k in ("http", "llm", "with") if k in spec}
         workflow = self.sub_workflow(spec, path) if kind is JobKind.WORKFLOW else None
+        cache = self.cache(kind, spec, path)
         return Job(
             id=job_id,
             name=str(spec.get("name") or job_id),
@@ -219,7 +220,35 @@ class _Compiler:
             container=container,
             spec=frozen(extra),
             workflow=workflow,
+            cache=cache,
         )
+
+    def cache(self, kind: JobKind, spec: dict, path: tuple) -> CachePolicy | None:
+        """`cache` (or `defaults.cache`), `cache_files` and `cache_outputs` of a job."""
+        value = spec.get("cache", self.defaults.get("cache", False))
+        for key in ("cache_files", "cache_outputs"):
+            for i, pattern in enumerate(spec.get(key) or ()):
+                parts = pattern.replace("\\", "/").split("/")
+                if pattern.startswith("/") or ".." in parts:
+                    self.error(path + (key, i), f"`{pattern}` must be a glob inside the workspace: relative, without `..`")
+        if kind is not JobKind.CONTAINER:
+            for key in ("cache", "cache_files", "cache_outputs"):
+                if key in spec:
+                    self.error(path + (key,), f"`{key}` applies to container jobs only", key=True)
+            return None
+        if value is False:
+            for key in ("cache_files", "cache_outputs"):
+                if key in spec:
+                    self.error(path + (key,), f"`{key}` has no effect without `cache: true`", key=True, severity=Severity.WARNING)
+            return None
+        ttl = None
+        if isinstance(value, dict) and value.get("ttl") is not None:
+            where = path + ("cache", "ttl") if "cache" in spec else ("defaults", "cache", "ttl")
+            if isinstance(value["ttl"], str) and "${{" in value["ttl"]:
+                self.error(where, "`ttl` is a fixed duration; it cannot be computed by an expression")
+            else:
+                ttl = self.duration(value["ttl"], where)
+        return CachePolicy(ttl=ttl, files=tuple(spec.get("cache_files") or ()), outputs=tuple(spec.get("cache_outputs") or ()))
 
     def sub_workflow(self, spec: dict, path: tuple) -> Workflow | None:
         """The workflow `uses` names, compiled, with `with:` checked against its inputs."""

@@ -2,13 +2,16 @@
 
 Inputs, secrets, the run's directory, the container engine and the reporters
 are all settled before the first job starts; whatever cannot be is an error
-with its own exit status, and nothing has run.
+with its own exit status, and nothing has run.  Then the run is recorded in
+the state store (`store.py`): begun, every node transition as it happens
+(`reporting/recorder.py`), and its end, whatever ends it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import secrets as random
 import time
 from dataclasses import dataclass, field
@@ -17,7 +20,7 @@ from typing import Any
 
 from .errors import Problem, RunNotPossible, WorkflowInvalid
 from .masking import Masker
-from .model import JobKind, Workflow
+from .model import JobKind, Result, Workflow
 from .reporting import Masking, Reporter, Reporters
 from .reporting.files import EventLog, StepLogs
 
@@ -33,6 +36,12 @@ class RunOptions:
     output_json: str | None = None
     reporters: list[Reporter] = field(default_factory=list)
     handle_signals: bool = True
+    store: Any = None  # an open runner.store.Store (resume opens it first); else one is opened
+    resume: Any = None  # runner.resume.ResumePlan: continue a recorded run
+    only: Any = None  # runner.resume.OnlyPlan: the workflow is one job, with given values of others
+    use_cache: bool = True  # False: --no-cache
+    keep_on_failure: bool = False
+    digest: str = ""  # the workflow's content hash, taken when it was loaded
 
 
 def new_run_id() -> str:
@@ -52,13 +61,14 @@ def read_secrets(workflow: Workflow, environ=os.environ) -> dict[str, str]:
 
 
 def state_directory(workflow: Workflow, option: str | None) -> Path:
-    return Path(option or os.environ.get("RUNNER_STATE_DIR") or Path(workflow.directory) / ".runner")
+    """Absolute: the run's directory is mounted into job containers."""
+    return Path(option or os.environ.get("RUNNER_STATE_DIR") or Path(workflow.directory) / ".runner").absolute()
 
 
-def make_run_dir(state_dir: Path, run_id: str) -> Path:
+def make_run_dir(state_dir: Path, run_id: str, exist_ok: bool = False) -> Path:
     run_dir = state_dir / "runs" / run_id
     try:
-        run_dir.mkdir(parents=True)
+        run_dir.mkdir(parents=True, exist_ok=exist_ok)
         ignore = state_dir / ".gitignore"
         if not ignore.exists():
             ignore.write_text("*\n")
@@ -68,62 +78,143 @@ def make_run_dir(state_dir: Path, run_id: str) -> Path:
 
 
 def execute(workflow: Workflow, options: RunOptions):
-    """Run a compiled workflow to the end and return its RunOutcome."""
+    """Run a compiled workflow to the end, recording it in the state store, and return its RunOutcome."""
+    from .store import Store
+
+    state_dir = Path(options.store.directory).absolute() if options.store is not None else state_directory(workflow, options.state_dir)
+    store = options.store or Store(state_dir)
+    try:
+        return _execute(workflow, options, store, state_dir)
+    finally:
+        if options.store is None:
+            store.close()
+
+
+def _execute(workflow: Workflow, options: RunOptions, store, state_dir: Path):
     import trio
 
     from .inputs import resolve
+    from .reporting.recorder import Recorder
     from .scheduler import Scheduler
+    from .store import RunStatus
+    from .workflow import content_hash
 
-    inputs = resolve(workflow, options.inputs, options.inputs_source)
-    secret_values = read_secrets(workflow)
+    plan = options.resume
+    scheduled = options.only.workflow if options.only is not None else workflow  # --only: one job
+    inputs = resolve(workflow, plan.inputs if plan else options.inputs, options.inputs_source)
+    secret_values = read_secrets(scheduled)
     masker = Masker(list(secret_values.values()))
+    for name, value in secret_values.items():
+        if value in masker.too_short:
+            print(f"runner: warning: secret `{name}` is shorter than 4 characters and cannot be masked", file=sys.stderr)
     executors: dict[JobKind, Any] = {}
-    run_id = new_run_id()
-    needs_docker = any(job.kind is JobKind.CONTAINER for w in workflow.workflows() for job in w.jobs.values())
+    run_id = plan.run_id if plan else new_run_id()
+    needs_docker = any(job.kind is JobKind.CONTAINER for w in scheduled.workflows() for job in w.jobs.values())
     if needs_docker:
-        executors[JobKind.CONTAINER] = _container_executor(workflow, options, run_id)
-    if any(job.kind in (JobKind.HTTP, JobKind.LLM) for w in workflow.workflows() for job in w.jobs.values()):
+        executors[JobKind.CONTAINER] = _container_executor(scheduled, options, run_id)
+    if any(job.kind in (JobKind.HTTP, JobKind.LLM) for w in scheduled.workflows() for job in w.jobs.values()):
         executors.update(_http_executors(secret_values))
-    run_dir = make_run_dir(state_directory(workflow, options.state_dir), run_id)
+    run_dir = make_run_dir(state_dir, run_id, exist_ok=plan is not None)
     if needs_docker:
         # Both are mounted into job containers: the engine must be able to reach them.
         for path in (workflow.directory, str(run_dir)):
             executors[JobKind.CONTAINER].backend.host_path(os.path.abspath(path))
-    reporters: list[Reporter] = [*options.reporters, StepLogs(run_dir / "logs")]
-    if options.events:
-        try:
-            reporters.append(EventLog(options.events))
-        except OSError as e:
-            raise RunNotPossible(f"cannot write the events file {options.events}: {e.strerror}") from None
-    reporter = Masking(Reporters(reporters), masker)
-    scheduler = Scheduler(
-        workflow,
-        run_id=run_id,
-        inputs=inputs,
-        secrets=secret_values,
-        executors=executors,
-        reporter=reporter,
-        run_dir=run_dir,
-        concurrency=options.concurrency,
-        handle_signals=options.handle_signals,
+    masked_inputs = masker.value(inputs)
+    attempt = store.begin_run(
+        run_id,
+        workflow=os.path.abspath(workflow.path),
+        name=workflow.name,
+        hash=options.digest or content_hash(workflow),
+        inputs=masked_inputs,
+        secret_inputs=[name for name in inputs if masked_inputs[name] != inputs[name]],
+        options={
+            "image_map": options.image_map,
+            "concurrency": options.concurrency,
+            **({"only": options.only.job} if options.only else {}),
+        },
+        command="resume" if plan else "only" if options.only else "run",
     )
-
-    async def run_and_close():
-        try:
-            return await scheduler.run()
-        finally:
-            with trio.CancelScope(shield=True):
-                for executor in executors.values():
-                    if hasattr(executor, "aclose"):
-                        await executor.aclose()  # what an executor keeps for the run: the HTTP client
-
+    started = time.monotonic()
+    status, reason, outputs = RunStatus.FAILURE, "runner stopped by an error", None
+    recorder = Recorder(store, run_id, attempt, masker)
+    reporter: Reporter = Reporters([])
     try:
-        outcome = trio.run(run_and_close)
+        reporters: list[Reporter] = [*options.reporters, StepLogs(run_dir / "logs", attempt, recorder.log_file)]
+        if options.events:
+            try:
+                reporters.append(EventLog(options.events))
+            except OSError as e:
+                raise RunNotPossible(f"cannot write the events file {options.events}: {e.strerror}") from None
+        # The recorder masks for itself: it must know which outputs held a secret.
+        reporter = Reporters([Masking(Reporters(reporters), masker), recorder])
+        scheduler = Scheduler(
+            scheduled,
+            run_id=run_id,
+            inputs=inputs,
+            secrets=secret_values,
+            executors=executors,
+            reporter=reporter,
+            run_dir=run_dir,
+            concurrency=options.concurrency,
+            handle_signals=options.handle_signals,
+            masker=masker,
+            restore=plan.restore if plan else None,
+            preset=options.only.preset if options.only else None,
+            cache=_cache(scheduled, store, run_id, secret_values, executors, options),
+        )
+
+        async def run_and_close():
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_keep_flushing, recorder)
+                    outcome = await scheduler.run()
+                    nursery.cancel_scope.cancel()
+                return outcome
+            finally:
+                with trio.CancelScope(shield=True):
+                    for executor in executors.values():
+                        if hasattr(executor, "aclose"):
+                            await executor.aclose()  # what an executor keeps for the run: the HTTP client
+
+        try:
+            outcome = trio.run(run_and_close)
+        except KeyboardInterrupt:
+            status, reason = RunStatus.CANCELLED, "interrupted"
+            raise
+        status = {Result.FAILURE: RunStatus.FAILURE, Result.CANCELLED: RunStatus.CANCELLED}.get(
+            outcome.status, RunStatus.SUCCESS
+        )
+        reason, outputs = masker.text(outcome.reason), masker.value(outcome.outputs)
     finally:
         reporter.close()
+        recorder.close()  # everything written before the run's end is
+        store.finish_run(run_id, attempt, status, reason, outputs, time.monotonic() - started)
     if options.output_json:
         _write_json(options.output_json, masker.value(outcome.summary()))
     return outcome
+
+
+async def _keep_flushing(recorder) -> None:
+    """Write waiting transitions of a run whose nodes are busy, so that the store is never far behind."""
+    import trio
+
+    while True:
+        await trio.sleep(0.1)
+        if recorder.dirty:
+            recorder.flush()
+
+
+def _cache(workflow: Workflow, store, run_id: str, secret_values: dict[str, str], executors: dict, options: RunOptions):
+    """The run's cache, if any of its jobs asks for one."""
+    if not any(job.cache is not None for w in workflow.workflows() for job in w.jobs.values()):
+        return None
+    from .cache import Cache
+
+    container = executors.get(JobKind.CONTAINER)
+    return Cache(
+        store, run_id, secret_values, read=options.use_cache,
+        digest=container.image_digest if container is not None else None,
+    )
 
 
 def _write_json(path: str, document: dict) -> None:
@@ -151,7 +242,11 @@ def _container_executor(workflow: Workflow, options: RunOptions, run_id: str):
     threads = 2 * (options.concurrency or workflow.concurrency or os.cpu_count() or 1) + 8
     backend = DockerBackend(connect(threads), threads)
     backend.reap()
-    executor = ContainerExecutor(backend, run_id, options.image_map)
+    if options.resume is not None:
+        # The lock is ours, so whatever containers the run still has are leftovers of a runner
+        # that was killed, or kept for debugging by an earlier attempt.
+        backend.remove_run(run_id)
+    executor = ContainerExecutor(backend, run_id, options.image_map, keep_on_failure=options.keep_on_failure)
     _check_images(workflow, backend, executor)
     return executor
 

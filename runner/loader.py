@@ -85,7 +85,12 @@ def load_bytes(raw: bytes, file: str) -> Document:
     except MarkedYAMLError as e:
         raise WorkflowInvalid.at(_mark_location(file, e.problem_mark), _yaml_message(e)) from None
     except YAMLError as e:
-        raise WorkflowInvalid.at(Location(file), f"invalid YAML: {e}") from None
+        # A reader error (a control character) has a position instead of a mark.
+        position = getattr(e, "position", None)
+        where = _offset_location(file, text.encode("utf-8"), len(text[:position].encode("utf-8"))) if isinstance(
+            position, int) else Location(file, 1, 1)
+        problem = str(e).strip().splitlines()[0]
+        raise WorkflowInvalid.at(where, f"invalid YAML: {problem}") from None
     if not nodes or nodes[0] is None:
         raise WorkflowInvalid.at(Location(file, 1, 1), "the file is empty; a workflow starts with `version: 1`")
     if len(nodes) > 1:

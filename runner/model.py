@@ -12,7 +12,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from .errors import Location
-from .templates import Template
+from .templates import Template, templates_in
 
 
 class JobKind(Enum):
@@ -69,6 +69,15 @@ class Step:
 
 
 @dataclass(frozen=True)
+class CachePolicy:
+    """`cache:` of a container job: reuse a successful result while its key is unchanged."""
+
+    ttl: float | None = None  # seconds an entry is valid; None: until removed
+    files: tuple[str, ...] = ()  # `cache_files`: globs in the workspace whose content is in the key
+    outputs: tuple[str, ...] = ()  # `cache_outputs`: globs of files the job writes, stored and restored
+
+
+@dataclass(frozen=True)
 class Container:
     """What a container job runs: its image, settings and steps."""
 
@@ -98,6 +107,16 @@ class Job:
     container: Container | None = None
     spec: Mapping[str, Any] = field(default_factory=dict)  # http / llm / with settings, compiled
     workflow: "Workflow | None" = None  # what `uses` names, compiled
+    cache: CachePolicy | None = None  # None: never cached
+
+    def templates(self):
+        """Every template of the job, its steps' included."""
+        yield from templates_in([self.condition, self.env, self.matrix, self.repeat, self.outputs,
+                                 self.continue_on_error, self.timeout, self.spec])
+        if self.container is not None:
+            yield from templates_in([self.container.image, self.container.working_dir])
+            for s in self.container.steps:
+                yield from templates_in([s.run, s.env, s.condition, s.working_dir, s.continue_on_error])
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,12 @@ import trio
 from .compiler import format_duration, parse_duration
 from .executors import Executor, NodeRun, Outcome, add_usage
 from .executors.subworkflow import SubWorkflows
+from .masking import Masker
 from .matrix import MatrixError, expand, label
 from .model import Job, JobKind, Result, Workflow
 from .reporting import Prefixed, Reporter
 from .state import NodeRecord, NodeState, RunState, file_name
-from .templates import CONDITION_FUNCTIONS, Template, TemplateError, render_value, to_text
+from .templates import CONDITION_FUNCTIONS, Template, TemplateError, render_value, templates_in, to_text
 
 
 # After Ctrl-C or SIGTERM, how long jobs with `if: always()` may still run.
@@ -64,6 +65,9 @@ class RunOutcome:
                 entry["jobs"] = record.children
             if record.usage:
                 entry["usage"] = record.usage
+            for name in ("cached_from", "kept_from", "container"):
+                if getattr(record, name) is not None:
+                    entry[name] = getattr(record, name)
             if job_id in self.instances:
                 entry["instances"] = {
                     node_id: {
@@ -100,8 +104,13 @@ class Scheduler:
         limiter: trio.CapacityLimiter | None = None,
         workspace: Path | None = None,
         prefix: str = "",
+        restore: Mapping[str, dict] | None = None,
+        preset: Mapping[str, dict] | None = None,
+        cache: Any = None,
+        masker: Masker | None = None,
     ):
         self.workflow = workflow
+        self.masker = masker
         self.run_id = run_id
         self.inputs = dict(inputs)
         self.secrets = dict(secrets)
@@ -113,7 +122,11 @@ class Scheduler:
         self.state = RunState(run_id, reporter)
         self.jobs: dict[str, NodeRecord] = {}
         self.instances: dict[str, list[str]] = {}
-        self.jobs_scope: dict[str, dict[str, Any]] = {}
+        # `--only`: the results and outputs of the jobs it uses, given rather than run.
+        self.jobs_scope: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (preset or {}).items()}
+        # Resume: node id → what a succeeded node of an earlier attempt recorded, kept as it was.
+        self.restore = dict(restore or {})
+        self.cache = cache  # runner.cache.Cache, or None
         self.remaining = {job_id: len(job.needs) for job_id, job in workflow.jobs.items()}
         self.cancelled = False
         self.cancel_reason = ""
@@ -141,8 +154,10 @@ class Scheduler:
             run_dir=self.run_dir,
             concurrency=self.concurrency,
             handle_signals=False,
+            masker=self.masker,
             limiter=self.limiter,
             workspace=self.workspace,
+            cache=self.cache,
         )
         self._children.append(child)
         if self.cancelled:
@@ -251,9 +266,10 @@ class Scheduler:
     def _start(self, job: Job) -> bool:
         """Decide whether `job` runs; True if it is already finished on return."""
         record = self.jobs[job.id] = self.state.add(NodeRecord(job.id, job.id))
-        instead, reason = self._decide(job)
-        if instead is not None:
-            self.state.transition(record, instead, reason=reason)
+        if job.id in self.restore:
+            self._keep(job, record, self.restore[job.id])
+        elif (decided := self._decide(job))[0] is not None:
+            self.state.transition(record, decided[0], reason=decided[1])
         elif job.kind is JobKind.VALUE and job.matrix is None and job.repeat is None:
             self._finish_value(job, record)
         else:
@@ -261,6 +277,22 @@ class Scheduler:
             return False
         self._settled(record)
         return True
+
+    def _keep(self, job: Job, record: NodeRecord, kept: dict) -> None:
+        """Resume: a node that succeeded in an earlier attempt keeps its outputs and is not run."""
+        if kept.get("instances"):
+            nodes = [self.state.add(NodeRecord(i["node"], job.id, i["matrix"])) for i in kept["instances"]]
+            self.instances[job.id] = [n.id for n in nodes]
+            for node, instance in zip(nodes, kept["instances"]):
+                self._kept(node, instance)
+        self._kept(record, kept)
+
+    def _kept(self, record: NodeRecord, kept: dict) -> None:
+        self.state.transition(
+            record, NodeState.SUCCEEDED, outputs=kept["outputs"], attempts=kept["attempts"],
+            children=kept.get("children"), kept_from=kept["run_attempt"],
+            reason=f"kept from attempt {kept['run_attempt']}",
+        )
 
     def _decide(self, job: Job) -> tuple[NodeState | None, str]:
         """None if the job runs, else the state it ends in instead, and why."""
@@ -314,6 +346,7 @@ class Scheduler:
         scope = self._base_scope()
         try:
             outputs = render_value(dict(job.outputs), scope)
+            self._taint(job, outputs)
         except TemplateError as e:
             self.state.transition(record, NodeState.FAILED, reason=f"outputs: {e}", attempts=1)
             return
@@ -378,6 +411,9 @@ class Scheduler:
 
     async def _run_node(self, job: Job, record: NodeRecord, matrix: dict | None) -> None:
         """The lifecycle every node shares: limit, timeout, retry, repeat, outputs, result."""
+        if record.id in self.restore:  # a matrix instance that succeeded in an earlier attempt
+            self._kept(record, self.restore[record.id])
+            return
         scope = self._base_scope()
         scope["matrix"] = matrix or {}
         try:
@@ -389,6 +425,16 @@ class Scheduler:
         except (TemplateError, ValueError) as e:
             self.state.transition(record, NodeState.FAILED, reason=str(e))
             return
+        key = None
+        if self.cache is not None and job.cache is not None and not self.cancelled:
+            key = await self.cache.key(job, scope, self.workspace)  # None if it cannot be computed
+            hit = await self.cache.lookup(key, self.workspace) if key else None
+            if hit is not None:
+                self.state.transition(
+                    record, NodeState.SUCCEEDED, outputs=hit.outputs, cached_from=hit.run_id,
+                    continue_on_error=continue_on_error, reason=f"cached (from run {hit.run_id})",
+                )
+                return
         executor = self.executors.get(job.kind)
         # A sub-workflow holds no slot itself: its jobs take theirs from the same limiter.
         limited = executor is not None and job.kind is not JobKind.WORKFLOW
@@ -402,6 +448,11 @@ class Scheduler:
                     self.state.transition(record, NodeState.RUNNING, continue_on_error=continue_on_error)
                     state, changes = await self._attempts(job, record, scope, executor, timeout)
                     self.state.transition(record, state, **changes)
+                    if key and state is NodeState.SUCCEEDED:
+                        with trio.CancelScope(shield=True):
+                            note = await self.cache.save(key, job, self.prefix + record.id, record.outputs, self.workspace)
+                        if note:
+                            self.reporter.log(record.id, "cache", "stderr", note)
                 finally:
                     self._running.discard(cancel)
             if cancel.cancelled_caught and not record.state.finished:
@@ -432,6 +483,7 @@ class Scheduler:
             if outcome.result is Result.SUCCESS:
                 try:
                     outputs = {**outcome.outputs, **render_value(dict(job.outputs), {**scope, **outcome.scope})}
+                    self._taint(job, outputs)
                 except TemplateError as e:
                     return NodeState.FAILED, {"reason": f"outputs: {e}"}
                 if repeat is None:
@@ -446,7 +498,9 @@ class Scheduler:
                 reason = outcome.reason
                 if record.attempts > 1:
                     reason += f" (attempt {record.attempts} of {retry.attempts})"
-                return NodeState.FAILED, {"reason": reason}
+                return NodeState.FAILED, {"reason": reason, "container": outcome.kept}
+            if outcome.kept is not None:  # only the last attempt's container is kept
+                await executor.discard(outcome.kept)
             delay = retry.delay * retry.backoff_factor ** (record.attempts - 1)
             delay = min(delay, retry.max_delay) if retry.max_delay is not None else delay
             if outcome.retry_after is not None:  # the server's Retry-After is the least wait
@@ -457,6 +511,14 @@ class Scheduler:
                 delay = max(delay, outcome.retry_after)
             await trio.sleep(delay)
             retrying = f"attempt {record.attempts} failed: {outcome.reason}"
+
+    def _taint(self, job: Job, outputs: dict[str, Any]) -> None:
+        """An output computed from a secret is masked like the secret, wherever it goes next."""
+        if self.masker is None:
+            return
+        for name, value in job.outputs.items():
+            if any(root == "secrets" for t in templates_in(value) for e in t.expressions for root, _ in e.refs):
+                self.masker.add(to_text(outputs.get(name)))
 
     def _repeat_done(self, job, repeat, outputs, passes, scope) -> tuple[bool, str]:
         until = repeat.get("until")

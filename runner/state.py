@@ -1,8 +1,8 @@
 """The state of a run: every node's record, changed in one place only.
 
 `RunState.transition` is the single point where a node's state changes; it
-stamps times and tells the reporter, so events, logs and (later) persistence
-and caching hook in here and nowhere else.
+stamps times and tells the reporter, so events, logs and the state store
+(`reporting/recorder.py`) hook in here and nowhere else.
 """
 
 from __future__ import annotations
@@ -58,6 +58,9 @@ class NodeRecord:
     finished: float | None = None
     children: dict | None = None  # a sub-workflow's jobs, as in --output-json
     usage: dict | None = None  # tokens (and cost) used by llm calls, every attempt summed
+    cached_from: str | None = None  # the run whose cached result this node reused
+    kept_from: int | None = None  # on resume: the attempt of the run whose result this node kept
+    container: str | None = None  # a failed job's container left running (--keep-on-failure)
 
     @property
     def result(self) -> Result | None:

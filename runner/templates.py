@@ -364,6 +364,35 @@ def _undefined_message(e: UndefinedError) -> str:
     return text
 
 
+def paths_in(template: Template, root: str) -> set[tuple]:
+    """The attribute paths below `root` that the template's expressions use:
+    ``jobs.build.outputs.version`` gives ``('build', 'outputs', 'version')``, and a bare
+    ``jobs`` gives ``()``.  Only the longest static path of each use counts."""
+    found: set[tuple] = set()
+
+    def visit(node: nodes.Node) -> None:
+        chain: list[str] = []
+        inner = node
+        while isinstance(inner, (nodes.Getattr, nodes.Getitem)):
+            if isinstance(inner, nodes.Getattr):
+                chain.append(inner.attr)
+            elif isinstance(inner.arg, nodes.Const) and isinstance(inner.arg.value, (str, int)):
+                chain.append(str(inner.arg.value))
+            else:
+                chain.clear()  # a computed key: the path is known only up to here
+                visit(inner.arg)
+            inner = inner.node
+        if isinstance(inner, nodes.Name) and inner.name == root:
+            found.add(tuple(reversed(chain)))
+            return
+        for child in (inner if chain else node).iter_child_nodes():
+            visit(child)
+
+    for expr in template.expressions:
+        visit(_parse(expr.source))
+    return found
+
+
 def names_in(value: Any) -> set:
     """Every (root, key) referred to by the templates inside a compiled value."""
     found: set = set()

@@ -5,6 +5,7 @@ Sub-workflows named by `uses:` are compiled with their parent, each file once.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -41,3 +42,21 @@ def _load(path: str, chain: tuple[str, ...], done: dict) -> tuple[Workflow, list
 
     done[real] = compile_document(doc, load_child)
     return done[real]
+
+
+def content_hash(workflow: Workflow) -> str:
+    """SHA-256 of the workflow's file and every file it uses (`uses:`), each named relative to the first."""
+    digest = hashlib.sha256()
+    seen: set[str] = set()
+    for w in workflow.workflows():
+        real = os.path.realpath(w.path)
+        if real in seen:
+            continue
+        seen.add(real)
+        digest.update(os.path.relpath(real, workflow.directory).encode() + b"\0")
+        try:
+            digest.update(Path(real).read_bytes())
+        except OSError:
+            digest.update(b"\0missing")
+        digest.update(b"\0")
+    return digest.hexdigest()

@@ -42,6 +42,7 @@ class Outcome:
     retryable: bool | None = None
     retry_after: float | None = None  # the least wait before the next attempt (Retry-After), in seconds
     usage: dict[str, Any] | None = None  # tokens used (llm): prompt_tokens, completion_tokens, total_tokens, cost
+    kept: str | None = None  # the name of a failed job's container left running (--keep-on-failure)
 
 
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost")

@@ -85,6 +85,10 @@ class Backend(Protocol):
     async def running(self, container: str) -> bool:
         """Whether the container still exists and runs."""
 
+    # Optional: `async digest(image) -> str`, the image's content digest (for cache
+    # keys), and `async keep(container, name)`, which renames a container left
+    # running for debugging so that no reaper removes it.
+
 
 @dataclass
 class StepRun:
@@ -97,14 +101,35 @@ class StepRun:
     exit_code: int | None = None
 
 
+KEPT_PREFIX = "runner-kept-"  # the name of a failed job's container left running for debugging
+
+
 class ContainerExecutor:
-    def __init__(self, backend: Backend, run_id: str, image_map: Mapping[str, str] | None = None):
+    def __init__(
+        self, backend: Backend, run_id: str, image_map: Mapping[str, str] | None = None, keep_on_failure: bool = False
+    ):
         self.backend = backend
         self.run_id = run_id
         self.image_map = dict(image_map or {})
+        self.keep_on_failure = keep_on_failure
+        self.kept: dict[str, str] = {}  # name → id of containers kept for debugging
 
     def image_for(self, image: str) -> str:
         return self.image_map.get(image, image)
+
+    async def image_digest(self, job, scope: Mapping[str, Any]) -> str:
+        """The content digest of the image the job runs in (for cache keys); TemplateError or BackendError."""
+        image = self.image_for(to_text(render_value(job.container.image, scope)))
+        await self.backend.ensure_image(image)
+        digest = getattr(self.backend, "digest", None)
+        return await digest(image) if digest is not None else image
+
+    async def discard(self, name: str) -> None:
+        """Remove a kept container after all (its job is tried again)."""
+        container = self.kept.pop(name, None)
+        if container is not None:
+            with trio.CancelScope(shield=True):
+                await self.backend.remove(container)
 
     async def run(self, node: NodeRun) -> Outcome:
         """Run the node's steps in a fresh container, removed whatever happens (cancellation included)."""
@@ -134,19 +159,39 @@ class ContainerExecutor:
             user=spec.user,
         )
         container = None
+        kept = None
         try:
             await self.backend.ensure_image(image)
             container = await self.backend.start(container_spec)
-            return await self._steps(node, container, container_spec)
+            outcome = await self._steps(node, container, container_spec)
+            if outcome.result is Result.FAILURE and self.keep_on_failure:
+                outcome.kept = kept = await self._keep(container, node)
+            return outcome
         except BackendError as e:
             return Outcome(Result.FAILURE, str(e))
         finally:
             with trio.CancelScope(shield=True):
-                if container is not None:
+                if container is not None and kept is None:
                     await self.backend.remove(container)
+            if kept is None:
                 # Scripts and output files may hold values pasted with `| raw` or
-                # written by steps, secrets among them: nothing of them is kept.
+                # written by steps, secrets among them: nothing of them is kept
+                # (but for a container kept for debugging, which has them at /runner).
                 shutil.rmtree(node.directory, ignore_errors=True)
+
+    async def _keep(self, container: str, node: NodeRun) -> str | None:
+        """Leave a failed job's container running, renamed so that no reaper takes it."""
+        keep = getattr(self.backend, "keep", None)
+        if keep is None:
+            return None
+        name = f"{KEPT_PREFIX}{self.run_id}-{node.directory.name}"[:120]
+        with trio.CancelScope(shield=True):
+            try:
+                await keep(container, name)
+            except BackendError:
+                return None  # gone already (stopped from outside): nothing to keep
+        self.kept[name] = container
+        return name
 
     async def _steps(self, node: NodeRun, container: str, spec: ContainerSpec) -> Outcome:
         done = StepRun()
@@ -241,10 +286,10 @@ class ContainerExecutor:
                 text += "; last output: " + " | ".join(last)
             return text
         if exit_code in (137, 143, -1):
-            if not await self.backend.running(container):
-                return "the container disappeared: it was stopped or removed from outside runner"
             if exit_code == 137 and spec.memory and await self.backend.out_of_memory(container):
                 return f"out of memory (limit {_mib(spec.memory)})"
+            if not await self.backend.running(container):
+                return "the container disappeared: it was stopped or removed from outside runner"
             return f"{text} (killed)"
         return text
 

@@ -16,7 +16,7 @@ from typing import Callable, Mapping
 import trio
 
 from ..errors import RunNotPossible
-from .container import BackendError, ContainerSpec
+from .container import KEPT_PREFIX, BackendError, ContainerSpec
 
 LABEL_RUN = "dev.runner.run-id"
 LABEL_OWNER = "dev.runner.owner"  # host:pid of the runner process that started the container
@@ -30,12 +30,20 @@ def connect(threads: int = 32):
     import docker
     from docker.errors import DockerException
 
+    import requests
+
+    where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     try:
         client = docker.from_env(max_pool_size=threads, timeout=120)
         client.api.ping()
-    except DockerException as e:
+    except (DockerException, requests.RequestException) as e:
+        if "Permission denied" in str(e) or "PermissionError" in str(e):
+            raise RunNotPossible(
+                f"permission denied on the Docker engine's socket {where}: "
+                "runner's user must be root or in the socket's group (usually `docker`)"
+            ) from None
         raise RunNotPossible(
-            f"cannot reach the Docker engine: {_first_line(e)}\n"
+            f"cannot reach the Docker engine at {where}: {_first_line(e)}\n"
             "Start it (`sudo systemctl start docker`, or `sudo dockerd &`), "
             "or point DOCKER_HOST at a running engine."
         ) from None
@@ -113,11 +121,14 @@ class DockerBackend:
 
     async def _call(self, fn, *args, cancellable: bool = False):
         from docker.errors import DockerException
+        from requests import RequestException
 
         try:
             return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter, abandon_on_cancel=cancellable)
         except DockerException as e:
             raise BackendError(_first_line(e)) from None
+        except RequestException as e:
+            raise BackendError(f"lost the Docker engine: {_first_line(e)}") from None
 
     async def ensure_image(self, image: str) -> None:
         if image not in self._images:
@@ -135,17 +146,19 @@ class DockerBackend:
     def _ensure_image(self, image: str) -> None:
         from docker.errors import DockerException, ImageNotFound
 
+        from requests import RequestException
+
         try:
             self.api.inspect_image(image)
             return
         except ImageNotFound:
             pass
-        except DockerException as e:
+        except (DockerException, RequestException) as e:
             raise BackendError(_first_line(e)) from None
         repository, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
         try:
             self.api.pull(repository, tag=tag or "latest")
-        except DockerException as e:
+        except (DockerException, RequestException) as e:
             raise BackendError(
                 f"image `{image}` is not available locally and could not be pulled ({_first_line(e)}); "
                 f"to use a local image instead, pass --image-map {image}=LOCAL_IMAGE"
@@ -233,16 +246,18 @@ class DockerBackend:
 
     def _remove(self, container: str) -> None:
         from docker.errors import DockerException, NotFound
+        from requests import RequestException
 
         try:
             self.api.remove_container(container, force=True, v=True)
         except NotFound:
             pass
-        except DockerException:
+        except (DockerException, RequestException):
             # Removal already in progress (a second Ctrl-C) or a passing engine error: retry once.
+            # An engine that is gone took its containers with it.
             try:
                 self.api.remove_container(container, force=True, v=True)
-            except DockerException:
+            except (DockerException, RequestException):
                 pass
 
     async def out_of_memory(self, container: str) -> bool:
@@ -257,14 +272,26 @@ class DockerBackend:
                 return True
         return False
 
-    async def running(self, container: str) -> bool:
-        from docker.errors import NotFound
+    async def digest(self, image: str) -> str:
+        """The image's content digest (its id): the same whatever tag names it."""
+        return (await self._call(self.api.inspect_image, image))["Id"]
 
-        try:
-            state = await self._call(self.api.inspect_container, container)
-        except BackendError:
-            return False
-        return bool(state["State"].get("Running"))
+    async def keep(self, container: str, name: str) -> None:
+        """Rename a container left running for debugging; `reap` leaves such containers alone."""
+        await self._call(self.api.rename, container, name)
+
+    async def running(self, container: str) -> bool:
+        # The engine reports a killed container as running for a moment after
+        # its processes' streams end: wait a little for the state to settle.
+        for _ in range(10):
+            try:
+                state = await self._call(self.api.inspect_container, container)
+            except BackendError:
+                return False
+            if not state["State"].get("Running") or state["State"].get("Status") in ("removing", "exited", "dead"):
+                return False
+            await trio.sleep(0.2)
+        return True
 
     def reap(self) -> list[str]:
         """Remove containers left by runners on this machine that were killed (SIGKILL) mid-run."""
@@ -276,12 +303,33 @@ class DockerBackend:
             owner_host, _, pid = container["Labels"][LABEL_OWNER].rpartition(":")
             if owner_host != host or not pid.isdigit() or _alive(int(pid)):
                 continue
+            if any(name.lstrip("/").startswith(KEPT_PREFIX) for name in container.get("Names") or ()):
+                continue  # kept for debugging (--keep-on-failure) until `runner runs clean`
             try:
                 self.api.remove_container(container["Id"], force=True, v=True)
                 reaped.append(container["Id"])
             except DockerException:
                 pass
         return reaped
+
+    def remove_run(self, run_id: str, kept_only: bool = False) -> list[str]:
+        """Remove the run's containers (those kept for debugging, or all: the run's runner is gone).
+
+        Returns the names removed.
+        """
+        from docker.errors import DockerException
+
+        removed = []
+        for container in self.api.containers(all=True, filters={"label": f"{LABEL_RUN}={run_id}"}):
+            names = [n.lstrip("/") for n in container.get("Names") or ()]
+            if kept_only and not any(n.startswith(KEPT_PREFIX) for n in names):
+                continue
+            try:
+                self.api.remove_container(container["Id"], force=True, v=True)
+                removed.append(names[0] if names else container["Id"][:12])
+            except DockerException:
+                pass
+        return removed
 
     def leftovers(self, run_id: str) -> list[str]:
         """Containers of the run still present (none, once a run has ended)."""

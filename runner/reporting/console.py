@@ -50,6 +50,8 @@ class Console(Reporter):
         if node.result is Result.FAILURE and node.continue_on_error:
             text += " (continue_on_error)"
         self._print(text)
+        if node.container:
+            self._print(f"  container kept for debugging: docker exec -it {node.container} sh")
 
     def run_finished(self, summary: dict[str, Any]):
         jobs = summary["jobs"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 from ..state import file_name
 from . import Reporter
@@ -55,10 +55,17 @@ class EventLog(Reporter):
 
 class StepLogs(Reporter):
     """Keeps every step's output in full: `<run dir>/logs/<node>/<step>.log`,
-    and `<step>.attempt-2.log` for the second attempt of a retried node."""
+    and `<step>.attempt-2.log` for the second attempt of a retried node.
 
-    def __init__(self, directory: Path):
+    A resumed run's second attempt writes `<step>.run-2.log` (and
+    `<step>.run-2.attempt-2.log`), keeping the first attempt's logs; `opened`
+    is told of every file, for the state store.
+    """
+
+    def __init__(self, directory: Path, run_attempt: int = 1, opened: Callable[[str, str, int, str], None] | None = None):
         self.directory = directory
+        self.run_suffix = f".run-{run_attempt}" if run_attempt > 1 else ""
+        self.opened = opened
         self.files: dict[tuple[str, str], IO[str]] = {}
         self.attempts: dict[str, int] = {}
 
@@ -72,10 +79,12 @@ class StepLogs(Reporter):
         file = self.files.get(key)
         if file is None:
             attempt = self.attempts.get(node_id, 1)
-            suffix = f".attempt-{attempt}" if attempt > 1 else ""
+            suffix = self.run_suffix + (f".attempt-{attempt}" if attempt > 1 else "")
             path = self.directory / file_name(node_id) / f"{file_name(step)}{suffix}.log"
             path.parent.mkdir(parents=True, exist_ok=True)
             file = self.files[key] = open(path, "a", encoding="utf-8")
+            if self.opened is not None:
+                self.opened(node_id, step, attempt, str(path))
         file.write(line + "\n")
 
     def node_finished(self, node):

@@ -1,0 +1,132 @@
+"""Recording a run in the state store, from the events of `RunState.transition`.
+
+Every node transition becomes a row of `transitions` and the node's row in
+`nodes`; each step's log file becomes a row of `logs`.  Rows are written in
+batches — a transaction every FLUSH_SECONDS or FLUSH_ROWS, and whenever the
+engine's timer finds some waiting — so that ten thousand value nodes do not
+cost ten thousand commits, and a batch is all or nothing.  (A writer thread
+was tried and measured: it gained nothing on the 10,000-node chain, and a busy
+event loop starved it, since SQLite gives up and takes back the GIL at every row.)
+
+The recorder sits beside `Masking`, not behind it: it masks outputs and
+reasons itself, so that it knows when a node's outputs held a secret's value.
+Such outputs are recorded masked and marked `secret`, and are never reused
+(by `resume`, `--from-run` or the cache), since their real value is not kept.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..store import dumps
+from . import Reporter
+
+if TYPE_CHECKING:
+    from ..masking import Masker
+    from ..store import Store
+
+FLUSH_SECONDS = 0.05
+FLUSH_ROWS = 5000
+_EMPTY = dumps({})
+
+
+class Recorder(Reporter):
+    def __init__(self, store: "Store", run_id: str, run_attempt: int, masker: "Masker"):
+        self.store = store
+        self.run_id = run_id
+        self.run_attempt = run_attempt
+        self.masker = masker
+        self.seq = store.node_seqs(run_id)  # transitions each node has had, in earlier attempts too
+        self.started: dict[str, float] = {}
+        self.nodes: dict[str, tuple] = {}
+        self.transitions: list[tuple] = []
+        self.logs: list[tuple] = []
+        self.last_flush = time.monotonic()
+        self.warned = False
+        self.failed: list[tuple] = []  # batches not written yet (the database was busy or failing)
+
+    def node_started(self, node):
+        self._transition(node)
+
+    def node_finished(self, node):
+        self._transition(node)
+
+    def log_file(self, node_id: str, step: str, attempt: int, path: str) -> None:
+        """A step's log file was opened (called by StepLogs); kept relative to the state directory."""
+        path = os.path.relpath(os.path.abspath(path), os.path.abspath(self.store.directory))
+        self.logs.append((self.run_id, node_id, step, self.run_attempt, attempt, path))
+
+    def run_finished(self, summary: dict[str, Any]) -> None:
+        self.flush()
+
+    def close(self) -> None:
+        """Write everything."""
+        self.flush()
+        if self.failed:
+            self._write([])
+
+    def _transition(self, node) -> None:
+        # Only what the transition itself was is taken now; the node's row is built from
+        # the record (which holds its latest state) when the batch is written.
+        now = time.time()
+        node_id = node.id
+        seq = self.seq[node_id] = self.seq.get(node_id, 0) + 1
+        self.started.setdefault(node_id, now)
+        self.nodes[node_id] = (node, seq, now)
+        reason = node.reason
+        if reason and self.masker:
+            reason = self.masker.text(reason)
+        self.transitions.append((self.run_id, node_id, seq, self.run_attempt, node.state.value, now, reason))
+        if len(self.transitions) >= FLUSH_ROWS or time.monotonic() - self.last_flush >= FLUSH_SECONDS:
+            self.flush()
+
+    def _row(self, node, seq: int, now: float) -> tuple:
+        masker = self.masker
+        outputs, children, secret = node.outputs, node.children, False
+        if node.state.finished:
+            if masker and outputs:
+                masked = masker.value(outputs)
+                secret = masked != outputs
+                outputs = masked
+            outputs = dumps(outputs) if outputs else _EMPTY
+            children = dumps(masker.value(children)) if children is not None else None
+            finished = now
+        else:
+            outputs, children, finished = _EMPTY, None, None
+        reason = masker.text(node.reason) if masker else node.reason
+        return (
+            self.run_id, node.id, node.job_id, dumps(node.matrix) if node.matrix is not None else None,
+            node.state.value, outputs, secret, reason, node.attempts, self.started[node.id], finished,
+            round(node.duration, 6), node.continue_on_error, node.cached_from, node.kept_from, node.container,
+            dumps(node.usage) if node.usage else None, children, self.run_attempt, seq,
+        )
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.nodes or self.transitions or self.logs)
+
+    def flush(self) -> None:
+        """Write what is waiting, as one transaction; if the store fails, keep it for the next try."""
+        self.last_flush = time.monotonic()
+        if not self.dirty:
+            return
+        batch = ([self._row(*entry) for entry in self.nodes.values()], self.transitions, self.logs)
+        self.nodes, self.transitions, self.logs = {}, [], []
+        self._write([batch])
+
+    def _write(self, batches: list[tuple]) -> None:
+        pending = self.failed + batches
+        while pending:
+            try:
+                self.store.record(*pending[0])
+            except sqlite3.Error as e:
+                if not self.warned:
+                    self.warned = True
+                    print(f"runner: cannot record the run in {self.store.path}: {e}; will retry", file=sys.stderr)
+                break  # tried again with the next batch, and at the end
+            pending.pop(0)
+        self.failed = pending
