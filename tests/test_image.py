@@ -124,3 +124,26 @@ def test_the_action_runs_under_act(docker, tmp_path):
     assert seen == ["status=success", "greeting=Hello, act", 'outputs={"greeting": "Hello, act", "chars": 10}']
     assert "| `greet` | ✅ success |" in result.stdout
     assert "```mermaid" in result.stdout
+
+
+def test_runner_as_pid_1_stops_on_sigterm_and_removes_its_containers(docker, image, tmp_path):
+    write(tmp_path, f"version: 1\njobs:\n  nap: {{image: '{BUSYBOX}', run: sleep 60}}\n")
+    started = subprocess.run(
+        ["docker", "run", "-d", "-v", f"{SOCKET}:{SOCKET}", "-v", f"{tmp_path}:{tmp_path}", "-w", str(tmp_path),
+         image, "run", "workflow.yml"],
+        capture_output=True, text=True, check=True,
+    )
+    runner_container = started.stdout.strip()
+    try:
+        for _ in range(100):
+            jobs = docker.api.containers(filters={"label": f"dev.runner.workspace={tmp_path}"})
+            if jobs:
+                break
+            subprocess.run(["sleep", "0.2"])
+        assert jobs, "the job container never started"
+        subprocess.run(["docker", "stop", "-t", "15", runner_container], check=True, capture_output=True)
+        state = docker.api.inspect_container(runner_container)["State"]
+        assert state["ExitCode"] == 143
+        assert not docker.api.containers(all=True, filters={"label": f"dev.runner.workspace={tmp_path}"})
+    finally:
+        subprocess.run(["docker", "rm", "-f", runner_container], capture_output=True)
