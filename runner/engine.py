@@ -165,10 +165,13 @@ def _execute(workflow: Workflow, options: RunOptions, store, state_dir: Path):
 
         async def run_and_close():
             try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_keep_flushing, recorder)
-                    outcome = await scheduler.run()
-                    nursery.cancel_scope.cancel()
+                async with trio.open_nursery() as removals:
+                    if JobKind.CONTAINER in executors:
+                        executors[JobKind.CONTAINER].removals = removals
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(_keep_flushing, recorder)
+                        outcome = await scheduler.run()
+                        nursery.cancel_scope.cancel()
                 return outcome
             finally:
                 with trio.CancelScope(shield=True):

@@ -9,12 +9,11 @@ Ctrl-C stops those too.  Value jobs are evaluated inline: they cost no task.
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 import os
 import signal
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -27,65 +26,12 @@ from .masking import Masker
 from .matrix import MatrixError, expand, label
 from .model import Job, JobKind, Result, Workflow
 from .reporting import Prefixed, Reporter
-from .state import NodeRecord, NodeState, RunState, file_name
+from .state import NodeRecord, NodeState, RunOutcome, RunState, file_name
 from .templates import CONDITION_FUNCTIONS, Template, TemplateError, render_value, templates_in, to_text
 
 
 # After Ctrl-C or SIGTERM, how long jobs with `if: always()` may still run.
 CLEANUP_GRACE = 5.0
-
-
-@dataclass
-class RunOutcome:
-    run_id: str
-    status: Result
-    outputs: dict[str, Any]
-    jobs: dict[str, NodeRecord]  # one record per job; a matrix job's holds the list of outputs
-    nodes: dict[str, NodeRecord]  # every node, matrix instances included
-    duration: float
-    reason: str = ""
-    signal: int | None = None
-    instances: dict[str, list[str]] = field(default_factory=dict)
-    usage: dict[str, Any] | None = None  # tokens (and cost) of every llm call, summed
-
-    def summary(self) -> dict[str, Any]:
-        """The `--output-json` document."""
-        jobs = {}
-        for job_id, record in self.jobs.items():
-            entry = {
-                "result": record.result.value if record.result else None,
-                "outputs": record.outputs,
-                "reason": record.reason,
-                "attempts": record.attempts,
-                "duration_s": round(record.duration, 3),
-            }
-            if record.continue_on_error and record.result is Result.FAILURE:
-                entry["continue_on_error"] = True
-            if record.children is not None:
-                entry["jobs"] = record.children
-            if record.usage:
-                entry["usage"] = record.usage
-            for name in ("cached_from", "kept_from", "container"):
-                if getattr(record, name) is not None:
-                    entry[name] = getattr(record, name)
-            if job_id in self.instances:
-                entry["instances"] = {
-                    node_id: {
-                        "matrix": self.nodes[node_id].matrix,
-                        "result": self.nodes[node_id].result.value if self.nodes[node_id].result else None,
-                        "reason": self.nodes[node_id].reason,
-                        **({"usage": self.nodes[node_id].usage} if self.nodes[node_id].usage else {}),
-                    }
-                    for node_id in self.instances[job_id]
-                }
-            jobs[job_id] = entry
-        summary = {"run_id": self.run_id, "status": self.status.value, "outputs": self.outputs, "jobs": jobs}
-        if self.reason:
-            summary["reason"] = self.reason
-        if self.usage:
-            summary["usage"] = self.usage
-        summary["duration_s"] = round(self.duration, 3)
-        return summary
 
 
 class Scheduler:

@@ -13,14 +13,16 @@ from collections import deque
 import os
 import posixpath
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from secrets import token_hex
 from typing import Any, Callable, Mapping, Protocol
 
 import trio
 
 from ..compiler import format_duration
 from ..model import Result, Step
+from ..state import file_name
 from ..templates import TemplateError, render_value, to_text
 from . import NodeRun, Outcome
 from .commandfiles import CommandFileError, parse
@@ -112,6 +114,7 @@ class ContainerExecutor:
         self.run_id = run_id
         self.image_map = dict(image_map or {})
         self.keep_on_failure = keep_on_failure
+        self.removals: trio.Nursery | None = None  # where removals run, when the run provides one
         self.kept: dict[str, str] = {}  # name → id of containers kept for debugging
 
     def image_for(self, image: str) -> str:
@@ -134,6 +137,9 @@ class ContainerExecutor:
     async def run(self, node: NodeRun) -> Outcome:
         """Run the node's steps in a fresh container, removed whatever happens (cancellation included)."""
         spec = node.job.container
+        # Each container has its own scratch directory and name: the previous
+        # attempt's may still be being removed when a retry starts.
+        node = replace(node, directory=node.directory.with_name(f"{node.directory.name}-{token_hex(3)}"))
         try:
             image = self.image_for(to_text(render_value(spec.image, node.scope)))
             working_dir = _in_workspace(to_text(render_value(spec.working_dir, node.scope) or ""))
@@ -170,21 +176,30 @@ class ContainerExecutor:
         except BackendError as e:
             return Outcome(Result.FAILURE, str(e))
         finally:
-            with trio.CancelScope(shield=True):
-                if container is not None and kept is None:
-                    await self.backend.remove(container)
             if kept is None:
-                # Scripts and output files may hold values pasted with `| raw` or
-                # written by steps, secrets among them: nothing of them is kept
-                # (but for a container kept for debugging, which has them at /runner).
-                shutil.rmtree(node.directory, ignore_errors=True)
+                if self.removals is not None:
+                    # The job's result and its concurrency slot need not wait for the
+                    # engine to tear the container down; the run waits for it at its end.
+                    self.removals.start_soon(self._remove, container, node.directory)
+                else:
+                    await self._remove(container, node.directory)
+
+    async def _remove(self, container: str | None, directory: Path) -> None:
+        """Remove the container and its scratch directory; not cancellable."""
+        with trio.CancelScope(shield=True):
+            if container is not None:
+                await self.backend.remove(container)
+            # Scripts and output files may hold values pasted with `| raw` or
+            # written by steps, secrets among them: nothing of them is kept
+            # (but for a container kept for debugging, which has them at /runner).
+            shutil.rmtree(directory, ignore_errors=True)
 
     async def _keep(self, container: str, node: NodeRun) -> str | None:
         """Leave a failed job's container running, renamed so that no reaper takes it."""
         keep = getattr(self.backend, "keep", None)
         if keep is None:
             return None
-        name = f"{KEPT_PREFIX}{self.run_id}-{node.directory.name}"[:120]
+        name = f"{KEPT_PREFIX}{self.run_id}-{file_name(node.node_id)}"[:120]
         with trio.CancelScope(shield=True):
             try:
                 await keep(container, name)
