@@ -476,12 +476,17 @@ class Response(Mapping):
 # -- the executor ---------------------------------------------------------------------------
 
 
-class HttpExecutor:
+class SessionExecutor:
+    """An executor whose requests go through the run's one Session, closed when the run ends."""
+
     def __init__(self, session: Session):
         self.session = session
 
     async def aclose(self) -> None:
         await self.session.aclose()
+
+
+class HttpExecutor(SessionExecutor):
 
     async def run(self, node: NodeRun) -> Outcome:
         try:

@@ -24,7 +24,7 @@ from .http import (
     Request,
     RequestFailed,
     Response,
-    Session,
+    SessionExecutor,
     SpecError,
     check_url,
     render_field,
@@ -38,12 +38,7 @@ API_KEY_SECRET = "OPENAI_API_KEY"
 ROLES = ("system", "user", "assistant")
 
 
-class LlmExecutor:
-    def __init__(self, session: Session):
-        self.session = session
-
-    async def aclose(self) -> None:
-        await self.session.aclose()
+class LlmExecutor(SessionExecutor):
 
     async def run(self, node: NodeRun) -> Outcome:
         try:
