@@ -111,7 +111,7 @@ def _execute(workflow: Workflow, options: RunOptions, store, state_dir: Path):
     run_id = plan.run_id if plan else new_run_id()
     needs_docker = any(job.kind is JobKind.CONTAINER for w in scheduled.workflows() for job in w.jobs.values())
     if needs_docker:
-        executors[JobKind.CONTAINER] = _container_executor(scheduled, options, run_id)
+        executors[JobKind.CONTAINER] = _container_executor(scheduled, options, run_id, masker)
     if any(job.kind in (JobKind.HTTP, JobKind.LLM) for w in scheduled.workflows() for job in w.jobs.values()):
         executors.update(_http_executors(secret_values))
     run_dir = make_run_dir(state_dir, run_id, exist_ok=plan is not None)
@@ -238,7 +238,7 @@ def _http_executors(secret_values: dict[str, str]) -> dict[JobKind, Any]:
     return {JobKind.HTTP: HttpExecutor(session), JobKind.LLM: LlmExecutor(session)}
 
 
-def _container_executor(workflow: Workflow, options: RunOptions, run_id: str):
+def _container_executor(workflow: Workflow, options: RunOptions, run_id: str, masker: Masker):
     from .executors.container import ContainerExecutor
     from .executors.docker import DockerBackend, connect
 
@@ -249,7 +249,9 @@ def _container_executor(workflow: Workflow, options: RunOptions, run_id: str):
         # The lock is ours, so whatever containers the run still has are leftovers of a runner
         # that was killed, or kept for debugging by an earlier attempt.
         backend.remove_run(run_id)
-    executor = ContainerExecutor(backend, run_id, options.image_map, keep_on_failure=options.keep_on_failure)
+    executor = ContainerExecutor(
+        backend, run_id, options.image_map, keep_on_failure=options.keep_on_failure, masker=masker
+    )
     _check_images(workflow, backend, executor)
     return executor
 

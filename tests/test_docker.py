@@ -104,6 +104,48 @@ def test_steps_share_one_container_files_and_env(docker, tmp_path):
     assert len(hosts) == 2 and hosts[0] == hosts[1], hosts  # one container for both steps
 
 
+def test_one_step_job_is_its_containers_command_and_longer_jobs_exec_each_step(docker, tmp_path):
+    since = int(time.time()) - 1
+    result = run(tmp_path, f"""
+        version: 1
+        defaults: {{image: {BUSYBOX_IMAGE}}}
+        jobs:
+          one:
+            env: {{WHO: job}}
+            working_dir: sub
+            steps:
+              - id: only
+                run: |
+                  echo "hello ${{{{ 'from' }}}} $WHO in $PWD"
+                  echo "to stderr" >&2
+                  echo "answer=42" >> "$RUNNER_OUTPUT"
+            outputs:
+              answer: ${{{{ steps.only.outputs.answer }}}}
+          two:
+            steps:
+              - run: echo a
+              - run: echo b
+    """)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.lines("one", "only") == ["hello from job in /workspace/sub", "to stderr"]
+    assert result.job("one")["outputs"] == {"answer": "42"}
+    events = docker.api.events(
+        since=since, until=int(time.time()) + 1, decode=True,
+        filters={"type": "container", "label": f"{LABEL}={result.summary['run_id']}"},
+    )
+    actions: dict[str, list[str]] = {}
+    for event in events:
+        attributes = event["Actor"]["Attributes"]
+        action = event["Action"].split(":")[0]
+        actions.setdefault(attributes["dev.runner.node"], []).append(
+            f"die {attributes['exitCode']}" if action == "die" else action
+        )
+    # The step ends its container by itself: no exec, no kill.
+    assert [a for a in actions["one"] if a.startswith("exec") or a == "kill"] == [], actions["one"]
+    assert "die 0" in actions["one"], actions["one"]
+    assert actions["two"].count("exec_create") == 2, actions["two"]
+
+
 def test_outputs_single_and_multiline_reach_dependent_job_and_run_outputs(docker, tmp_path):
     result = run(tmp_path, f"""
         version: 1
@@ -146,6 +188,32 @@ def test_outputs_single_and_multiline_reach_dependent_job_and_run_outputs(docker
     assert result.job("consume")["outputs"] == {"lines": 2, "version": "1.2.3"}
     assert result.lines("consume", "seen") == ["line one", "line two = still two"]
     assert result.summary["outputs"] == {"version": "1.2.3", "notes": notes, "lines_seen": 2}
+
+
+@pytest.mark.parametrize("first", ["", "- run: 'true'"], ids=["one step", "second step"])
+def test_step_working_dir_is_relative_to_the_jobs_and_must_exist(docker, tmp_path, first):
+    (tmp_path / "app" / "src").mkdir(parents=True)
+    result = run(tmp_path, f"""
+        version: 1
+        defaults: {{image: {BUSYBOX_IMAGE}}}
+        jobs:
+          there:
+            working_dir: app
+            steps:
+              {first}
+              - {{working_dir: src, run: pwd}}
+          missing:
+            steps:
+              {first}
+              - {{id: go, working_dir: nowhere, run: pwd}}
+    """)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.job("there")["result"] == "success"
+    assert "/workspace/app/src" in result.stdout
+    assert result.job("missing")["result"] == "failure"
+    assert "step `go` failed: exit code 126" in result.job("missing")["reason"]
+    assert "/workspace/nowhere" in result.job("missing")["reason"]
+    assert not (tmp_path / "nowhere").exists()
 
 
 def test_workflow_directory_is_mounted_at_workspace(docker, tmp_path):
@@ -467,7 +535,10 @@ def test_exit_127_says_command_not_found(docker, tmp_path):
     assert "command not found" in result.stdout
 
 
-def test_out_of_memory_names_the_limit(docker, tmp_path):
+@pytest.mark.parametrize("first", ["", "- run: 'true'"], ids=["one step", "second step"])
+def test_out_of_memory_names_the_limit(docker, tmp_path, first):
+    # A one-step job runs its step as the container's command, a longer one by exec:
+    # the engine tells of an out-of-memory kill differently in each.
     result = run(tmp_path, f"""
         version: 1
         jobs:
@@ -475,6 +546,7 @@ def test_out_of_memory_names_the_limit(docker, tmp_path):
             image: {PYTHON_IMAGE}
             resources: {{memory: 64m}}
             steps:
+              {first}
               - id: allocate
                 shell: python
                 run: |

@@ -232,6 +232,37 @@ def test_container_gone_from_outside_mid_step_fails_the_job_saying_it_disappeare
     assert "the container disappeared" in run.stdout
 
 
+@pytest.mark.parametrize("fault, reason", [
+    ("kill", "step `nap` failed: exit code 137 (killed)"),
+    ("stop", "step `nap` failed: exit code 143 (killed)"),
+    ("rm -f", "step `nap` failed: the container disappeared: it was stopped or removed from outside runner"),
+])
+def test_one_step_job_stopped_from_outside_names_the_signal_or_the_removal(docker, tmp_path, fault, reason):
+    # A one-step job's step is its container's own command: killing the container
+    # kills the step, as a signal from inside would; a removal is told apart.
+    workflow = write(tmp_path, f"""
+        version: 1
+        jobs:
+          victim:
+            image: {BUSYBOX_IMAGE}
+            steps:
+              - id: nap
+                run: echo "started"; sleep 60
+    """)
+    run = Run(tmp_path, workflow)
+    run.wait_for("[victim/nap] started")
+    container = job_container(docker, run.run_id, "victim")
+    if fault == "kill":
+        docker.api.kill(container)
+    elif fault == "stop":
+        docker.api.stop(container, timeout=1)
+    else:
+        docker.api.remove_container(container, force=True)
+    assert run.finish(timeout=60) == 1, run.output
+    run.assert_no_traceback()
+    assert run.summary["jobs"]["victim"]["reason"] == reason
+    assert containers(docker, run.run_id) == []
+
 # -- commands that cannot run --------------------------------------------------------------------
 
 

@@ -33,6 +33,7 @@ class FakeBackend:
         self.running = 0
         self.most_running = 0
         self.attempts: dict[str, int] = {}
+        self.specs: dict = {}
 
     async def ensure_image(self, image):
         await trio.lowlevel.checkpoint()
@@ -41,13 +42,20 @@ class FakeBackend:
         await trio.lowlevel.checkpoint()
         container = f"c{len(self.started)}"
         self.started.append(container)
-        self.mounts = dict((inside, host) for host, inside in spec.mounts)
+        self.specs[container] = spec
         self.running += 1
         self.most_running = max(self.most_running, self.running)
         return container
 
+    async def create(self, spec):
+        return await self.start(spec)
+
+    async def run(self, container, output):
+        spec = self.specs[container]
+        return await self.exec(container, list(spec.command), spec.env, spec.working_dir, spec.user, output)
+
     async def exec(self, container, argv, env, workdir, user, output):
-        host_dir = Path(self.mounts["/runner"])
+        host_dir = Path(dict((inside, host) for host, inside in self.specs[container].mounts)["/runner"])
         script = (host_dir / Path(argv[-1]).name).read_text()
         script = re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], script)
         for line in script.splitlines():

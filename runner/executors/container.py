@@ -4,6 +4,11 @@ The node's own scratch directory is mounted at /runner: scripts are written ther
 and `$RUNNER_OUTPUT` / `$RUNNER_ENV` are read back from there, so a step costs
 one exec and no file copies; the directory goes with the container.  The
 workflow's directory is mounted at /workspace.
+
+A job of one step runs that step as the container's own command instead (create,
+start, wait, remove: no idle process, no exec, nothing to kill), unless its
+environment carries a secret, which must not be written into the container's
+configuration, or a failed container is to be kept for debugging.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any, Callable, Mapping, Protocol
 import trio
 
 from ..compiler import format_duration
+from ..masking import Masker
 from ..model import Result, Step
 from ..state import file_name
 from ..templates import TemplateError, render_value, to_text
@@ -34,6 +40,7 @@ DEFAULT_PIDS = 4096
 MAX_LINE = 64 * 1024  # characters of a line without a newline before it is cut
 MAX_OUTPUT = 64 * 2**20  # characters of one step's output kept and shown
 LAST_LINES = 5  # quoted when a step fails to start its command
+DISAPPEARED = "the container disappeared: it was stopped or removed from outside runner"
 EXIT_HINTS = {126: "permission denied or not executable", 127: "command not found"}
 
 
@@ -53,6 +60,8 @@ class ContainerSpec:
     memory: int | None = None
     pids: int = DEFAULT_PIDS
     user: str | None = None
+    command: tuple[str, ...] | None = None  # None: the container idles until removed, steps run by exec
+    env: Mapping[str, str] = field(default_factory=dict)  # of `command`
 
 
 class Backend(Protocol):
@@ -66,6 +75,16 @@ class Backend(Protocol):
 
         Not cancellable: once the engine has created the container, its id is
         returned so that the caller can remove it.
+        """
+
+    async def create(self, spec: ContainerSpec) -> str:
+        """Create a container that will run `spec.command`; return its id. Not cancellable."""
+
+    async def run(self, container: str, output: Callable[[str, bytes], None]) -> int:
+        """Start a created container, streaming its output; return its command's exit code.
+
+        On cancellation the call returns at once; the process is ended when the
+        container is removed.
         """
 
     async def exec(
@@ -82,7 +101,7 @@ class Backend(Protocol):
         """Kill and remove the container. Not cancellable."""
 
     async def out_of_memory(self, container: str) -> bool:
-        """Whether the kernel killed a process in the container for memory."""
+        """Whether the kernel killed a process in the container (running or exited) for memory."""
 
     async def running(self, container: str) -> bool:
         """Whether the container still exists and runs."""
@@ -108,12 +127,18 @@ KEPT_PREFIX = "runner-kept-"  # the name of a failed job's container left runnin
 
 class ContainerExecutor:
     def __init__(
-        self, backend: Backend, run_id: str, image_map: Mapping[str, str] | None = None, keep_on_failure: bool = False
+        self,
+        backend: Backend,
+        run_id: str,
+        image_map: Mapping[str, str] | None = None,
+        keep_on_failure: bool = False,
+        masker: Masker | None = None,
     ):
         self.backend = backend
         self.run_id = run_id
         self.image_map = dict(image_map or {})
         self.keep_on_failure = keep_on_failure
+        self.masker = masker  # knows the secrets, those computed from them included
         self.removals: trio.Nursery | None = None  # where removals run, when the run provides one
         self.kept: dict[str, str] = {}  # name → id of containers kept for debugging
 
@@ -164,14 +189,13 @@ class ContainerExecutor:
             pids=resources.pids or DEFAULT_PIDS,
             user=spec.user,
         )
-        container = None
+        box = _Container(self.backend, container_spec, one_shot=len(spec.steps) == 1 and not self.keep_on_failure)
         kept = None
         try:
             await self.backend.ensure_image(image)
-            container = await self.backend.start(container_spec)
-            outcome = await self._steps(node, container, container_spec)
-            if outcome.result is Result.FAILURE and self.keep_on_failure:
-                outcome.kept = kept = await self._keep(container, node)
+            outcome = await self._steps(node, box)
+            if outcome.result is Result.FAILURE and self.keep_on_failure and box.id is not None:
+                outcome.kept = kept = await self._keep(box.id, node)
             return outcome
         except BackendError as e:
             return Outcome(Result.FAILURE, str(e))
@@ -180,9 +204,9 @@ class ContainerExecutor:
                 if self.removals is not None:
                     # The job's result and its concurrency slot need not wait for the
                     # engine to tear the container down; the run waits for it at its end.
-                    self.removals.start_soon(self._remove, container, node.directory)
+                    self.removals.start_soon(self._remove, box.id, node.directory)
                 else:
-                    await self._remove(container, node.directory)
+                    await self._remove(box.id, node.directory)
 
     async def _remove(self, container: str | None, directory: Path) -> None:
         """Remove the container and its scratch directory; not cancellable."""
@@ -208,7 +232,7 @@ class ContainerExecutor:
         self.kept[name] = container
         return name
 
-    async def _steps(self, node: NodeRun, container: str, spec: ContainerSpec) -> Outcome:
+    async def _steps(self, node: NodeRun, box: _Container) -> Outcome:
         done = StepRun()
         for step in node.job.container.steps:
             status = {
@@ -228,7 +252,7 @@ class ContainerExecutor:
                 continue
             timed_out = False
             with trio.move_on_after(step.timeout if step.timeout is not None else float("inf")) as deadline:
-                result, outputs, reason = await self._step(node, container, spec, step, scope, done)
+                result, outputs, reason = await self._step(node, box, step, scope, done)
             if deadline.cancelled_caught:
                 timed_out = True
                 result, outputs = Result.FAILURE, {}
@@ -252,12 +276,12 @@ class ContainerExecutor:
         if step.id:
             done.results[step.id] = {"outputs": outputs, "result": result.value}
 
-    async def _step(self, node, container, spec, step, scope, done) -> tuple[Result, dict, str]:
+    async def _step(self, node, box: _Container, step, scope, done) -> tuple[Result, dict, str]:
         number = step.index + 1
         try:
             script, variables = render(step.run, step.shell, scope)
             step_env = {k: to_text(v) for k, v in render_value(dict(step.env), scope).items()}
-            workdir = _in_workspace(to_text(render_value(step.working_dir, scope) or ""), spec.working_dir)
+            workdir = _in_workspace(to_text(render_value(step.working_dir, scope) or ""), box.spec.working_dir)
         except (TemplateError, ScriptError) as e:
             return Result.FAILURE, {}, f"step `{step.label}`: {e}"
         script_name = f"step-{number}{suffix(step.shell)}"
@@ -279,8 +303,17 @@ class ContainerExecutor:
         }
         lines = _Lines(lambda stream, line: node.log(step.label, stream, line))
         argv = command(step.shell, f"{RUNNER_DIR}/{script_name}")
-        exit_code = await self.backend.exec(container, argv, env, workdir, spec.user, lines.feed)
-        lines.flush()
+        # The step may be its container's own command only where nothing it can see
+        # changes: a secret must stay out of the container's configuration, and the
+        # engine would create a missing working directory that exec refuses.
+        secret = self.masker is not None and any(self.masker.text(value) != value for value in env.values())
+        as_command = not secret and workdir == box.spec.working_dir
+        try:
+            exit_code = await box.execute(argv, env, workdir, lines.feed, as_command)
+        except BackendError as e:
+            return Result.FAILURE, {}, f"step `{step.label}` failed: {e}"
+        finally:
+            lines.flush()
         last = lines.last
         try:
             outputs = parse(_read(node.directory / f"{number}.out"), "$RUNNER_OUTPUT")
@@ -290,10 +323,10 @@ class ContainerExecutor:
         if exit_code == 0:
             return Result.SUCCESS, outputs, ""
         done.exit_code = exit_code
-        reason = await self._explain(exit_code, container, spec, last)
+        reason = await self._explain(exit_code, box, last)
         return Result.FAILURE, outputs, f"step `{step.label}` failed: {reason}"
 
-    async def _explain(self, exit_code: int, container: str, spec: ContainerSpec, last) -> str:
+    async def _explain(self, exit_code: int, box: _Container, last) -> str:
         text = f"exit code {exit_code}"
         if exit_code in EXIT_HINTS:
             text += f" ({EXIT_HINTS[exit_code]})"
@@ -301,12 +334,33 @@ class ContainerExecutor:
                 text += "; last output: " + " | ".join(last)
             return text
         if exit_code in (137, 143, -1):
-            if exit_code == 137 and spec.memory and await self.backend.out_of_memory(container):
-                return f"out of memory (limit {_mib(spec.memory)})"
-            if not await self.backend.running(container):
-                return "the container disappeared: it was stopped or removed from outside runner"
+            if exit_code == 137 and box.spec.memory and await self.backend.out_of_memory(box.id):
+                return f"out of memory (limit {_mib(box.spec.memory)})"
+            # A container that ran the step as its command has ended with it anyway.
+            if box.spec.command is None and not await self.backend.running(box.id):
+                return DISAPPEARED
             return f"{text} (killed)"
         return text
+
+
+class _Container:
+    """A node's container, created when its first step runs (a job whose steps are all skipped needs none)."""
+
+    def __init__(self, backend: Backend, spec: ContainerSpec, one_shot: bool):
+        self.backend = backend
+        self.spec = spec
+        self.one_shot = one_shot  # the only step may be the container's own command
+        self.id: str | None = None
+
+    async def execute(self, argv: list[str], env: Mapping[str, str], workdir: str, output, as_command: bool) -> int:
+        """Run a step's command, streaming its output; its exit code (-1 if the call was cancelled)."""
+        if self.id is None:
+            if self.one_shot and as_command:
+                self.spec = replace(self.spec, command=tuple(argv), env=dict(env), working_dir=workdir)
+                self.id = await self.backend.create(self.spec)
+                return await self.backend.run(self.id, output)
+            self.id = await self.backend.start(self.spec)
+        return await self.backend.exec(self.id, argv, env, workdir, self.spec.user, output)
 
 
 class _Lines:

@@ -16,7 +16,7 @@ from typing import Callable, Mapping
 import trio
 
 from ..errors import RunNotPossible
-from .container import KEPT_PREFIX, BackendError, ContainerSpec
+from .container import DISAPPEARED, KEPT_PREFIX, BackendError, ContainerSpec
 
 LABEL_RUN = "dev.runner.run-id"
 LABEL_OWNER = "dev.runner.owner"  # host:pid of the runner process that started the container
@@ -168,6 +168,18 @@ class DockerBackend:
         return await self._call(self._start, spec)
 
     def _start(self, spec: ContainerSpec) -> str:
+        container = self._create(spec)
+        try:
+            self.api.start(container)
+        except Exception:
+            self._remove(container)
+            raise
+        return container
+
+    async def create(self, spec: ContainerSpec) -> str:
+        return await self._call(self._create, spec)
+
+    def _create(self, spec: ContainerSpec) -> str:
         host_config = self.api.create_host_config(
             binds={self.host_path(ours): {"bind": inside, "mode": "rw"} for ours, inside in spec.mounts},
             security_opt=["no-new-privileges"],
@@ -180,10 +192,12 @@ class DockerBackend:
             nano_cpus=int(spec.cpus * 1e9) if spec.cpus else None,
         )
         labels = {**spec.labels, LABEL_OWNER: f"{socket.gethostname()}:{os.getpid()}"}
+        entrypoint, command = KEEP_ALIVE if spec.command is None else (list(spec.command[:1]), list(spec.command[1:]))
         created = self.api.create_container(
             spec.image,
-            entrypoint=KEEP_ALIVE[0],
-            command=KEEP_ALIVE[1],
+            entrypoint=entrypoint,
+            command=command,
+            environment=dict(spec.env),
             labels=labels,
             host_config=host_config,
             working_dir=spec.working_dir,
@@ -191,13 +205,27 @@ class DockerBackend:
             name=spec.name,
             detach=True,
         )
-        container = created["Id"]
-        try:
-            self.api.start(container)
-        except Exception:
-            self._remove(container)
-            raise
-        return container
+        return created["Id"]
+
+    async def run(self, container: str, output: Callable[[str, bytes], None]) -> int:
+        from docker.errors import NotFound
+
+        def run(deliver) -> int:
+            try:
+                # Attached before the start, so that no output is missed.
+                chunks = self.api.attach(container, stdout=True, stderr=True, stream=True, logs=True, demux=True)
+                self.api.start(container)
+                if not _pass_on(chunks, deliver):
+                    return -1
+                code = self.api.wait(container)["StatusCode"]
+                # `docker rm -f` marks the container as being removed before it kills it.
+                if code in (137, 143) and self.api.inspect_container(container)["State"].get("Status") == "removing":
+                    raise NotFound(DISAPPEARED)
+                return code
+            except NotFound:
+                raise BackendError(DISAPPEARED) from None
+
+        return await self._streaming(run, output)
 
     async def exec(
         self,
@@ -210,34 +238,31 @@ class DockerBackend:
     ) -> int:
         from docker.errors import APIError, NotFound
 
+        def run(deliver) -> int:
+            try:
+                exec_id = self.api.exec_create(
+                    container, argv, environment=dict(env), workdir=workdir, user=user or "", stdout=True, stderr=True
+                )["Id"]
+                if not _pass_on(self.api.exec_start(exec_id, stream=True, demux=True), deliver):
+                    return -1
+                return self.api.exec_inspect(exec_id)["ExitCode"]
+            except (NotFound, APIError) as e:
+                if isinstance(e, NotFound) or "is not running" in str(e):
+                    raise BackendError(DISAPPEARED) from None
+                raise
+
+        return await self._streaming(run, output)
+
+    async def _streaming(self, work: Callable[[Callable[[str, bytes], None]], int], output) -> int:
+        """`work(deliver)` in a worker thread; what it delivers once this call has returned is dropped."""
         finished = threading.Event()
 
         def deliver(stream: str, data: bytes) -> None:
             if not finished.is_set():
                 output(stream, data)
 
-        def run() -> int:
-            try:
-                exec_id = self.api.exec_create(
-                    container, argv, environment=dict(env), workdir=workdir, user=user or "", stdout=True, stderr=True
-                )["Id"]
-                for out, err in self.api.exec_start(exec_id, stream=True, demux=True):
-                    for stream, data in (("stdout", out), ("stderr", err)):
-                        if data:
-                            try:
-                                # Waits for the event loop to take the chunk: a step printing
-                                # faster than runner can keep up is slowed, not buffered.
-                                trio.from_thread.run_sync(deliver, stream, data)
-                            except (trio.RunFinishedError, trio.Cancelled):
-                                return -1
-                return self.api.exec_inspect(exec_id)["ExitCode"]
-            except (NotFound, APIError) as e:
-                if isinstance(e, NotFound) or "is not running" in str(e):
-                    raise BackendError("the container disappeared: it was stopped or removed from outside runner")
-                raise
-
         try:
-            return await self._call(run, cancellable=True)
+            return await self._call(work, deliver, cancellable=True)
         finally:
             finished.set()
 
@@ -261,6 +286,15 @@ class DockerBackend:
                 pass
 
     async def out_of_memory(self, container: str) -> bool:
+        try:
+            state = (await self._call(self.api.inspect_container, container))["State"]
+        except BackendError:
+            return False
+        if state.get("OOMKilled"):
+            return True
+        if not state.get("Running"):
+            return False
+        # A process killed in an exec does not set OOMKilled: ask the container's cgroup.
         chunks: list[bytes] = []
         try:
             await self.exec(container, ["sh", "-c", _OOM_PROBE], {}, "/", None, lambda s, d: chunks.append(d))
@@ -334,6 +368,20 @@ class DockerBackend:
     def leftovers(self, run_id: str) -> list[str]:
         """Containers of the run still present (none, once a run has ended)."""
         return [c["Id"] for c in self.api.containers(all=True, filters={"label": f"{LABEL_RUN}={run_id}"})]
+
+
+def _pass_on(chunks, deliver: Callable[[str, bytes], None]) -> bool:
+    """Hand demultiplexed output to the event loop from a worker thread; False if the run has moved on."""
+    for out, err in chunks:
+        for stream, data in (("stdout", out), ("stderr", err)):
+            if data:
+                try:
+                    # Waits for the event loop to take the chunk: a step printing
+                    # faster than runner can keep up is slowed, not buffered.
+                    trio.from_thread.run_sync(deliver, stream, data)
+                except (trio.RunFinishedError, trio.Cancelled):
+                    return False
+    return True
 
 
 def _alive(pid: int) -> bool:
