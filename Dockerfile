@@ -6,6 +6,9 @@ ARG BASE_IMAGE=python:3.12-slim
 ARG BUILD_IMAGE=${BASE_IMAGE}
 
 FROM ${BUILD_IMAGE} AS build
+# The classic builder keeps this stage as an untagged image: the label lets
+# `docker image prune --filter label=dev.runner.image` find it, and superseded builds.
+LABEL dev.runner.image=build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY schemas ./schemas
@@ -17,6 +20,7 @@ RUN python3 -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
  && find /opt/runner -name __pycache__ -prune -exec rm -rf {} +
 
 FROM ${BASE_IMAGE}
+LABEL dev.runner.image=runner
 COPY --from=build /opt/runner /opt/runner
 # Started as root, runner drops to the workspace's owner, keeping the Docker
 # socket's group when that group may use it (see docs/container-image.md).

@@ -347,9 +347,14 @@ def _common(args, workflow, warnings) -> dict:
 
 
 def _execute(workflow, options, args) -> int:
+    import gc
+
     from .engine import execute
     from .model import Result
 
+    # The compiled workflow lives as long as this process: the cyclic collector
+    # need not walk it again at every collection of the run.
+    gc.freeze()
     outcome = execute(workflow, options)
     kept = [r for r in outcome.nodes.values() if r.container]
     if kept:

@@ -5,6 +5,7 @@ Sub-workflows named by `uses:` are compiled with their parent, each file once.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 from pathlib import Path
@@ -19,7 +20,16 @@ MAX_NESTING = 16
 
 def load_workflow(path: str | Path) -> tuple[Workflow, list[Problem]]:
     """The compiled workflow and its warnings; WorkflowInvalid with every problem found."""
-    return _load(str(path), (), {})
+    # Loading makes a great many small objects and frees nearly all of them by
+    # reference counting; the cyclic collector would walk the growing tree again
+    # and again, a third of the time it takes to load 10,000 jobs.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _load(str(path), (), {})
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _load(path: str, chain: tuple[str, ...], done: dict) -> tuple[Workflow, list[Problem]]:

@@ -18,6 +18,13 @@ SOCKET = "/var/run/docker.sock"
 ACTION_FILES = ["action.yml", "Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "schemas", "runner"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_superseded_builds(docker_client):
+    """Each build here (ours and act's) leaves the image it replaces and the build stage untagged: prune them."""
+    yield
+    docker_client.api.prune_images(filters={"label": "dev.runner.image", "dangling": True})
+
+
 @pytest.fixture(scope="session")
 def image(docker_client):
     build = subprocess.run(

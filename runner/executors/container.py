@@ -8,7 +8,8 @@ workflow's directory is mounted at /workspace.
 A job of one step runs that step as the container's own command instead (create,
 start, wait, remove: no idle process, no exec, nothing to kill), unless its
 environment carries a secret, which must not be written into the container's
-configuration, or a failed container is to be kept for debugging.
+configuration, it has a working directory of its own, or a failed container is
+to be kept for debugging.  A container is created when the job's first step runs.
 """
 
 from __future__ import annotations
