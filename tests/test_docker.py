@@ -212,13 +212,18 @@ def test_step_working_dir_is_relative_to_the_jobs_and_must_exist(docker, tmp_pat
             steps:
               {first}
               - {{id: go, working_dir: nowhere, run: pwd}}
+          outside:
+            steps:
+              - run: mkdir -p /tmp/made
+              - {{working_dir: /tmp/made, run: echo "in $PWD"}}
     """)
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.job("there")["result"] == "success"
     assert "/workspace/app/src" in result.stdout
+    assert result.job("outside")["result"] == "success"
+    assert "in /tmp/made" in result.stdout  # outside the workspace, only the container knows
     assert result.job("missing")["result"] == "failure"
-    assert "step `go` failed: exit code 126" in result.job("missing")["reason"]
-    assert "/workspace/nowhere" in result.job("missing")["reason"]
+    assert result.job("missing")["reason"] == "step `go`: working_dir /workspace/nowhere does not exist"
     assert not (tmp_path / "nowhere").exists()
 
 

@@ -285,6 +285,8 @@ class ContainerExecutor:
             workdir = _in_workspace(to_text(render_value(step.working_dir, scope) or ""), box.spec.working_dir)
         except (TemplateError, ScriptError) as e:
             return Result.FAILURE, {}, f"step `{step.label}`: {e}"
+        if workdir != box.spec.working_dir and not _may_exist(workdir, node.workspace):
+            return Result.FAILURE, {}, f"step `{step.label}`: working_dir {workdir} does not exist"
         script_name = f"step-{number}{suffix(step.shell)}"
         for name, content in ((script_name, script), (f"{number}.out", ""), (f"{number}.env", "")):
             path = node.directory / name
@@ -423,6 +425,13 @@ def _in_workspace(path: str, base: str = WORKSPACE) -> str:
     if not path:
         return base
     return posixpath.normpath(posixpath.join(base, path))
+
+
+def _may_exist(directory: str, workspace: Path) -> bool:
+    """False if `directory` is in the mounted workspace and not there; outside it, only the container knows."""
+    if directory != WORKSPACE and not directory.startswith(WORKSPACE + "/"):
+        return True
+    return (workspace / directory[len(WORKSPACE):].lstrip("/")).is_dir()
 
 
 def _read(path: Path) -> str:
