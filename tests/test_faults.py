@@ -184,6 +184,16 @@ def job_container(docker, run_id: str, node: str, timeout: float = 30) -> str:
         time.sleep(0.1)
 
 
+def stop_from_outside(docker, container: str, fault: str) -> None:
+    """What a user (or another tool) may do to a job's container: `docker kill`, `stop` or `rm -f`."""
+    if fault == "kill":
+        docker.api.kill(container)
+    elif fault == "stop":
+        docker.api.stop(container, timeout=1)
+    else:
+        docker.api.remove_container(container, force=True)
+
+
 SECRET_JOB_ENV = '{TOKEN: "${{ secrets.API_TOKEN }}"}'
 
 
@@ -213,12 +223,7 @@ def test_container_gone_from_outside_mid_step_fails_the_job_saying_it_disappeare
     run.wait_for("[victim/nap] started with ***")
     container = job_container(docker, run_id, "victim")
     injected = time.monotonic()
-    if fault == "kill":
-        docker.api.kill(container)
-    elif fault == "stop":
-        docker.api.stop(container, timeout=1)
-    else:
-        docker.api.remove_container(container, force=True)
+    stop_from_outside(docker, container, fault)
     returncode = run.finish(timeout=60)
     run.assert_no_traceback()
     assert returncode == 1, run.output
@@ -252,12 +257,7 @@ def test_one_step_job_stopped_from_outside_names_the_signal_or_the_removal(docke
     run = Run(tmp_path, workflow)
     run.wait_for("[victim/nap] started")
     container = job_container(docker, run.run_id, "victim")
-    if fault == "kill":
-        docker.api.kill(container)
-    elif fault == "stop":
-        docker.api.stop(container, timeout=1)
-    else:
-        docker.api.remove_container(container, force=True)
+    stop_from_outside(docker, container, fault)
     assert run.finish(timeout=60) == 1, run.output
     run.assert_no_traceback()
     assert run.summary["jobs"]["victim"]["reason"] == reason
