@@ -190,7 +190,7 @@ class ContainerExecutor:
             pids=resources.pids or DEFAULT_PIDS,
             user=spec.user,
         )
-        box = _Container(self.backend, container_spec, one_shot=len(spec.steps) == 1 and not self.keep_on_failure)
+        box = _Container(self.backend, container_spec)
         kept = None
         try:
             await self.backend.ensure_image(image)
@@ -306,11 +306,17 @@ class ContainerExecutor:
         }
         lines = _Lines(lambda stream, line: node.log(step.label, stream, line))
         argv = command(step.shell, f"{RUNNER_DIR}/{script_name}")
-        # The step may be its container's own command only where nothing it can see
-        # changes: a secret must stay out of the container's configuration, and the
-        # engine would create a missing working directory that exec refuses.
+        # The only step may be its container's own command where nothing it can see
+        # changes: a secret must stay out of the container's configuration, the
+        # engine would create a missing working directory that exec refuses, and a
+        # container kept for debugging must outlive its command.
         secret = self.masker is not None and any(self.masker.text(value) != value for value in env.values())
-        as_command = not secret and workdir == box.spec.working_dir
+        as_command = (
+            len(node.job.container.steps) == 1
+            and not self.keep_on_failure
+            and not secret
+            and workdir == box.spec.working_dir
+        )
         try:
             exit_code = await box.execute(argv, env, workdir, lines.feed, as_command)
         except BackendError as e:
@@ -349,16 +355,18 @@ class ContainerExecutor:
 class _Container:
     """A node's container, created when its first step runs (a job whose steps are all skipped needs none)."""
 
-    def __init__(self, backend: Backend, spec: ContainerSpec, one_shot: bool):
+    def __init__(self, backend: Backend, spec: ContainerSpec):
         self.backend = backend
         self.spec = spec
-        self.one_shot = one_shot  # the only step may be the container's own command
         self.id: str | None = None
 
     async def execute(self, argv: list[str], env: Mapping[str, str], workdir: str, output, as_command: bool) -> int:
-        """Run a step's command, streaming its output; its exit code (-1 if the call was cancelled)."""
+        """Run a step's command, streaming its output; its exit code (-1 if the call was cancelled).
+
+        `as_command`: the step is the job's only one, and the container may run it as its own command.
+        """
         if self.id is None:
-            if self.one_shot and as_command:
+            if as_command:
                 self.spec = replace(self.spec, command=tuple(argv), env=dict(env), working_dir=workdir)
                 self.id = await self.backend.create(self.spec)
                 return await self.backend.run(self.id, output)

@@ -220,7 +220,7 @@ class DockerBackend:
                 code = self.api.wait(container)["StatusCode"]
                 # `docker rm -f` marks the container as being removed before it kills it.
                 if code in (137, 143) and self.api.inspect_container(container)["State"].get("Status") == "removing":
-                    raise NotFound(DISAPPEARED)
+                    raise BackendError(DISAPPEARED)
                 return code
             except NotFound:
                 raise BackendError(DISAPPEARED) from None

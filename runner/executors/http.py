@@ -556,8 +556,8 @@ def http_request(node: NodeRun) -> tuple[Request, tuple[int, ...] | None]:
     elif "form" in spec:
         req.form = _text_map(values["form"], "form")
     req.timeout = request_timeout(node, values.get("timeout"), DEFAULT_TIMEOUT)
-    req.max_bytes = _positive_int(values.get("max_bytes", DEFAULT_MAX_BYTES), "max_bytes")
-    req.follow_redirects = _boolean(values.get("follow_redirects", False), "follow_redirects")
+    req.max_bytes = positive_int(values.get("max_bytes", DEFAULT_MAX_BYTES), "max_bytes")
+    req.follow_redirects = boolean(values.get("follow_redirects", False), "follow_redirects")
     verify = values.get("verify", True)
     if isinstance(verify, str) and verify.strip().lower() in ("true", "false"):
         verify = verify.strip().lower() == "true"
@@ -607,13 +607,13 @@ def _text_map(value: Any, key: str) -> dict[str, Any]:
     return {str(k): ([to_text(i) for i in v] if isinstance(v, list) else to_text(v)) for k, v in value.items()}
 
 
-def _positive_int(value: Any, key: str) -> int:
+def positive_int(value: Any, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SpecError(f"{key}: expected a whole number of at least 1, got {to_text(value)!r}")
     return value
 
 
-def _boolean(value: Any, key: str) -> bool:
+def boolean(value: Any, key: str) -> bool:
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
     if not isinstance(value, bool):

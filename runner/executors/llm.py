@@ -26,7 +26,9 @@ from .http import (
     Response,
     SessionExecutor,
     SpecError,
+    boolean,
     check_url,
+    positive_int,
     render_field,
     request_timeout,
 )
@@ -135,7 +137,7 @@ class Call:
         base_url = to_text(values.get("base_url") or secrets.get(BASE_URL_SECRET) or DEFAULT_BASE_URL).strip()
         api_key = to_text(values.get("api_key") if "api_key" in values else secrets.get(API_KEY_SECRET) or "").strip()
         self.has_key = bool(api_key)
-        self.json = _flag(values.get("json", False), "json")
+        self.json = boolean(values.get("json", False), "json")
         cost = values.get("cost_per_1k_tokens")
         if cost is not None and (isinstance(cost, bool) or not isinstance(cost, (int, float)) or cost < 0):
             raise SpecError("cost_per_1k_tokens: expected a number of at least 0")
@@ -147,10 +149,7 @@ class Call:
                 raise SpecError(f"temperature: expected a number from 0 to 2, got {to_text(temperature)!r}")
             body["temperature"] = temperature
         if values.get("max_tokens") is not None:
-            max_tokens = values["max_tokens"]
-            if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-                raise SpecError(f"max_tokens: expected a whole number of at least 1, got {to_text(max_tokens)!r}")
-            body["max_tokens"] = max_tokens
+            body["max_tokens"] = positive_int(values["max_tokens"], "max_tokens")
         if self.json:
             body["response_format"] = {"type": "json_object"}
         headers = {"Accept": "application/json"}
@@ -186,14 +185,6 @@ def _messages(values: Mapping[str, Any]) -> list[dict[str, str]]:
     if not any(m["role"] != "system" for m in messages):
         raise SpecError("no `prompt` and no `messages`: there is nothing to ask")
     return messages
-
-
-def _flag(value: Any, key: str) -> bool:
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    if not isinstance(value, bool):
-        raise SpecError(f"{key}: expected true or false, got {to_text(value)!r}")
-    return value
 
 
 def _usage(usage: Any, cost_per_1k: float | None) -> dict[str, Any] | None:
