@@ -12,11 +12,11 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "load_workflow": ("runner.workflow", "load_workflow"),
-    "execute": ("runner.engine", "execute"),
-    "RunOptions": ("runner.engine", "RunOptions"),
-    "Workflow": ("runner.model", "Workflow"),
-    "Result": ("runner.model", "Result"),
+    "load_workflow": ("runner.load.workflow", "load_workflow"),
+    "execute": ("runner.engine.run", "execute"),
+    "RunOptions": ("runner.engine.run", "RunOptions"),
+    "Workflow": ("runner.model.workflow", "Workflow"),
+    "Result": ("runner.model.results", "Result"),
     "RunnerError": ("runner.errors", "RunnerError"),
     "WorkflowInvalid": ("runner.errors", "WorkflowInvalid"),
     "RunNotPossible": ("runner.errors", "RunNotPossible"),

@@ -1,3 +1,3 @@
-from .cli import run
+from runner.cli import run
 
 run()

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from .errors import ExitStatus, Problem, RunnerError, Severity, UsageError, WorkflowInvalid
+from runner.errors import ExitStatus, Problem, RunnerError, Severity, UsageError, WorkflowInvalid
 
 EPILOG = """exit status: 0 success, 1 the run failed, 2 the workflow or command line is invalid
 (nothing ran), 3 the run could not be carried out, 130 interrupted (143 SIGTERM)"""
@@ -185,7 +185,7 @@ def _print_problems(problems: list[Problem], stream=None) -> None:
 
 def _print_annotations(problems: list[Problem]) -> None:
     """Problems as GitHub annotations, their files relative to the repository."""
-    from .reporting.github import escape, escape_property
+    from runner.report.github import escape, escape_property
 
     workspace = os.environ.get("GITHUB_WORKSPACE")
     for p in problems:
@@ -223,7 +223,7 @@ def _looks_like_workflow(path: str) -> bool:
 
 
 def _validate(args) -> int:
-    from .workflow import load_workflow
+    from runner.load.workflow import load_workflow
 
     problems: list[Problem] = []
     files = _expand(args.files)
@@ -269,15 +269,15 @@ def _pairs(items: list[str], option: str) -> dict[str, str]:
 
 
 def _inputs_file(path: str) -> dict:
-    from .loader import load_file
+    from runner.load.document import load_file
 
     doc = load_file(path)
     return doc.data
 
 
 def _run(args, given: dict | None = None) -> int:
-    from .engine import RunOptions, state_directory
-    from .workflow import content_hash, load_workflow
+    from runner.engine.run import RunOptions, state_directory
+    from runner.load.workflow import content_hash, load_workflow
 
     if args.resume:
         if args.input or args.inputs_file or args.only:
@@ -300,8 +300,8 @@ def _run(args, given: dict | None = None) -> int:
     store = None
     try:
         if args.only:
-            from .resume import plan_only
-            from .store import Store
+            from runner.history.resume import plan_only
+            from runner.history.store import Store
 
             from_run = None
             if args.from_run:
@@ -317,8 +317,8 @@ def _run(args, given: dict | None = None) -> int:
 def _common(args, workflow, warnings) -> dict:
     """RunOptions that `run` and `resume` share, and the reporter for where runner runs."""
     if github_actions():
-        from .engine import read_secrets
-        from .reporting.github import GitHub, add_masks
+        from runner.engine.run import read_secrets
+        from runner.report.github import GitHub, add_masks
 
         _print_annotations(warnings)
         add_masks(list(read_secrets(workflow).values()))
@@ -328,7 +328,7 @@ def _common(args, workflow, warnings) -> dict:
             summary_file=os.environ.get("GITHUB_STEP_SUMMARY"),
         )
     else:
-        from .reporting.console import Console
+        from runner.report.console import Console
 
         _print_problems(warnings)
         reporter = Console(quiet=args.quiet)
@@ -349,8 +349,8 @@ def _common(args, workflow, warnings) -> dict:
 def _execute(workflow, options, args) -> int:
     import gc
 
-    from .engine import execute
-    from .model import Result
+    from runner.engine.run import execute
+    from runner.model.results import Result
 
     # The compiled workflow lives as long as this process: the cyclic collector
     # need not walk it again at every collection of the run.
@@ -371,7 +371,7 @@ def _execute(workflow, options, args) -> int:
 
 def _state_dir_flag(options) -> str:
     """` --state-dir DIR` when `runner resume` run from here would not find the run's state directory."""
-    from .store import find_state_dir
+    from runner.history.store import find_state_dir
 
     directory = options.store.directory if options.store is not None else options.state_dir
     if directory is None:
@@ -387,10 +387,10 @@ def _state_dir_flag(options) -> str:
 def _resume(args, file: str | None = None) -> int:
     """`runner resume ID`, and `runner run FILE --resume ID`."""
     run_given = args.resume if file is not None else args.id
-    from .engine import RunOptions, state_directory
-    from .resume import plan_resume, same_file
-    from .store import Store, find_state_dir
-    from .workflow import content_hash, load_workflow
+    from runner.engine.run import RunOptions, state_directory
+    from runner.history.resume import plan_resume, same_file
+    from runner.history.store import Store, find_state_dir
+    from runner.load.workflow import content_hash, load_workflow
 
     if file is not None:
         state_dir = state_directory(load_workflow(file)[0], args.state_dir)
@@ -431,13 +431,13 @@ def _names(ids: list[str], most: int = 8) -> str:
 
 
 def _open_store(args):
-    from .store import Store, find_state_dir
+    from runner.history.store import Store, find_state_dir
 
     return Store(find_state_dir(args.state_dir), create=False)
 
 
 def _runs(args) -> int:
-    from . import history
+    from runner.history import runs as history
 
     store = _open_store(args)
     try:
@@ -448,7 +448,7 @@ def _runs(args) -> int:
         elif args.runs_command == "show":
             history.show_run(store, store.find_run(args.id), args.format)
         elif args.runs_command == "gc":
-            from .compiler import parse_duration
+            from runner.model.durations import parse_duration
 
             if args.keep < 0:
                 raise UsageError("--keep is a number of runs")
@@ -465,7 +465,7 @@ def _runs(args) -> int:
 
 
 def _logs(args) -> int:
-    from . import history
+    from runner.history import runs as history
 
     store = _open_store(args)
     try:
@@ -506,8 +506,8 @@ def _action(args) -> int:
 
 
 def _graph(args) -> int:
-    from .graph import dot, mermaid
-    from .workflow import load_workflow
+    from runner.report.graph import dot, mermaid
+    from runner.load.workflow import load_workflow
 
     workflow, _ = load_workflow(args.file)
     sys.stdout.write(dot(workflow) if args.format == "dot" else mermaid(workflow))
@@ -515,7 +515,7 @@ def _graph(args) -> int:
 
 
 def _schema(args) -> int:
-    from .schema import schema_text
+    from runner.load.schema import schema_text
 
     sys.stdout.write(schema_text())
     return ExitStatus.SUCCESS

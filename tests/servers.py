@@ -14,8 +14,8 @@ from typing import Any, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 from conftest import write
-from runner.engine import RunOptions, execute
-from runner.workflow import load_workflow
+from runner.engine.run import RunOptions, execute
+from runner.load.workflow import load_workflow
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -2,7 +2,7 @@
 
 Validation may refuse a file (WorkflowInvalid) or accept it; any other exception
 is a bug, and so is a file that takes more than two seconds. Most examples run
-in-process through `runner.workflow.load_workflow`, which is what `runner
+in-process through `runner.load.workflow.load_workflow`, which is what `runner
 validate` calls; a few go through the real command line. A test of its own
 checks that every problem is placed at a line and column, so that a failure of
 that property does not stop the search for crashes. Hypothesis is derandomized,
@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from conftest import ROOT, cli
 from runner.errors import WorkflowInvalid
-from runner.workflow import load_workflow
+from runner.load.workflow import load_workflow
 
 TIME_LIMIT = 2.0  # seconds for one validation
 HANG_LIMIT = 20.0  # past this a validation is interrupted, so that a hang fails the test instead of CI

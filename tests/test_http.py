@@ -2,7 +2,7 @@
 
 Status codes, redirects, slow and endless bodies, Retry-After, non-JSON bodies
 and TLS with a self-signed certificate, each served by a real server in a
-thread; runs go through runner.engine.execute (or the CLI, where the exit
+thread; runs go through runner.engine.run.execute (or the CLI, where the exit
 status, the console or a signal matter).
 """
 
@@ -18,8 +18,8 @@ import time
 import pytest
 
 from conftest import cli, write
-from runner.model import Result
-from runner.workflow import load_workflow
+from runner.model.results import Result
+from runner.load.workflow import load_workflow
 from servers import Handler, run, serve, self_signed_certificate
 
 SECRET = "s3cr3t-T0ken/+&="  # characters that URL encoding changes

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from runner import loader
+from runner.load import document as loader
 from runner.errors import WorkflowInvalid
-from runner.loader import load_bytes, load_file
+from runner.load.document import load_bytes, load_file
 
 FILE = "wf.yml"
 
@@ -342,7 +342,7 @@ def test_very_deep_nesting_in_a_small_file_is_refused_without_crashing(tmp_path)
     path.write_text("a: " + "[" * 100_000 + "]" * 100_000 + "\n")
     code = (
         "import sys\n"
-        "from runner.loader import load_file\n"
+        "from runner.load.document import load_file\n"
         "from runner.errors import WorkflowInvalid\n"
         "try:\n"
         "    load_file(sys.argv[1])\n"

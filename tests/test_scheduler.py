@@ -8,8 +8,6 @@ is tested against the real engine in test_docker.py.
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
 
 import pytest
 import trio
@@ -17,71 +15,15 @@ import trio.testing
 
 from conftest import write
 from runner.executors.container import ContainerExecutor
-from runner.inputs import resolve
-from runner.model import JobKind, Result
-from runner.reporting import Masking, Reporter
+from runner.model.inputs import resolve
+from runner.model.workflow import JobKind
+from runner.model.results import Result
+from runner.report import Masking, Reporter
 from runner.masking import Masker
-from runner.scheduler import Scheduler
-from runner.state import NodeState
-from runner.workflow import load_workflow
-
-
-class FakeBackend:
-    def __init__(self):
-        self.started: list[str] = []
-        self.removed: list[str] = []
-        self.running = 0
-        self.most_running = 0
-        self.attempts: dict[str, int] = {}
-        self.specs: dict = {}
-
-    async def ensure_image(self, image):
-        await trio.lowlevel.checkpoint()
-
-    async def start(self, spec):
-        await trio.lowlevel.checkpoint()
-        container = f"c{len(self.started)}"
-        self.started.append(container)
-        self.specs[container] = spec
-        self.running += 1
-        self.most_running = max(self.most_running, self.running)
-        return container
-
-    async def create(self, spec):
-        return await self.start(spec)
-
-    async def run(self, container, output):
-        spec = self.specs[container]
-        return await self.exec(container, list(spec.command), spec.env, spec.working_dir, spec.user, output)
-
-    async def exec(self, container, argv, env, workdir, user, output):
-        host_dir = Path(dict((inside, host) for host, inside in self.specs[container].mounts)["/runner"])
-        script = (host_dir / Path(argv[-1]).name).read_text()
-        script = re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], script)
-        for line in script.splitlines():
-            word, _, rest = line.strip().partition(" ")
-            if word == "sleep":
-                await trio.sleep(float(rest))
-            elif word == "exit":
-                return int(rest)
-            elif word == "echo":
-                output("stdout", (rest + "\n").encode())
-            elif word == "out":
-                with open(host_dir / Path(env["RUNNER_OUTPUT"]).name, "a") as f:
-                    f.write(rest + "\n")
-            elif word == "fail-until":
-                key = env["RUNNER_JOB"]
-                self.attempts[key] = self.attempts.get(key, 0) + 1
-                if self.attempts[key] < int(rest):
-                    return 1
-        return 0
-
-    async def remove(self, container):
-        self.removed.append(container)
-        self.running -= 1
-
-    async def out_of_memory(self, container):
-        return False
+from runner.backends.fake import FakeBackend
+from runner.engine.scheduler import Scheduler
+from runner.model.results import NodeState
+from runner.load.workflow import load_workflow
 
 
 class Recorder(Reporter):

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from runner import schema
+from runner.load import schema
 from runner.errors import Problem, WorkflowInvalid
-from runner.loader import load_bytes
+from runner.load.document import load_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = Path("/work/shared/spec/workflow-format.md")

@@ -21,9 +21,10 @@ import pytest
 from conftest import IMAGE_MAP, ROOT, cli, write
 from runner.errors import RunNotPossible
 from runner.masking import Masker
-from runner.reporting.recorder import Recorder
-from runner.state import NodeRecord, NodeState, RunState
-from runner.store import LockHeld, Store
+from runner.report.recorder import Recorder
+from runner.engine.state import RunState
+from runner.model.results import NodeRecord, NodeState
+from runner.history.store import LockHeld, Store
 
 BUSYBOX_IMAGE = '"alpine:3.20"'
 
@@ -136,9 +137,10 @@ HARNESS = """
 import sys, itertools
 from pathlib import Path
 from runner.masking import Masker
-from runner.reporting.recorder import Recorder
-from runner.state import NodeRecord, NodeState, RunState
-from runner.store import Store
+from runner.report.recorder import Recorder
+from runner.engine.state import RunState
+from runner.model.results import NodeRecord, NodeState
+from runner.history.store import Store
 
 store = Store(Path(sys.argv[1]))
 run_id = sys.argv[2]
@@ -231,7 +233,7 @@ def test_a_lock_held_by_a_live_process_refuses_and_one_held_by_a_dead_process_is
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
-            from runner.store import Store
+            from runner.history.store import Store
             s = Store({str(tmp_path / 'state')!r})
             s.lock("r2", "resume")
             print("locked", flush=True)

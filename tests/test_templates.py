@@ -8,9 +8,8 @@ import time
 import pytest
 
 from runner.executors.scripts import ScriptError, render
-from runner.templates import (
+from runner.expr.templates import (
     TemplateError,
-
     parse_condition,
     parse_expression,
     parse_template,

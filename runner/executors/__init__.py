@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from ..model import Job, Result
+from runner.model.workflow import Job
+from runner.model.results import Result
 
 
 @dataclass

@@ -22,94 +22,27 @@ import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from secrets import token_hex
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping
 
 import trio
 
-from ..compiler import format_duration
-from ..masking import Masker
-from ..model import Result, Step
-from ..state import file_name
-from ..templates import TemplateError, render_value, to_text
-from . import NodeRun, Outcome
-from .commandfiles import CommandFileError, parse
-from .scripts import ScriptError, command, render, suffix
+from runner.backends.base import DEFAULT_PIDS, DISAPPEARED, KEPT_PREFIX, Backend, BackendError, ContainerSpec
+from runner.model.durations import format_duration
+from runner.masking import Masker
+from runner.model.results import Result
+from runner.model.workflow import Step
+from runner.model.results import file_name
+from runner.expr.templates import TemplateError, render_value, to_text
+from runner.executors import NodeRun, Outcome
+from runner.executors.commandfiles import CommandFileError, parse
+from runner.executors.scripts import ScriptError, command, render, suffix
 
 WORKSPACE = "/workspace"
 RUNNER_DIR = "/runner"
-DEFAULT_PIDS = 4096
 MAX_LINE = 64 * 1024  # characters of a line without a newline before it is cut
 MAX_OUTPUT = 64 * 2**20  # characters of one step's output kept and shown
 LAST_LINES = 5  # quoted when a step fails to start its command
-DISAPPEARED = "the container disappeared: it was stopped or removed from outside runner"
 EXIT_HINTS = {126: "permission denied or not executable", 127: "command not found"}
-
-
-class BackendError(Exception):
-    """The container engine refused or failed; the message is for the user."""
-
-
-@dataclass(frozen=True)
-class ContainerSpec:
-    image: str
-    name: str
-    labels: Mapping[str, str]
-    mounts: tuple[tuple[str, str], ...]  # (host path, container path), read-write
-    working_dir: str
-    network: str = "bridge"
-    cpus: float | None = None
-    memory: int | None = None
-    pids: int = DEFAULT_PIDS
-    user: str | None = None
-    command: tuple[str, ...] | None = None  # None: the container idles until removed, steps run by exec
-    env: Mapping[str, str] = field(default_factory=dict)  # of `command`
-
-
-class Backend(Protocol):
-    """The one narrow seam between container jobs and a container engine."""
-
-    async def ensure_image(self, image: str) -> None:
-        """Make `image` available locally (pulling it if need be); BackendError if it cannot be."""
-
-    async def start(self, spec: ContainerSpec) -> str:
-        """Create and start a container that stays up until removed; return its id.
-
-        Not cancellable: once the engine has created the container, its id is
-        returned so that the caller can remove it.
-        """
-
-    async def create(self, spec: ContainerSpec) -> str:
-        """Create a container that will run `spec.command`; return its id. Not cancellable."""
-
-    async def run(self, container: str, output: Callable[[str, bytes], None]) -> int:
-        """Start a created container, streaming its output; return its command's exit code.
-
-        On cancellation the call returns at once; the process is ended when the
-        container is removed.
-        """
-
-    async def exec(
-        self, container: str, argv: list[str], env: Mapping[str, str], workdir: str, user: str | None,
-        output: Callable[[str, bytes], None],
-    ) -> int:
-        """Run `argv` in the container, streaming output; return its exit code.
-
-        On cancellation the call returns at once; the process is ended when the
-        container is removed.
-        """
-
-    async def remove(self, container: str) -> None:
-        """Kill and remove the container. Not cancellable."""
-
-    async def out_of_memory(self, container: str) -> bool:
-        """Whether the kernel killed a process in the container (running or exited) for memory."""
-
-    async def running(self, container: str) -> bool:
-        """Whether the container still exists and runs."""
-
-    # Optional: `async digest(image) -> str`, the image's content digest (for cache
-    # keys), and `async keep(container, name)`, which renames a container left
-    # running for debugging so that no reaper removes it.
 
 
 @dataclass
@@ -121,9 +54,6 @@ class StepRun:
     failed: bool = False
     reason: str = ""
     exit_code: int | None = None
-
-
-KEPT_PREFIX = "runner-kept-"  # the name of a failed job's container left running for debugging
 
 
 class ContainerExecutor:

@@ -36,11 +36,11 @@ from urllib.parse import quote, quote_plus
 import httpx
 import trio
 
-from ..compiler import format_duration, parse_duration
-from ..masking import MASK, Masker
-from ..model import Result
-from ..templates import TemplateError, render_value, to_text
-from . import NodeRun, Outcome
+from runner.model.durations import format_duration, parse_duration
+from runner.masking import MASK, Masker
+from runner.model.results import Result
+from runner.expr.templates import TemplateError, render_value, to_text
+from runner.executors import NodeRun, Outcome
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 IDEMPOTENT = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")  # retried unless `retry.on_methods` says otherwise

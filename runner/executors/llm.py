@@ -15,10 +15,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..model import Result
-from ..templates import TemplateError, to_text
-from . import NodeRun, Outcome
-from .http import (
+from runner.model.results import Result
+from runner.expr.templates import TemplateError, to_text
+from runner.executors import NodeRun, Outcome
+from runner.executors.http import (
     DEFAULT_MAX_BYTES,
     Reply,
     Request,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 from typing import Any, Mapping
 
-from ..templates import Template, to_text
+from runner.expr.templates import Template, to_text
 
 # shell → (command, file suffix, how the script refers to an environment variable)
 SHELLS: dict[str, tuple[list[str], str, str]] = {

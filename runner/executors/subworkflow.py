@@ -7,11 +7,11 @@ is cancelled when the parent is.
 
 from __future__ import annotations
 
-from ..errors import WorkflowInvalid
-from ..inputs import resolve
-from ..model import Result
-from ..templates import TemplateError, render_value
-from . import NodeRun, Outcome
+from runner.errors import WorkflowInvalid
+from runner.model.inputs import resolve
+from runner.model.results import Result
+from runner.expr.templates import TemplateError, render_value
+from runner.executors import NodeRun, Outcome
 
 
 class SubWorkflows:

@@ -23,11 +23,11 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .errors import RunNotPossible, UsageError
+from runner.errors import RunNotPossible, UsageError
+from runner.model.results import RunStatus
 
 DB_NAME = "state.db"
 SCHEMA_VERSION = 1
@@ -123,14 +123,6 @@ CREATE TABLE IF NOT EXISTS cache (
 );
 CREATE INDEX IF NOT EXISTS runs_started ON runs (started);
 """
-
-
-class RunStatus(Enum):
-    RUNNING = "running"
-    SUCCESS = "success"
-    FAILURE = "failure"
-    CANCELLED = "cancelled"
-    KILLED = "killed"  # a run (or attempt) whose runner was killed: it says `running`, its lock holder is gone
 
 
 class LockHeld(RunNotPossible):

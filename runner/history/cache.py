@@ -37,10 +37,10 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 import trio
 
-from .masking import Masker
-from .model import Job
-from .store import Store, dumps, loads
-from .templates import CONDITION_FUNCTIONS, Template, TemplateError, names_in
+from runner.masking import Masker
+from runner.model.workflow import Job
+from runner.history.store import Store, dumps, loads
+from runner.expr.templates import CONDITION_FUNCTIONS, Template, TemplateError, names_in
 
 CACHE_VERSION = 1
 # Roots whose values exist only while the job runs: such expressions count by their source.
@@ -79,7 +79,7 @@ class Cache:
     async def key(self, job: Job, scope: Mapping[str, Any], workspace: Path) -> str | None:
         """The node's key; None when it cannot be computed (the job then runs, uncached, and
         fails by itself if its image cannot be had)."""
-        from .executors.container import BackendError
+        from runner.backends.base import BackendError
 
         try:
             return await self._key(job, scope, workspace)

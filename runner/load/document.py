@@ -20,7 +20,7 @@ from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.resolver import VersionedResolver
 from ruamel.yaml.tag import Tag
 
-from .errors import Location, Problem, WorkflowInvalid
+from runner.errors import Location, Problem, WorkflowInvalid
 
 MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_SCALAR_CHARS = 1024 * 1024

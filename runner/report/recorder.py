@@ -22,12 +22,12 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..store import dumps
-from . import Reporter
+from runner.history.store import dumps
+from runner.report import Reporter
 
 if TYPE_CHECKING:
-    from ..masking import Masker
-    from ..store import Store
+    from runner.masking import Masker
+    from runner.history.store import Store
 
 FLUSH_SECONDS = 0.05
 FLUSH_ROWS = 5000

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from .templates import to_text
+from runner.expr.templates import to_text
 
 SETTINGS = ("include", "exclude", "max_parallel", "fail_fast", "max_instances")
 DEFAULT_MAX_INSTANCES = 256

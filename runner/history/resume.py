@@ -18,10 +18,10 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .errors import UsageError, suggest
-from .model import Job, Workflow, frozen
-from .store import Store, loads
-from .templates import paths_in
+from runner.errors import UsageError, suggest
+from runner.model.workflow import Job, Workflow, frozen
+from runner.history.store import Store, loads
+from runner.expr.templates import paths_in
 
 
 @dataclass

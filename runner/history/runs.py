@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from .compiler import format_duration
-from .errors import RunNotPossible, UsageError
-from .state import file_name
-from .store import RunStatus, Store, loads
+from runner.model.durations import format_duration
+from runner.errors import RunNotPossible, UsageError
+from runner.model.results import file_name
+from runner.model.results import RunStatus
+from runner.history.store import Store, loads
 
 
 def _when(t: float | None) -> str:
@@ -277,7 +278,7 @@ def clean(store: Store, run: dict, out: TextIO = sys.stdout) -> int:
     if holder is not None:
         raise RunNotPossible(f"run {run_id} is in use by {holder}; its containers go when it ends")
     kept = [n for n in store.nodes(run_id) if n["container"]]
-    from .executors.docker import DockerBackend, connect
+    from runner.backends.docker import DockerBackend, connect
 
     backend = DockerBackend(connect(4), 4)
     removed = backend.remove_run(run_id, kept_only=True)

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable
 
-from ..state import file_name
-from . import Reporter
+from runner.model.results import file_name
+from runner.report import Reporter
 
 
 def _node(node) -> dict[str, Any]:

@@ -10,10 +10,10 @@ import hashlib
 import os
 from pathlib import Path
 
-from . import loader, schema
-from .compiler import compile_document
-from .errors import Location, Problem, WorkflowInvalid
-from .model import Workflow
+from runner.load import document as loader, schema
+from runner.load.compiler import compile_document
+from runner.errors import Location, Problem, WorkflowInvalid
+from runner.model.workflow import Workflow
 
 MAX_NESTING = 16
 

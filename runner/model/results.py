@@ -1,8 +1,7 @@
-"""The state of a run: every node's record, changed in one place only.
+"""What a run produces: results, node states and records, and the run's outcome.
 
-`RunState.transition` is the single point where a node's state changes; it
-stamps times and tells the reporter, so events, logs and the state store
-(`reporting/recorder.py`) hook in here and nowhere else.
+One module for every state a user sees, enums end to end; the store
+(`history/store.py`) converts them to and from text in one place.
 """
 
 from __future__ import annotations
@@ -13,8 +12,14 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from .model import Result
-from .reporting import Reporter
+
+class Result(Enum):
+    """How a job or step ended, as users see it (`jobs.<id>.result`)."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
 
 
 class NodeState(Enum):
@@ -40,6 +45,14 @@ _RESULTS = {
     NodeState.SKIPPED: Result.SKIPPED,
     NodeState.CANCELLED: Result.CANCELLED,
 }
+
+
+class RunStatus(Enum):
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    CANCELLED = "cancelled"
+    KILLED = "killed"  # a run (or attempt) whose runner was killed: it says `running`, its lock holder is gone
 
 
 @dataclass
@@ -81,34 +94,6 @@ class NodeRecord:
 def file_name(node_id: str) -> str:
     """A node's id as a file name: `build (shard=1)` → `build-shard-1`."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", node_id).strip("-") or "_"
-
-
-class RunState:
-    def __init__(self, run_id: str, reporter: Reporter):
-        self.run_id = run_id
-        self.reporter = reporter
-        self.nodes: dict[str, NodeRecord] = {}
-        self.started = time.monotonic()
-
-    def add(self, record: NodeRecord) -> NodeRecord:
-        self.nodes[record.id] = record
-        return record
-
-    def transition(self, record: NodeRecord, state: NodeState, **changes: Any) -> None:
-        """Move a node to `state`, setting any of its fields, and report it."""
-        for name, value in changes.items():
-            setattr(record, name, value)
-        record.state = state
-        now = time.monotonic()
-        if state is NodeState.RUNNING:
-            if record.started is None:
-                record.started = now
-            self.reporter.node_started(record)  # once per attempt
-        elif state.finished:
-            if record.started is None:
-                record.started = now
-            record.finished = now
-            self.reporter.node_finished(record)
 
 
 @dataclass

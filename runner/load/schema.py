@@ -13,8 +13,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from .errors import Problem, suggest
-from .loader import Document
+from runner.errors import Problem, suggest
+from runner.load.document import Document
 
 MAX_VALUE_CHARS = 60
 # YAML 1.1 read these as booleans; YAML 1.2 (and so runner) reads them as text.

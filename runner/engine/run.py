@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import Problem, RunNotPossible, WorkflowInvalid
-from .masking import Masker
-from .model import JobKind, Result, Workflow
-from .reporting import Masking, Reporter, Reporters
-from .reporting.files import EventLog, StepLogs
+from runner.errors import Problem, RunNotPossible, WorkflowInvalid
+from runner.masking import Masker
+from runner.model.workflow import JobKind, Workflow
+from runner.model.results import Result
+from runner.report import Masking, Reporter, Reporters
+from runner.report.files import EventLog, StepLogs
 
 
 @dataclass
@@ -36,9 +37,9 @@ class RunOptions:
     output_json: str | None = None
     reporters: list[Reporter] = field(default_factory=list)
     handle_signals: bool = True
-    store: Any = None  # an open runner.store.Store (resume opens it first); else one is opened
-    resume: Any = None  # runner.resume.ResumePlan: continue a recorded run
-    only: Any = None  # runner.resume.OnlyPlan: the workflow is one job, with given values of others
+    store: Any = None  # an open runner.history.store.Store (resume opens it first); else one is opened
+    resume: Any = None  # runner.history.resume.ResumePlan: continue a recorded run
+    only: Any = None  # runner.history.resume.OnlyPlan: the workflow is one job, with given values of others
     use_cache: bool = True  # False: --no-cache
     keep_on_failure: bool = False
     digest: str = ""  # the workflow's content hash, taken when it was loaded
@@ -79,7 +80,7 @@ def make_run_dir(state_dir: Path, run_id: str, exist_ok: bool = False) -> Path:
 
 def execute(workflow: Workflow, options: RunOptions):
     """Run a compiled workflow to the end, recording it in the state store, and return its RunOutcome."""
-    from .store import Store
+    from runner.history.store import Store
 
     state_dir = Path(options.store.directory).absolute() if options.store is not None else state_directory(workflow, options.state_dir)
     store = options.store or Store(state_dir)
@@ -93,11 +94,11 @@ def execute(workflow: Workflow, options: RunOptions):
 def _execute(workflow: Workflow, options: RunOptions, store, state_dir: Path):
     import trio
 
-    from .inputs import resolve
-    from .reporting.recorder import Recorder
-    from .scheduler import Scheduler
-    from .store import RunStatus
-    from .workflow import content_hash
+    from runner.model.inputs import resolve
+    from runner.report.recorder import Recorder
+    from runner.engine.scheduler import Scheduler
+    from runner.model.results import RunStatus
+    from runner.load.workflow import content_hash
 
     plan = options.resume
     scheduled = options.only.workflow if options.only is not None else workflow  # --only: one job
@@ -211,7 +212,7 @@ def _cache(workflow: Workflow, store, run_id: str, secret_values: dict[str, str]
     """The run's cache, if any of its jobs asks for one."""
     if not any(job.cache is not None for w in workflow.workflows() for job in w.jobs.values()):
         return None
-    from .cache import Cache
+    from runner.history.cache import Cache
 
     container = executors.get(JobKind.CONTAINER)
     return Cache(
@@ -231,16 +232,16 @@ def _write_json(path: str, document: dict) -> None:
 
 def _http_executors(secret_values: dict[str, str]) -> dict[JobKind, Any]:
     """http and llm jobs share one session: the run's HTTP client and the secrets to mask."""
-    from .executors.http import HttpExecutor, Session
-    from .executors.llm import LlmExecutor
+    from runner.executors.http import HttpExecutor, Session
+    from runner.executors.llm import LlmExecutor
 
     session = Session(secret_values.values())
     return {JobKind.HTTP: HttpExecutor(session), JobKind.LLM: LlmExecutor(session)}
 
 
 def _container_executor(workflow: Workflow, options: RunOptions, run_id: str, masker: Masker):
-    from .executors.container import ContainerExecutor
-    from .executors.docker import DockerBackend, connect
+    from runner.executors.container import ContainerExecutor
+    from runner.backends.docker import DockerBackend, connect
 
     threads = 2 * (options.concurrency or workflow.concurrency or os.cpu_count() or 1) + 8
     backend = DockerBackend(connect(threads), threads)
@@ -260,7 +261,7 @@ def _check_images(workflow: Workflow, backend, executor) -> None:
     """Every image named in the file is there (or can be pulled) before anything runs."""
     import trio
 
-    from .executors.container import BackendError
+    from runner.backends.base import BackendError
 
     missing: list[str] = []
 

@@ -11,8 +11,8 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from .errors import Location
-from .templates import Template, templates_in
+from runner.errors import Location
+from runner.expr.templates import Template, templates_in
 
 
 class JobKind(Enum):
@@ -21,15 +21,6 @@ class JobKind(Enum):
     LLM = "llm"
     WORKFLOW = "workflow"
     VALUE = "value"
-
-
-class Result(Enum):
-    """How a job or step ended, as users see it (`jobs.<id>.result`)."""
-
-    SUCCESS = "success"
-    FAILURE = "failure"
-    SKIPPED = "skipped"
-    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from .errors import Location, Problem, WorkflowInvalid, suggest
-from .model import InputSpec, Workflow
+from runner.errors import Location, Problem, WorkflowInvalid, suggest
+from runner.model.workflow import InputSpec, Workflow
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}

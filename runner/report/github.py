@@ -13,10 +13,11 @@ import secrets
 import sys
 from typing import Any, TextIO
 
-from ..compiler import format_duration
-from ..graph import mermaid
-from ..model import Result, Workflow
-from . import Reporter
+from runner.model.durations import format_duration
+from runner.report.graph import mermaid
+from runner.model.results import Result
+from runner.model.workflow import Workflow
+from runner.report import Reporter
 
 _ICONS = {"success": "✅", "failure": "❌", "skipped": "⏭️", "cancelled": "🚫"}
 

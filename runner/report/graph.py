@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from .model import Result, Workflow
+from runner.model.results import Result
+from runner.model.workflow import Workflow
 
 # Colours by result, for the graph in a GitHub step summary.
 _STYLES = {

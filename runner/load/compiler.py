@@ -12,10 +12,22 @@ from collections import deque
 from types import MappingProxyType
 from typing import Any
 
-from .errors import Location, Problem, Severity, WorkflowInvalid, suggest
-from .loader import Document
-from .model import CachePolicy, Container, InputSpec, Job, JobKind, Resources, Retry, Step, Workflow, frozen
-from .templates import (
+from runner.errors import Location, Problem, Severity, WorkflowInvalid, suggest
+from runner.model.durations import parse_duration
+from runner.load.document import Document
+from runner.model.workflow import (
+    CachePolicy,
+    Container,
+    InputSpec,
+    Job,
+    JobKind,
+    Resources,
+    Retry,
+    Step,
+    Workflow,
+    frozen,
+)
+from runner.expr.templates import (
     CONDITION_FUNCTIONS,
     Template,
     TemplateError,
@@ -25,29 +37,7 @@ from .templates import (
 )
 
 SHELLS = ("sh", "bash", "python", "node")
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
-_UNITS = {None: 1, "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _MEMORY = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)", re.IGNORECASE)
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds in ``90``, ``30s``, ``5m`` or ``1h30m``; ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError(value)
-    if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError(value)
-        return float(value)
-    text = str(value).strip()
-    total, pos = 0.0, 0
-    for match in _DURATION.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNITS[match.group(2)]
-        pos = match.end()
-    if pos != len(text) or not text:
-        raise ValueError(value)
-    return total
 
 
 def parse_memory(value: Any) -> int:
@@ -61,16 +51,8 @@ def parse_memory(value: Any) -> int:
     return int(float(match.group(1)) * 1024**power)
 
 
-def format_duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:g}s"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return "".join(f"{n}{u}" for n, u in ((hours, "h"), (minutes, "m"), (secs, "s")) if n)
-
-
 class _Compiler:
-    def __init__(self, doc: Document, load_child=None):
+    def __init__(self, doc: Document, load_child):
         self.doc = doc
         self.load_child = load_child
         self.data = doc.data
@@ -252,7 +234,7 @@ class _Compiler:
 
     def sub_workflow(self, spec: dict, path: tuple) -> Workflow | None:
         """The workflow `uses` names, compiled, with `with:` checked against its inputs."""
-        from .inputs import InvalidInput, coerce
+        from runner.model.inputs import InvalidInput, coerce
 
         uses = spec["uses"]
         if "${{" in uses:
@@ -264,7 +246,7 @@ class _Compiler:
             self.error(path + ("uses",), f"`{uses}` does not exist (looked for {child_path})")
             return None
         try:
-            child, warnings = (self.load_child or _load_alone)(child_path, where)
+            child, warnings = self.load_child(child_path, where)
         except WorkflowInvalid as e:
             self.problems.extend(e.problems)
             if not any(p.location.file == self.doc.file for p in e.problems):
@@ -569,13 +551,7 @@ def _in_single_quotes(script: str) -> bool:
     return False
 
 
-def _load_alone(path: str, where: Location) -> tuple[Workflow, list[Problem]]:
-    from .workflow import load_workflow
-
-    return load_workflow(path)
-
-
-def compile_document(doc: Document, load_child=None) -> tuple[Workflow, list[Problem]]:
+def compile_document(doc: Document, load_child) -> tuple[Workflow, list[Problem]]:
     """The compiled workflow and its warnings; WorkflowInvalid if anything is wrong.
 
     `load_child(path, location)` compiles a workflow named by `uses`.

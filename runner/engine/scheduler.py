@@ -19,15 +19,24 @@ from typing import Any, Mapping
 
 import trio
 
-from .compiler import format_duration, parse_duration
-from .executors import Executor, NodeRun, Outcome, add_usage
-from .executors.subworkflow import SubWorkflows
-from .masking import Masker
-from .matrix import MatrixError, expand, label
-from .model import Job, JobKind, Result, Workflow
-from .reporting import Prefixed, Reporter
-from .state import NodeRecord, NodeState, RunOutcome, RunState, file_name
-from .templates import CONDITION_FUNCTIONS, Template, TemplateError, render_value, templates_in, to_text
+from runner.model.durations import format_duration, parse_duration
+from runner.executors import Executor, NodeRun, Outcome, add_usage
+from runner.executors.subworkflow import SubWorkflows
+from runner.masking import Masker
+from runner.expr.matrix import MatrixError, expand, label
+from runner.model.workflow import Job, JobKind, Workflow
+from runner.model.results import Result
+from runner.report import Prefixed, Reporter
+from runner.model.results import NodeRecord, NodeState, RunOutcome, file_name
+from runner.engine.state import RunState
+from runner.expr.templates import (
+    CONDITION_FUNCTIONS,
+    Template,
+    TemplateError,
+    render_value,
+    templates_in,
+    to_text,
+)
 
 
 # After Ctrl-C or SIGTERM, how long jobs with `if: always()` may still run.
@@ -72,7 +81,7 @@ class Scheduler:
         self.jobs_scope: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (preset or {}).items()}
         # Resume: node id → what a succeeded node of an earlier attempt recorded, kept as it was.
         self.restore = dict(restore or {})
-        self.cache = cache  # runner.cache.Cache, or None
+        self.cache = cache  # runner.history.cache.Cache, or None
         self.remaining = {job_id: len(job.needs) for job_id, job in workflow.jobs.items()}
         self.cancelled = False
         self.cancel_reason = ""

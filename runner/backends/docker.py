@@ -15,8 +15,8 @@ from typing import Callable, Mapping
 
 import trio
 
-from ..errors import RunNotPossible
-from .container import DISAPPEARED, KEPT_PREFIX, BackendError, ContainerSpec
+from runner.errors import RunNotPossible
+from runner.backends.base import DISAPPEARED, KEPT_PREFIX, BackendError, ContainerSpec
 
 LABEL_RUN = "dev.runner.run-id"
 LABEL_OWNER = "dev.runner.owner"  # host:pid of the runner process that started the container

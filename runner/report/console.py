@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
-from ..compiler import format_duration
-from ..model import Result
-from . import Reporter
+from runner.model.durations import format_duration
+from runner.model.results import Result
+from runner.report import Reporter
 
 _MARKS = {Result.SUCCESS: "✓", Result.FAILURE: "✗", Result.SKIPPED: "-", Result.CANCELLED: "⊘"}
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..masking import Masker
-    from ..state import NodeRecord
+    from runner.masking import Masker
+    from runner.model.results import NodeRecord
 
 
 class Reporter:
