@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from runner.errors import ExitStatus, Problem, RunnerError, Severity, UsageError, WorkflowInvalid
 
@@ -271,8 +272,7 @@ def _pairs(items: list[str], option: str) -> dict[str, str]:
 def _inputs_file(path: str) -> dict:
     from runner.load.document import load_file
 
-    doc = load_file(path)
-    return doc.data
+    return load_file(path, top="an inputs file must be a mapping of input names to values").data
 
 
 def _run(args, given: dict | None = None) -> int:
@@ -334,6 +334,9 @@ def _common(args, workflow, warnings) -> dict:
         reporter = Console(quiet=args.quiet)
     if args.concurrency is not None and args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
+    for option, path in (("--output-json", args.output_json), ("--events", args.events)):
+        if path:
+            _check_writable(option, path)
     return dict(
         concurrency=args.concurrency,
         image_map=_pairs(args.image_map, "--image-map"),
@@ -344,6 +347,19 @@ def _common(args, workflow, warnings) -> dict:
         use_cache=not args.no_cache,
         keep_on_failure=args.keep_on_failure,
     )
+
+
+def _check_writable(option: str, path: str) -> None:
+    """A file the run will write can be: found out before anything runs, not after."""
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"{option} {path}: is a directory, not a file")
+    parent = target.parent
+    if not parent.is_dir():
+        raise UsageError(f"{option} {path}: the directory {parent} does not exist")
+    writable = os.access(target, os.W_OK) if target.exists() else os.access(parent, os.W_OK | os.X_OK)
+    if not writable:
+        raise UsageError(f"{option} {path}: permission denied")
 
 
 def _execute(workflow, options, args) -> int:

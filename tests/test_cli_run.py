@@ -152,6 +152,101 @@ def test_quiet_still_prints_failures(docker, tmp_path):
     assert " failure " in done.stdout.splitlines()[-1]
 
 
+def test_quiet_shows_the_last_lines_of_a_failed_step(docker, tmp_path):
+    workflow = write(tmp_path, f"""
+        version: 1
+        defaults: {{image: {BUSYBOX_IMAGE}}}
+        jobs:
+          fine:
+            run: echo chatter
+          broken:
+            run: |
+              for i in $(seq 1 30); do echo "line $i"; done
+              echo "the reason it broke"
+              exit 2
+    """)
+    done = cli("run", workflow, *IMAGE_MAP, "--quiet", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "chatter" not in done.stdout
+    assert "[broken/1] the reason it broke" in done.stdout
+    assert "[broken/1] line 30" in done.stdout and "[broken/1] line 25" in done.stdout
+    assert "line 5\n" not in done.stdout  # only the last lines
+    lines = done.stdout.splitlines()
+    assert lines.index("[broken/1] the reason it broke") < next(i for i, l in enumerate(lines) if l.startswith("✗ broken"))
+
+
+def test_outputs_print_as_json(tmp_path):
+    workflow = write(tmp_path, """
+        version: 1
+        jobs:
+          facts:
+            outputs: {nothing: null, yes: true, count: 3, names: [a, b], text: plain words}
+        outputs:
+          nothing: ${{ jobs.facts.outputs.nothing }}
+          yes: ${{ jobs.facts.outputs.yes }}
+          names: ${{ jobs.facts.outputs.names }}
+          text: ${{ jobs.facts.outputs.text }}
+    """)
+    done = cli("run", workflow, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "  nothing: null" in done.stdout
+    assert "  yes: true" in done.stdout
+    assert '  names: ["a", "b"]' in done.stdout
+    assert "  text: plain words" in done.stdout
+    assert "None" not in done.stdout and "True" not in done.stdout
+
+
+@pytest.mark.parametrize("option", ["--output-json", "--events"])
+def test_an_output_file_that_cannot_be_written_is_refused_before_anything_runs(tmp_path, option):
+    workflow = write(tmp_path, f"""
+        version: 1
+        jobs:
+          touch:
+            image: {BUSYBOX_IMAGE}
+            run: touch /workspace/ran
+    """)
+    missing = tmp_path / "no" / "such" / "out.json"
+    done = cli("run", workflow, *IMAGE_MAP, option, missing, cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"{option} {missing}: the directory {missing.parent} does not exist" in done.stderr
+    assert not (tmp_path / "ran").exists() and run_ids(tmp_path) == []
+    directory = cli("run", workflow, *IMAGE_MAP, option, tmp_path, cwd=tmp_path)
+    assert directory.returncode == 2 and "is a directory" in directory.stderr
+    assert "Traceback" not in done.stderr + directory.stderr
+
+
+def test_an_inputs_file_must_hold_a_mapping(tmp_path):
+    workflow = write(tmp_path, """
+        version: 1
+        inputs: {who: {type: string}}
+        jobs:
+          hello: {outputs: {who: "${{ inputs.who }}"}}
+    """)
+    (tmp_path / "inputs.yml").write_text("- who\n- you\n")
+    done = cli("run", workflow, "--inputs-file", tmp_path / "inputs.yml", cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "inputs file must be a mapping of input names to values" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_an_image_map_entry_maps_every_tag_of_its_image_and_an_exact_one_wins(docker, tmp_path):
+    workflow = write(tmp_path, """
+        version: 1
+        jobs:
+          any-tag:
+            image: alpine:3.99-no-such-tag
+            run: cat /etc/os-release 2>/dev/null || echo busybox here
+          exact:
+            image: alpine:3.20
+            run: python3 -c "print('python here')"
+    """.replace("any-tag", "anytag"))
+    done = cli("run", workflow, "--image-map", "alpine=runner-test/busybox:latest",
+               "--image-map", "alpine:3.20=runner-test/python:latest", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[anytag/1] busybox here" in done.stdout
+    assert "[exact/1] python here" in done.stdout
+
+
 # -- interruption -----------------------------------------------------------------------
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -29,9 +28,7 @@ def test_every_malformed_file_has_an_expectation_and_every_expectation_a_file():
 def test_malformed_workflow_is_refused_at_its_line_and_column(name):
     case = CASES[name]
     relative = f"tests/malformed/{name}"
-    started = time.monotonic()
-    done = cli("validate", relative, cwd=ROOT, timeout=30)
-    elapsed = time.monotonic() - started
+    done = cli("validate", relative, cwd=ROOT, timeout=30)  # a hang fails here; speed is benchmarks' business
     output = done.stdout + done.stderr
     assert done.returncode == 2, f"exit status {done.returncode}:\n{output}"
     assert "Traceback" not in output, output
@@ -44,7 +41,6 @@ def test_malformed_workflow_is_refused_at_its_line_and_column(name):
     # Every line of the report names a file, a line and a column.
     for line in done.stderr.splitlines():
         assert re.match(rf"{re.escape(relative)}:\d+:\d+: ", line), line
-    assert elapsed < 2, f"validating {name} took {elapsed:.2f}s"
 
 
 def test_the_python_tag_in_the_corpus_constructed_nothing():

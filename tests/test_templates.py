@@ -422,3 +422,21 @@ def test_nul_in_a_value_raises_script_error():
 def test_undefined_value_in_a_script_raises_template_error():
     with pytest.raises(TemplateError, match="`nope`"):
         render(parse_template("echo ${{ nope }}"), "sh", {})
+
+
+@pytest.mark.parametrize(
+    ("text", "scope", "message"),
+    [
+        ("${{ jobs.a.outputs.y }}", {"jobs": {"a": {"outputs": {"x": 1, "z": 2}}}}, "`jobs.a.outputs` has no `y` (it has: x, z)"),
+        ("${{ inputs.m.q }}", {"inputs": {"m": {}}}, "`inputs.m` has no `q` (it has none)"),
+        ("${{ inputs.n / 0 }}", {"inputs": {"n": 1}}, "`inputs.n / 0` cannot be evaluated: division by zero"),
+        ("${{ inputs.n + 'a' }}", {"inputs": {"n": 1}}, "`+` does not apply to a number and a text"),
+        ("${{ inputs.n < 'a' }}", {"inputs": {"n": 1}}, "cannot compare a number with a text (`<`)"),
+    ],
+)
+def test_run_time_errors_are_in_the_words_of_the_workflow(text, scope, message):
+    with pytest.raises(TemplateError) as info:
+        parse_template(text).render(scope)
+    assert message in str(info.value)
+    for python in ("dict object", "ZeroDivisionError", "TypeError", "instances of"):
+        assert python not in str(info.value)

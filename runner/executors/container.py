@@ -74,7 +74,10 @@ class ContainerExecutor:
         self.kept: dict[str, str] = {}  # name → id of containers kept for debugging
 
     def image_for(self, image: str) -> str:
-        return self.image_map.get(image, image)
+        """The image to run for `image`: an exact `--image-map` entry, else one for its repository (every tag)."""
+        if image in self.image_map:
+            return self.image_map[image]
+        return self.image_map.get(repository(image), image)
 
     async def image_digest(self, job, scope: Mapping[str, Any]) -> str:
         """The content digest of the image the job runs in (for cache keys); TemplateError or BackendError."""
@@ -381,3 +384,10 @@ def _read(path: Path) -> str:
 
 def _mib(n: int) -> str:
     return f"{n / 1024 / 1024:g} MiB"
+
+
+def repository(image: str) -> str:
+    """`alpine` for `alpine:3.20`, `alpine@sha256:…` and `alpine`; a registry's port is not a tag."""
+    name = image.split("@", 1)[0]
+    head, sep, tag = name.rpartition(":")
+    return head if sep and "/" not in tag else name

@@ -149,7 +149,7 @@ class Expression:
         try:
             return _native(code(variables))
         except UndefinedError as e:
-            raise TemplateError(_undefined_message(e)) from None
+            raise TemplateError(_undefined_message(e, self.source, scope)) from None
         except SecurityError as e:
             raise TemplateError(f"not allowed in the sandbox: {e}") from None
         except RecursionError:
@@ -157,7 +157,7 @@ class Expression:
         except (MemoryError, OverflowError):
             raise TemplateError("the expression's result is too large") from None
         except (JinjaTemplateError, ArithmeticError, TypeError, ValueError, AttributeError, LookupError) as e:
-            raise TemplateError(f"{type(e).__name__}: {e}") from None
+            raise TemplateError(f"`{self.source}` cannot be evaluated: {_plain(e)}") from None
 
 
 @dataclass(frozen=True)
@@ -353,14 +353,50 @@ def _native(value: Any) -> Any:
     raise TemplateError(f"the expression gives a {type(value).__name__}, not data")
 
 
-def _undefined_message(e: UndefinedError) -> str:
+def _undefined_message(e: UndefinedError, source: str, scope: Mapping[str, Any]) -> str:
+    """`jobs.a.outputs` has no `y` (it has: x), in place of Jinja's "'dict object' has no attribute 'y'"."""
     text = str(e)
     match = re.match(r"'(.+)' is undefined", text)
     if match:
         return f"`{match.group(1)}` is undefined"
     match = re.match(r"'(.+)' has no attribute '(.+)'", text)
+    if not match:
+        return text
+    name = match.group(2)
+    # The dotted path in the expression that ends in the missing name names what lacks it.
+    path = re.search(r"([A-Za-z_][\w.]*)\." + re.escape(name) + r"\b", source)
+    if path is None:
+        return f"`{name}` is undefined in `{source}`"
+    parent = path.group(1)
+    value: Any = scope
+    for part in parent.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    has = f" (it has: {', '.join(map(str, value))})" if isinstance(value, Mapping) and value else ""
+    if isinstance(value, Mapping) and not value:
+        has = " (it has none)"
+    return f"`{parent}` has no `{name}`{has}"
+
+
+_TYPE_NAMES = {"int": "a number", "float": "a number", "str": "a text", "NoneType": "null", "bool": "a boolean",
+               "list": "a list", "dict": "a mapping", "tuple": "a list"}
+
+
+def _plain(e: Exception) -> str:
+    """A Python exception's message in the words of a workflow's values."""
+    text = str(e)
+    if isinstance(e, ZeroDivisionError):
+        return "division by zero"
+    match = re.match(r"unsupported operand type\(s\) for (.+): '(\w+)' and '(\w+)'", text)
     if match:
-        return f"no `{match.group(2)}` in {match.group(1)}"
+        op, a, b = match.groups()
+        return f"`{op}` does not apply to {_TYPE_NAMES.get(a, a)} and {_TYPE_NAMES.get(b, b)}"
+    match = re.match(r"'(.+)' not supported between instances of '(\w+)' and '(\w+)'", text)
+    if match:
+        op, a, b = match.groups()
+        return f"cannot compare {_TYPE_NAMES.get(a, a)} with {_TYPE_NAMES.get(b, b)} (`{op}`)"
+    match = re.match(r'can only concatenate (\w+) \(not "(\w+)"\) to (\w+)', text)
+    if match:
+        return f"`+` does not apply to {_TYPE_NAMES.get(match.group(1), match.group(1))} and {_TYPE_NAMES.get(match.group(2), match.group(2))}"
     return text
 
 

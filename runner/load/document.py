@@ -60,8 +60,12 @@ class Document:
         return Location(self.file, line, col)
 
 
-def load_file(path: str | Path) -> Document:
-    """Read and parse a workflow file; raise WorkflowInvalid with its location if it cannot."""
+WORKFLOW_TOP = "a workflow is a mapping that starts with `version: 1`"
+
+
+def load_file(path: str | Path, top: str = WORKFLOW_TOP) -> Document:
+    """Read and parse a workflow file (or another mapping: `top` says what it must hold);
+    raise WorkflowInvalid with its location if it cannot."""
     display = str(path)
     try:
         with open(path, "rb") as f:
@@ -72,10 +76,10 @@ def load_file(path: str | Path) -> Document:
         raise WorkflowInvalid.at(
             Location(display, 1, 1), f"the file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB"
         )
-    return load_bytes(raw, display)
+    return load_bytes(raw, display, top)
 
 
-def load_bytes(raw: bytes, file: str) -> Document:
+def load_bytes(raw: bytes, file: str, top: str = WORKFLOW_TOP) -> Document:
     text = _decode(raw, file)
     yaml = _yaml()
     try:
@@ -105,7 +109,7 @@ def load_bytes(raw: bytes, file: str) -> Document:
     if not isinstance(data, dict):
         raise WorkflowInvalid.at(
             _mark_location(file, nodes[0].start_mark),
-            f"the top level is a {_kind(nodes[0])}; a workflow is a mapping that starts with `version: 1`",
+            f"the top level is a {_kind(nodes[0])}; {top}",
         )
     if builder.problems:
         raise WorkflowInvalid(builder.problems)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from collections import deque
 from typing import Any, TextIO
 
 from runner.model.durations import format_duration
@@ -10,12 +12,15 @@ from runner.model.results import Result
 from runner.report import Reporter
 
 _MARKS = {Result.SUCCESS: "✓", Result.FAILURE: "✗", Result.SKIPPED: "-", Result.CANCELLED: "⊘"}
+QUIET_LINES = 10  # a failed node's last lines that --quiet still shows
 
 
 class Console(Reporter):
     def __init__(self, out: TextIO | None = None, quiet: bool = False):
         self.out = out or sys.stdout
         self.quiet = quiet
+        # --quiet: each running node's last lines, shown only if it fails.
+        self.last: dict[str, deque[str]] = {}
 
     def _print(self, text: str) -> None:
         try:
@@ -38,10 +43,15 @@ class Console(Reporter):
     def log(self, node_id, step, stream, line):
         if not self.quiet:
             self._print(f"[{node_id}/{step}] {line}")
+        else:
+            self.last.setdefault(node_id, deque(maxlen=QUIET_LINES)).append(f"[{node_id}/{step}] {line}")
 
     def node_finished(self, node):
+        last = self.last.pop(node.id, ())
         if self.quiet and node.result is not Result.FAILURE:
             return
+        for line in last:
+            self._print(line)
         text = f"{_MARKS[node.result]} {node.id} {node.result.value}"
         if node.result in (Result.SUCCESS, Result.FAILURE):
             text += f" in {format_duration(round(node.duration, 1))}"
@@ -69,7 +79,8 @@ class Console(Reporter):
         if not self.quiet and summary["outputs"]:
             self._print("outputs:")
             for name, value in summary["outputs"].items():
-                self._print(f"  {name}: {value!r}" if not isinstance(value, str) else f"  {name}: {value}")
+                text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+                self._print(f"  {name}: {text}")
         status = summary["status"]
         line = f"run {summary['run_id']} {status} in {format_duration(round(summary['duration_s'], 1))}"
         if summary.get("usage"):
