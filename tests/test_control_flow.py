@@ -877,8 +877,14 @@ def test_step_continue_on_error_lets_later_steps_run_and_records_the_failure(doc
     check = result.job("check")
     assert check["result"] == "success"
     assert check["outputs"] == {"lint": "failure", "after": "success"}
-    assert "continue_on_error" not in check
+    assert "continue_on_error" not in check  # the job itself did not fail
     assert result.lines("check", "after") == ["still running after failure"]
+    # The tolerated failure stays visible: the job's reason, the console, the step's log.
+    assert check["reason"] == "step `lint` failed: exit code 4 (continue_on_error)"
+    assert "[check/lint] continuing after a failure (continue_on_error): step `lint` failed: exit code 4" in result.stdout
+    assert "continuing after a failure" in result.lines("check", "lint")[-1]
+    logs = cli("logs", result.summary["run_id"], "check/lint", cwd=tmp_path)
+    assert "continuing after a failure (continue_on_error)" in logs.stdout, logs.stdout + logs.stderr
 
 
 def test_job_continue_on_error_records_the_failure_and_the_run_succeeds(docker, tmp_path):

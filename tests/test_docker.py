@@ -821,3 +821,28 @@ def test_resource_limits_are_applied(docker, tmp_path):
     """)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.lines("limited", "1") == [f"memory={128 * 1024 * 1024}", "pids=64", "cpu=0.50"]
+
+
+def test_a_shell_missing_from_the_image_is_named_for_one_step_and_many_step_jobs(docker, tmp_path):
+    result = run(tmp_path, f"""
+        version: 1
+        defaults: {{image: {BUSYBOX_IMAGE}}}
+        jobs:
+          alone:
+            shell: bash
+            run: echo never
+          second:
+            steps:
+              - run: echo first
+              - run: print("never")
+                shell: python
+    """)
+    assert result.returncode == 1
+    jobs = result.summary["jobs"]
+    assert jobs["alone"]["reason"] == (
+        "step `1`: `bash` is not in image runner-test/busybox:latest; use `shell: sh` or an image that has it"
+    )
+    assert jobs["second"]["reason"] == (
+        "step `2`: `python3` is not in image runner-test/busybox:latest; use `shell: sh` or an image that has it"
+    )
+    assert "tini" not in json.dumps(jobs) and "OCI" not in json.dumps(jobs)

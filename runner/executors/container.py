@@ -18,6 +18,7 @@ import codecs
 from collections import deque
 import os
 import posixpath
+import re
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -53,6 +54,7 @@ class StepRun:
     env: dict[str, str] = field(default_factory=dict)  # from $RUNNER_ENV
     failed: bool = False
     reason: str = ""
+    tolerated: list[str] = field(default_factory=list)  # failures that continue_on_error let pass
     exit_code: int | None = None
 
 
@@ -192,7 +194,11 @@ class ContainerExecutor:
                 result, outputs = Result.FAILURE, {}
                 reason = f"step `{step.label}` timed out after {format_duration(step.timeout)}"
             self._record(done, step, result, outputs)
-            if result is Result.FAILURE and not _truthy(step.continue_on_error, scope):
+            if result is Result.FAILURE and _truthy(step.continue_on_error, scope):
+                # Tolerated, and still visible: in the step's log and the node's reason.
+                node.log(step.label, "stderr", f"continuing after a failure (continue_on_error): {reason}")
+                done.tolerated.append(f"{reason} (continue_on_error)")
+            elif result is Result.FAILURE:
                 done.failed = True
                 done.reason = done.reason or reason
             if timed_out:
@@ -200,7 +206,7 @@ class ContainerExecutor:
                 break
         return Outcome(
             Result.FAILURE if done.failed else Result.SUCCESS,
-            done.reason,
+            done.reason if done.failed else "; ".join(done.tolerated),
             scope={"steps": done.results},
             exit_code=done.exit_code,
         )
@@ -265,6 +271,9 @@ class ContainerExecutor:
         if exit_code == 0:
             return Result.SUCCESS, outputs, ""
         done.exit_code = exit_code
+        if exit_code in EXIT_HINTS and _missing_program(argv[0], last):
+            hint = "use an image that has it" if step.shell == "sh" else "use `shell: sh` or an image that has it"
+            return Result.FAILURE, outputs, f"step `{step.label}`: `{argv[0]}` is not in image {box.spec.image}; {hint}"
         reason = await self._explain(exit_code, box, last)
         return Result.FAILURE, outputs, f"step `{step.label}` failed: {reason}"
 
@@ -391,3 +400,11 @@ def repository(image: str) -> str:
     name = image.split("@", 1)[0]
     head, sep, tag = name.rpartition(":")
     return head if sep and "/" not in tag else name
+
+
+def _missing_program(program: str, last) -> bool:
+    """Whether a step's command could not start because `program` is not in the image:
+    the engine says so for an exec, the container's init for its own command."""
+    quoted = re.escape(program)
+    pattern = re.compile(rf'exec: "{quoted}": executable file not found|exec {quoted} failed: No such file or directory')
+    return any(pattern.search(line) for line in last)
