@@ -3,13 +3,43 @@
 from __future__ import annotations
 
 import base64
+import html
 import json
-from urllib.parse import quote
+import re
+import shlex
+from urllib.parse import quote, quote_plus
 
 from conftest import IMAGE_MAP, cli, write
 from runner.masking import MASK, Masker
 
 SECRET = "s3cr3t-Value/with+chars"
+# Every character that some encoding changes: each form below differs from the value.
+AWKWARD = "p/a+s=s&w%o\"r'd\\ $x y"
+
+
+def lower_hex(text: str) -> str:
+    return re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), text)
+
+
+def encodings(value: str) -> dict[str, str]:
+    """The forms of `value` that a program printing it with the standard library may produce."""
+    forms = {}
+    for name, encode in (("quote", quote), ("quote_plus", quote_plus)):
+        for safe in ("", "/"):
+            encoded = encode(value, safe=safe)
+            forms[f"{name}(safe={safe!r})"] = encoded
+            forms[f"{name}(safe={safe!r}) lower-case hex"] = lower_hex(encoded)
+    forms["json.dumps"] = json.dumps(value)[1:-1]
+    forms["json.dumps(ensure_ascii=False)"] = json.dumps(value, ensure_ascii=False)[1:-1]
+    forms["json.dumps quoted"] = json.dumps(value)
+    forms["shlex.quote"] = shlex.quote(value)
+    forms["repr"] = repr(value)
+    forms["html.escape"] = html.escape(value)
+    forms["hex"] = value.encode().hex()
+    forms["HEX"] = value.encode().hex().upper()
+    forms["base64"] = base64.b64encode(value.encode()).decode()
+    forms["urlsafe_b64encode"] = base64.urlsafe_b64encode(b"?" + value.encode()).decode()
+    return forms
 
 
 def test_the_value_and_each_line_of_a_multi_line_value():
@@ -24,6 +54,39 @@ def test_json_escaped_and_url_encoded_forms():
     masker = Masker([SECRET])
     assert SECRET not in masker.text(f"https://x/?t={quote(SECRET, safe='')}")
     assert MASK in masker.text(f"https://x/?t={quote(SECRET, safe='')}")
+
+
+def test_every_standard_library_encoding_of_an_awkward_value():
+    masker = Masker([AWKWARD, "pässwörd/ü"])
+    for value in (AWKWARD, "pässwörd/ü"):
+        for name, form in encodings(value).items():
+            masked = masker.text(f"before {form} after")
+            assert form not in masked, name
+            assert masked.startswith("before ") and masked.endswith(" after") and MASK in masked, (name, masked)
+
+
+def test_percent_encoding_with_hex_digits_in_either_case():
+    masker = Masker(["a/b c"])
+    for text in ("a%2Fb%20c", "a%2fb%20c", "a%2fb+c", "a/b+c"):
+        assert masker.text(f"x={text};") == "x=***;", text
+
+
+def test_encoded_forms_are_masked_inside_json_of_json():
+    masker = Masker([AWKWARD])
+    twice = json.dumps(json.dumps({"password": AWKWARD}))
+    assert MASK in masker.text(twice)
+
+
+def test_masking_many_secrets_stays_fast():
+    import time
+
+    masker = Masker([f"secret-number-{i}-{AWKWARD}" for i in range(20)])
+    lines = [f"line {i}: an ordinary log line of about eighty characters, nothing secret" for i in range(20000)]
+    started = time.perf_counter()
+    for line in lines:
+        masker.text(line)
+    per_line = (time.perf_counter() - started) / len(lines)
+    assert per_line < 200e-6, f"{per_line * 1e6:.1f} µs a line"
 
 
 def test_base64_at_every_offset_inside_longer_data():
