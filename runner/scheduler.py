@@ -23,7 +23,7 @@ from .compiler import format_duration, parse_duration
 from .executors import Executor, NodeRun, Outcome, add_usage
 from .executors.subworkflow import SubWorkflows
 from .masking import Masker
-from .matrix import MatrixError, expand, label
+from .matrix import MatrixError, expand, labels
 from .model import Job, JobKind, Result, Workflow
 from .reporting import Prefixed, Reporter
 from .state import NodeRecord, NodeState, RunOutcome, RunState, file_name
@@ -322,7 +322,8 @@ class Scheduler:
         self.state.transition(record, NodeState.RUNNING)
         limiter = trio.CapacityLimiter(int(matrix.get("max_parallel") or len(combos)))
         fail_fast = bool(matrix.get("fail_fast", True))
-        nodes = [self.state.add(NodeRecord(label(job.id, values), job.id, values)) for values in combos]
+        names = labels(job.id, combos, self.masker.value if self.masker is not None else lambda values: values)
+        nodes = [self.state.add(NodeRecord(name, job.id, values)) for name, values in zip(names, combos)]
         self.instances[job.id] = [n.id for n in nodes]
         with trio.CancelScope() as siblings:
 

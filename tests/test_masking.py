@@ -135,3 +135,114 @@ def test_an_output_derived_from_a_secret_stays_masked_downstream(docker, tmp_pat
     everything = result.stdout + result.stderr + out.read_text()
     assert "TOK_ABC_DEF" not in everything
     assert "derived is ***" in result.stdout
+
+
+PRINTS_EVERY_FORM = """
+    version: 1
+    secrets: [TOKEN]
+    jobs:
+      encode:
+        image: python:3.12-slim
+        steps:
+          - id: print
+            shell: python
+            run: |
+              import base64, html, json, os, re, shlex, sys
+              from urllib.parse import quote, quote_plus
+              secret = ${{ secrets.TOKEN }}
+              forms = [quote(secret), quote(secret, safe=""), quote_plus(secret), quote_plus(secret, safe="/"),
+                       json.dumps(secret), json.dumps(secret, ensure_ascii=False), json.dumps({"p": secret}),
+                       shlex.quote(secret), repr(secret), html.escape(secret), secret.encode().hex(),
+                       base64.b64encode(secret.encode()).decode(), base64.urlsafe_b64encode(secret.encode()).decode()]
+              forms += [re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), form) for form in forms[:4]]
+              for form in forms:
+                  print("form:", form)
+                  print("form:", form, file=sys.stderr)
+              with open(os.environ["RUNNER_OUTPUT"], "a") as out:
+                  out.write("quoted=" + quote(secret) + "\\n")
+        outputs: {quoted: "${{ steps.print.outputs.quoted }}"}
+      lookup:
+        # The error names the missing key: the secret, percent-encoded with `/` safe.
+        outputs: {n: "${{ {'a': 1}[secrets.TOKEN | urlencode] }}"}
+    outputs:
+      quoted: ${{ jobs.encode.outputs.quoted }}
+"""
+
+
+def leaks(text: str, secret: str = AWKWARD) -> list[str]:
+    return [name for name, form in encodings(secret).items() if form in text]
+
+
+def test_no_encoding_of_a_secret_reaches_any_output(docker, tmp_path):
+    path = write(tmp_path, PRINTS_EVERY_FORM)
+    out, events = tmp_path / "out.json", tmp_path / "events.jsonl"
+    result = cli("run", path, *IMAGE_MAP, "--output-json", out, "--events", events, env={"TOKEN": AWKWARD}, cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    printed = [line for line in result.stdout.splitlines() if "form:" in line]
+    assert len(printed) == 34 and all(MASK in line for line in printed), result.stdout
+    summary = json.loads(out.read_text())
+    run_id = summary["run_id"]
+    assert summary["jobs"]["lookup"]["reason"] == "outputs: no `***` in dict object"
+    assert summary["outputs"] == {"quoted": MASK}
+    shown = {
+        "console": result.stdout + result.stderr,
+        "--output-json": out.read_text(),
+        "--events": events.read_text(),
+        "step logs": "".join(p.read_text() for p in (tmp_path / ".runner").rglob("*.log")),
+        "runner logs": cli("logs", run_id, cwd=tmp_path).stdout,
+        "runner runs show": cli("runs", "show", run_id, cwd=tmp_path).stdout,
+        "runner runs show --format json": cli("runs", "show", run_id, "--format", "json", cwd=tmp_path).stdout,
+    }
+    for where in ("step logs", "runner logs"):
+        printed = [line for line in shown[where].splitlines() if "form:" in line]
+        assert len(printed) == 34 and all(MASK in line for line in printed), shown[where]
+    for where, text in shown.items():
+        assert not leaks(text), (where, leaks(text))
+
+
+def test_no_encoding_of_a_secret_reaches_github_actions_output(docker, tmp_path):
+    for name in ("output", "summary"):
+        (tmp_path / name).touch()
+    env = {
+        "GITHUB_ACTIONS": "true", "GITHUB_WORKSPACE": str(tmp_path), "TOKEN": AWKWARD,
+        "GITHUB_OUTPUT": str(tmp_path / "output"), "GITHUB_STEP_SUMMARY": str(tmp_path / "summary"),
+    }
+    result = cli("run", write(tmp_path, PRINTS_EVERY_FORM), *IMAGE_MAP, env=env, cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    registered, *printed = result.stdout.splitlines()
+    assert registered == f"::add-mask::{AWKWARD}"
+    summary = (tmp_path / "summary").read_text()
+    assert "| `lookup` | ❌ failure |" in summary and "no `***` in dict object" in summary
+    assert '"quoted": "***"' in summary
+    for where, text in {"log": "\n".join(printed) + result.stderr, "summary": summary,
+                        "outputs": (tmp_path / "output").read_text()}.items():
+        assert not leaks(text), (where, leaks(text))
+
+
+def test_a_matrix_value_that_is_a_secret_is_masked_in_the_instance_name(docker, tmp_path):
+    path = write(tmp_path, """
+        version: 1
+        secrets: [TOKEN, LONG]
+        jobs:
+          m:
+            matrix:
+              t: ["${{ secrets.TOKEN }}", "${{ secrets.LONG }}", plain]
+            image: alpine:3.20
+            run: echo "length ${{ matrix.t | length }}"
+    """)
+    long = "a-long-secret-value-whose-start-is-shown-" + "x" * 20
+    out, events = tmp_path / "out.json", tmp_path / "events.jsonl"
+    result = cli("run", path, *IMAGE_MAP, "--output-json", out, "--events", events,
+                 env={"TOKEN": AWKWARD, "LONG": long}, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(out.read_text())
+    # Two instances whose names would read the same are told apart by their position.
+    assert list(summary["jobs"]["m"]["instances"]) == ["m (t=***) #1", "m (t=***) #2", "m (t=plain)"]
+    assert "[m (t=***) #2/1] length 61" in result.stdout
+    run_id = summary["run_id"]
+    shown = (result.stdout + result.stderr + out.read_text() + events.read_text()
+             + cli("logs", run_id, cwd=tmp_path).stdout
+             + cli("runs", "show", run_id, "--format", "json", cwd=tmp_path).stdout
+             + "\n".join(str(p) for p in (tmp_path / ".runner").rglob("*")))
+    assert long[:20] not in shown
+    assert not leaks(shown)
