@@ -246,3 +246,22 @@ def test_a_matrix_value_that_is_a_secret_is_masked_in_the_instance_name(docker, 
              + "\n".join(str(p) for p in (tmp_path / ".runner").rglob("*")))
     assert long[:20] not in shown
     assert not leaks(shown)
+
+
+def test_an_output_derived_from_a_secret_is_never_cached(docker, tmp_path):
+    path = write(tmp_path, """
+        version: 1
+        secrets: [TOKEN]
+        jobs:
+          derive:
+            image: alpine:3.20
+            cache: true
+            run: echo deriving
+            outputs: {shout: "${{ secrets.TOKEN | upper }}"}
+    """)
+    result = cli("run", path, *IMAGE_MAP, env={"TOKEN": "tok-abc-def"}, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "not cached: its outputs hold a secret's value" in result.stdout
+    for path in (tmp_path / ".runner").rglob("*"):
+        if path.is_file():
+            assert b"TOK-ABC-DEF" not in path.read_bytes(), path
