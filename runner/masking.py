@@ -68,6 +68,7 @@ class Masker:
     def __init__(self, secrets: Iterable[str] = ()):
         self.patterns: dict[str, int] = {}
         self.too_short: list[str] = []
+        self.longest = 0  # the length of the longest form
         self._regex: re.Pattern | None = None
         for value in secrets:
             self.add(value)
@@ -81,6 +82,7 @@ class Masker:
         patterns = _patterns(value)
         if not patterns.keys() <= self.patterns.keys():
             self.patterns.update(patterns)
+            self.longest = max(self.longest, *patterns.values())
             self._regex = None
 
     def __bool__(self) -> bool:
@@ -92,15 +94,13 @@ class Masker:
             self._regex = re.compile("|".join(sorted(self.patterns, key=self.patterns.get, reverse=True)))
         return self._regex
 
-    def text(self, text: str) -> str:
+    def spans(self, text: str) -> list[list[int]]:
+        """Where forms stand in `text`, overlapping ones merged into one stretch."""
         if not self.patterns or not text:
-            return text
+            return []
         search = self._compiled().search
         match = search(text)
-        if match is None:
-            return text
-        # Searching again from just after each match's start finds the forms that
-        # overlap it; overlapping forms are merged into one masked stretch.
+        # Searching again from just after each match's start finds the forms that overlap it.
         spans: list[list[int]] = []
         while match is not None:
             start, end = match.span()
@@ -109,6 +109,12 @@ class Masker:
             else:
                 spans.append([start, end])
             match = search(text, start + 1)
+        return spans
+
+    def text(self, text: str) -> str:
+        spans = self.spans(text)
+        if not spans:
+            return text
         out, position = [], 0
         for start, end in spans:
             out.append(text[position:start])

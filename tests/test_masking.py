@@ -265,3 +265,24 @@ def test_an_output_derived_from_a_secret_is_never_cached(docker, tmp_path):
     for path in (tmp_path / ".runner").rglob("*"):
         if path.is_file():
             assert b"TOK-ABC-DEF" not in path.read_bytes(), path
+
+
+def test_a_secret_where_a_long_line_is_cut_is_masked_whole(docker, tmp_path):
+    # A line without a newline is cut every 64 KiB: the secret stands across the first cut.
+    path = write(tmp_path, """
+        version: 1
+        secrets: [TOKEN]
+        jobs:
+          long:
+            image: python:3.12-slim
+            steps:
+              - shell: python
+                run: |
+                  import sys
+                  sys.stdout.write("x" * (64 * 1024 - 10) + ${{ secrets.TOKEN }} + "y" * 100)
+    """)
+    result = cli("run", path, *IMAGE_MAP, env={"TOKEN": AWKWARD}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "x***y" in result.stdout.replace("\n[long/1] ", "")
+    for piece in (AWKWARD[:10], AWKWARD[10:]):
+        assert piece not in result.stdout
