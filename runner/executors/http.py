@@ -150,11 +150,16 @@ class Session:
     def __init__(self, secrets: Iterable[str] = ()):
         self.masker = Masker(s for s in secrets if s)  # percent-encoded spellings included
         self._clients: dict[Any, httpx.AsyncClient] = {}
+        self._extra: dict[tuple[str, ...], Masker] = {}  # a job's own secrets (an API key): built once
 
     def mask(self, text: str, extra: Iterable[str] = ()) -> str:
         text = self.masker.text(text)
-        extra = [e for e in extra if e]
-        return Masker(extra).text(text) if extra else text
+        extra = tuple(e for e in extra if e)
+        if not extra:
+            return text
+        if extra not in self._extra:
+            self._extra[extra] = Masker(extra)
+        return self._extra[extra].text(text)
 
     def show_url(self, url: httpx.URL | str, extra: Iterable[str] = ()) -> str:
         """The URL as logs and messages show it: a password in it, and every secret, masked."""
