@@ -1,9 +1,10 @@
 """Secret values never leave the process unmasked: every printed or written string passes here.
 
-Besides each value itself, the masker hides each line of a multi-line value and
-the forms a value takes when a program prints it through a standard encoder:
-percent-encoded (`quote` and `quote_plus`, with `/` safe or not), JSON-escaped
-(ASCII-only or not, once or twice), shell-quoted, Python `repr`, HTML-escaped,
+Besides each value itself (and without the whitespace around it), the masker
+hides each line of a multi-line value and the forms a value takes when a program
+prints it through a standard encoder: percent-encoded (`quote` and `quote_plus`,
+with `/` safe or not), JSON-escaped (ASCII-only or not, once or twice),
+shell-quoted, Python `repr` (of the text or of its UTF-8 bytes), HTML-escaped,
 hex, and base64 (standard and URL-safe) at each of the three byte offsets it can
 start at inside longer data.  Hex digits match in either case.
 """
@@ -21,17 +22,17 @@ from urllib.parse import quote, quote_plus
 MASK = "***"
 MIN_LENGTH = 4  # shorter values would mask ordinary text everywhere
 
-# The escapes whose hex digits a program may print in either case: %2F, \u00e9.
-_ESCAPE = re.compile(r"%[0-9A-F]{2}|\\u[0-9a-f]{4}")
+# The escapes whose hex digits a program may print in either case: %2F, \u00e9, \xc3.
+_ESCAPE = re.compile(r"%[0-9A-F]{2}|\\u[0-9a-f]{4}|\\x[0-9a-f]{2}")
 
 
 def _forms(value: str) -> set[str]:
     json_ascii, json_utf8 = json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]
     forms = {
-        value, *value.splitlines(),
+        value, value.strip(), *value.splitlines(),
         json_ascii, json_utf8, json.dumps(json_ascii)[1:-1], json.dumps(json_utf8, ensure_ascii=False)[1:-1],
         quote(value, safe=""), quote(value), quote_plus(value), quote_plus(value, safe="/"),
-        shlex.quote(value), repr(value)[1:-1], html.escape(value),
+        shlex.quote(value), repr(value)[1:-1], repr(value.encode())[2:-1], html.escape(value),
     }
     raw = value.encode("utf-8")
     for offset in range(3):

@@ -34,6 +34,7 @@ def encodings(value: str) -> dict[str, str]:
     forms["json.dumps quoted"] = json.dumps(value)
     forms["shlex.quote"] = shlex.quote(value)
     forms["repr"] = repr(value)
+    forms["repr of the bytes"] = repr(value.encode())
     forms["html.escape"] = html.escape(value)
     forms["hex"] = value.encode().hex()
     forms["HEX"] = value.encode().hex().upper()
@@ -63,6 +64,11 @@ def test_every_standard_library_encoding_of_an_awkward_value():
             masked = masker.text(f"before {form} after")
             assert form not in masked, name
             assert masked.startswith("before ") and masked.endswith(" after") and MASK in masked, (name, masked)
+
+
+def test_a_value_read_with_surrounding_whitespace_is_masked_without_it():
+    masker = Masker(["  tok-1234 \n", "key-5678\r\n"])
+    assert masker.text("a=tok-1234, b=key-5678.") == "a=***, b=***."
 
 
 def test_percent_encoding_with_hex_digits_in_either_case():
