@@ -152,10 +152,11 @@ def test_a_failed_job_writes_no_entry_and_entries_expire(docker, tmp_path):
             cache: true
             run: test -f /workspace/ok
           brief:
-            cache: {{ttl: 2s}}
+            cache: {{ttl: 8s}}
             run: echo brief
     """)
     first = run(tmp_path)
+    first_ended = time.monotonic()
     assert first["jobs"]["flaky"]["result"] == "failure"
     entries = sqlite3.connect(tmp_path / ".runner" / "state.db").execute("SELECT node FROM cache").fetchall()
     assert entries == [("brief",)]  # the failed job wrote none
@@ -163,7 +164,7 @@ def test_a_failed_job_writes_no_entry_and_entries_expire(docker, tmp_path):
     second = run(tmp_path)
     assert second["status"] == "success" and cached(second, "flaky") is None
     assert cached(second, "brief") == first["run_id"]
-    time.sleep(2.5)
+    time.sleep(max(0.0, first_ended + 8.5 - time.monotonic()))
     third = run(tmp_path)
     assert cached(third, "flaky") == second["run_id"] and cached(third, "brief") is None  # expired
     gc = cli("runs", "gc", "--keep", "10", cwd=tmp_path)

@@ -161,7 +161,7 @@ def _execute(workflow: Workflow, options: RunOptions, store, state_dir: Path):
             masker=masker,
             restore=plan.restore if plan else None,
             preset=options.only.preset if options.only else None,
-            cache=_cache(scheduled, store, run_id, secret_values, executors, options),
+            cache=_cache(scheduled, store, run_id, secret_values, masker, executors, options),
         )
 
         async def run_and_close():
@@ -208,7 +208,8 @@ async def _keep_flushing(recorder) -> None:
             recorder.flush()
 
 
-def _cache(workflow: Workflow, store, run_id: str, secret_values: dict[str, str], executors: dict, options: RunOptions):
+def _cache(workflow: Workflow, store, run_id: str, secret_values: dict[str, str], masker: Masker, executors: dict,
+           options: RunOptions):
     """The run's cache, if any of its jobs asks for one."""
     if not any(job.cache is not None for w in workflow.workflows() for job in w.jobs.values()):
         return None
@@ -216,7 +217,7 @@ def _cache(workflow: Workflow, store, run_id: str, secret_values: dict[str, str]
 
     container = executors.get(JobKind.CONTAINER)
     return Cache(
-        store, run_id, secret_values, read=options.use_cache,
+        store, run_id, secret_values, masker, read=options.use_cache,
         digest=container.image_digest if container is not None else None,
     )
 

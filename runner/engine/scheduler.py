@@ -23,7 +23,7 @@ from runner.model.durations import format_duration, parse_duration
 from runner.executors import Executor, NodeRun, Outcome, add_usage
 from runner.executors.subworkflow import SubWorkflows
 from runner.masking import Masker
-from runner.expr.matrix import MatrixError, expand, label
+from runner.expr.matrix import MatrixError, expand, labels
 from runner.model.workflow import Job, JobKind, Workflow
 from runner.model.results import Result
 from runner.report import Prefixed, Reporter
@@ -331,7 +331,8 @@ class Scheduler:
         self.state.transition(record, NodeState.RUNNING)
         limiter = trio.CapacityLimiter(int(matrix.get("max_parallel") or len(combos)))
         fail_fast = bool(matrix.get("fail_fast", True))
-        nodes = [self.state.add(NodeRecord(label(job.id, values), job.id, values)) for values in combos]
+        names = labels(job.id, combos, self.masker.value if self.masker is not None else lambda values: values)
+        nodes = [self.state.add(NodeRecord(name, job.id, values)) for name, values in zip(names, combos)]
         self.instances[job.id] = [n.id for n in nodes]
         with trio.CancelScope() as siblings:
 

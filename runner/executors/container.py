@@ -243,7 +243,7 @@ class ContainerExecutor:
             "RUNNER_RUN_ID": self.run_id,
             "RUNNER_JOB": node.job.id,
         }
-        lines = _Lines(lambda stream, line: node.log(step.label, stream, line))
+        lines = _Lines(lambda stream, line: node.log(step.label, stream, line), self.masker)
         argv = command(step.shell, f"{RUNNER_DIR}/{script_name}")
         # The only step may be its container's own command where nothing it can see
         # changes: a secret must stay out of the container's configuration, the
@@ -324,8 +324,9 @@ class _Lines:
     the rest is counted but no longer passed on.
     """
 
-    def __init__(self, emit: Callable[[str, str], None]):
+    def __init__(self, emit: Callable[[str, str], None], masker: Masker | None = None):
         self.emit = emit
+        self.masker = masker
         self.pending: dict[str, str] = {}
         self.decoders: dict[str, Any] = {}
         self.passed = 0
@@ -339,12 +340,21 @@ class _Lines:
         decoder = self.decoders.setdefault(stream, codecs.getincrementaldecoder("utf-8")("replace"))
         text = self.pending.get(stream, "") + decoder.decode(data)
         *complete, rest = text.split("\n")
-        while len(rest) > MAX_LINE:
-            complete.append(rest[:MAX_LINE])
-            rest = rest[MAX_LINE:]
+        # A cut is made only once every secret that may stand across it has arrived whole.
+        while len(rest) > MAX_LINE + (self.masker.longest if self.masker else 0):
+            cut = self._cut(rest)
+            complete.append(rest[:cut])
+            rest = rest[cut:]
         for line in complete:
             self._line(stream, line.rstrip("\r"))
         self.pending[stream] = rest
+
+    def _cut(self, text: str) -> int:
+        """MAX_LINE, or where a secret that stands across it begins (ends, for one longer than a line)."""
+        for start, end in self.masker.spans(text[:MAX_LINE + self.masker.longest]) if self.masker else ():
+            if start < MAX_LINE < end:
+                return start or end
+        return MAX_LINE
 
     def _line(self, stream: str, line: str) -> None:
         if self.passed >= MAX_OUTPUT:

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
-from urllib.parse import quote, quote_plus
 
 import httpx
 import trio
@@ -149,16 +148,18 @@ class Session:
     """What the http and llm jobs of one run share: clients, the secrets to mask."""
 
     def __init__(self, secrets: Iterable[str] = ()):
-        secrets = [s for s in secrets if s]
-        # A secret may stand in a URL percent-encoded: mask those spellings too.
-        variants = {v for s in secrets for v in (s, quote(s, safe=""), quote_plus(s), quote(s))}
-        self.masker = Masker(sorted(variants))
+        self.masker = Masker(s for s in secrets if s)  # percent-encoded spellings included
         self._clients: dict[Any, httpx.AsyncClient] = {}
+        self._extra: dict[tuple[str, ...], Masker] = {}  # a job's own secrets (an API key): built once
 
     def mask(self, text: str, extra: Iterable[str] = ()) -> str:
         text = self.masker.text(text)
-        extra = [e for e in extra if e]
-        return Masker(extra).text(text) if extra else text
+        extra = tuple(e for e in extra if e)
+        if not extra:
+            return text
+        if extra not in self._extra:
+            self._extra[extra] = Masker(extra)
+        return self._extra[extra].text(text)
 
     def show_url(self, url: httpx.URL | str, extra: Iterable[str] = ()) -> str:
         """The URL as logs and messages show it: a password in it, and every secret, masked."""

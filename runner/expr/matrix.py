@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from collections import Counter
+from typing import Any, Callable
 
 from runner.expr.templates import to_text
 
@@ -68,6 +69,14 @@ def label(job_id: str, values: dict[str, Any]) -> str:
     """``build (shard=1, py=3.12)``: how an instance is named in logs and results."""
     inner = ", ".join(f"{k}={_short(v)}" for k, v in values.items())
     return f"{job_id} ({inner})"
+
+
+def labels(job_id: str, combos: list[dict[str, Any]], mask: Callable[[Any], Any]) -> list[str]:
+    """Each instance's label, its values passed through `mask` first (a name is printed
+    everywhere); instances whose labels would read the same get their position added."""
+    names = [label(job_id, mask(values)) for values in combos]
+    counts = Counter(names)
+    return [f"{name} #{position}" if counts[name] > 1 else name for position, name in enumerate(names, 1)]
 
 
 def _short(value: Any) -> str:

@@ -61,6 +61,7 @@ class Cache:
         store: Store,
         run_id: str,
         secrets: Mapping[str, str],
+        masker: Masker,
         *,
         read: bool = True,
         digest: Callable[[Job, Mapping[str, Any]], Awaitable[str]] | None = None,
@@ -69,7 +70,7 @@ class Cache:
         self.run_id = run_id
         self.read = read  # False with --no-cache: every job runs, and refreshes its entry
         self.digest = digest
-        self.masker = Masker(list(secrets.values()))
+        self.masker = masker  # the run's: it knows the values computed from secrets too
         # Longest first, so that a secret containing another is replaced whole.
         self.secrets = sorted(((v, k) for k, v in secrets.items() if v), key=lambda p: -len(p[0]))
         self._refs: dict[int, set] = {}

@@ -98,8 +98,9 @@ class Recorder(Reporter):
         else:
             outputs, children, finished = _EMPTY, None, None
         reason = masker.text(node.reason) if masker else node.reason
+        matrix = dumps(masker.value(node.matrix)) if node.matrix is not None else None
         return (
-            self.run_id, node.id, node.job_id, dumps(node.matrix) if node.matrix is not None else None,
+            self.run_id, node.id, node.job_id, matrix,
             node.state.value, outputs, secret, reason, node.attempts, self.started[node.id], finished,
             round(node.duration, 6), node.continue_on_error, node.cached_from, node.kept_from, node.container,
             dumps(node.usage) if node.usage else None, children, self.run_attempt, seq,
