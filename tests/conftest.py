@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import sysconfig
 import textwrap
 from pathlib import Path
 
@@ -66,6 +67,18 @@ def docker(docker_client, tmp_path):
         except NotFound:
             pass
     assert not left, f"containers left behind: {[c['Names'] for c in left]}"
+
+
+def installed(command: str) -> str:
+    """A command the test extras install beside the tests' own interpreter.
+
+    Looked up there, never on PATH: what happens to be installed on the machine
+    must not decide what the tests run.
+    """
+    path = Path(sysconfig.get_path("scripts")) / command
+    if not path.exists():
+        pytest.fail(f"{path} is missing: it comes with the test extras; run `scripts/dev setup`", pytrace=False)
+    return str(path)
 
 
 def write(directory: Path, text: str, name: str = "workflow.yml") -> Path:

@@ -3,15 +3,20 @@ any change to what the job depends on is a miss.  Against the real engine."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import re
 import sqlite3
+import stat
+import tarfile
 import time
 from pathlib import Path
 
 import pytest
 
 from conftest import BUSYBOX, IMAGE_MAP, PYTHON, cli, write
+from runner.history.cache import extract_checked, restore
 from test_schema import problems
 from watch import created  # noqa: F401  (a fixture)
 
@@ -223,3 +228,89 @@ def test_cache_keys_in_the_schema_and_compiler(tmp_path):
     assert "`cache` applies to container jobs only (jobs.value.cache)" in done.stderr
     assert "`../secrets` must be a glob inside the workspace" in done.stderr
     assert "warning: `cache_outputs` has no effect without `cache: true`" in done.stderr
+
+
+# -- restoring an archive: never outside the workspace ---------------------------------------------
+
+
+def _archive(path: Path, *members: tuple[tarfile.TarInfo, bytes | None]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "", mode: int = 0o644) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.mode = kind, link, mode
+    return info
+
+
+# Both ways of unpacking: the standard library's `data` filter where this Python has it
+# (3.11.4 and later), and runner's own checks, which Pythons before it use.
+UNPACKERS = {"restore": restore, "checked": lambda archive, workspace: _checked(archive, workspace)}
+
+
+def _checked(archive: Path, workspace: Path) -> None:
+    with tarfile.open(archive, "r:gz") as tar:
+        extract_checked(tar, workspace)
+
+
+@pytest.mark.parametrize("unpack", UNPACKERS.values(), ids=UNPACKERS.keys())
+def test_an_archive_restores_files_links_and_modes(tmp_path, unpack):
+    archive = _archive(
+        tmp_path / "ok.tar.gz",
+        (_member("dist/app", mode=0o4755), b"#!/bin/sh\necho hi\n"),
+        (_member("dist/notes.txt", mode=0o666), b"notes\n"),
+        (_member("dist/latest", tarfile.SYMTYPE, "app"), None),
+        (_member("dist/copy", tarfile.LNKTYPE, "dist/notes.txt"), None),
+    )
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    unpack(archive, workspace)
+    dist = workspace / "dist"
+    assert (dist / "app").read_text() == "#!/bin/sh\necho hi\n" and (dist / "copy").read_text() == "notes\n"
+    assert os.readlink(dist / "latest") == "app"
+    # No setuid bit and no write access for others, as with the `data` filter.
+    assert stat.S_IMODE((dist / "app").stat().st_mode) == 0o755
+    assert stat.S_IMODE((dist / "notes.txt").stat().st_mode) == 0o644
+    assert (dist / "app").stat().st_uid == os.geteuid()
+
+
+HOSTILE = {
+    "absolute path": [(_member("/outside/evil"), b"x")],
+    "dot-dot": [(_member("../outside/evil"), b"x")],
+    "symlink out": [(_member("link", tarfile.SYMTYPE, "../outside"), None), (_member("link/evil"), b"x")],
+    "absolute symlink": [(_member("link", tarfile.SYMTYPE, "/"), None)],
+    "symlink out through a symlink": [
+        (_member("here", tarfile.SYMTYPE, "."), None),
+        (_member("up", tarfile.SYMTYPE, "here/.."), None),
+        (_member("up/outside/evil"), b"x"),
+    ],
+    "hard link out": [(_member("hard", tarfile.LNKTYPE, "../outside/secret"), None)],
+    "device": [(_member("null", tarfile.CHRTYPE), None)],
+    "fifo": [(_member("pipe", tarfile.FIFOTYPE), None)],
+}
+
+
+@pytest.mark.parametrize("unpack", UNPACKERS.values(), ids=UNPACKERS.keys())
+@pytest.mark.parametrize("case", HOSTILE.keys())
+def test_a_hostile_archive_writes_nothing_outside_the_workspace(tmp_path, unpack, case):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("secret\n")
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    archive = _archive(tmp_path / "hostile.tar.gz", *HOSTILE[case])
+    try:
+        unpack(archive, workspace)
+    except tarfile.TarError:
+        pass  # refused: the cache counts it as a miss and runs the job
+    assert sorted(p.name for p in outside.iterdir()) == ["secret"]
+    assert not (workspace / "null").exists() and not (workspace / "pipe").exists()
+    assert not [p for p in workspace.rglob("*") if p.is_symlink() and not p.resolve().is_relative_to(workspace.resolve())]
+    if unpack is not restore:
+        with pytest.raises(tarfile.TarError):
+            unpack(archive, tmp_path / "again")

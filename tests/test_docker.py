@@ -323,6 +323,17 @@ def test_step_log_file_keeps_the_whole_output(docker, tmp_path):
     assert "to stderr" in printed
 
 
+def test_each_line_of_one_step_jobs_started_together_arrives_once(docker, tmp_path):
+    # A one-step job's first lines come while the engine may still be setting up the
+    # attach: they must neither be lost nor come twice (once live, once from its log).
+    jobs = "".join(f"  j{i}: {{image: {BUSYBOX_IMAGE}, run: echo line {i}}}\n" for i in range(16))
+    result = run(tmp_path, "version: 1\nconcurrency: 16\njobs:\n" + jobs)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for i in range(16):
+        assert result.lines(f"j{i}", "1") == [f"line {i}"]
+        assert result.logs[f"j{i}/1.log"] == f"line {i}\n"
+
+
 # -- shells ----------------------------------------------------------------------
 
 

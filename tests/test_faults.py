@@ -371,17 +371,26 @@ def _socket_path() -> str:
     return host[len("unix://"):]
 
 
-def _unprivileged_python() -> tuple[list[str], dict[str, str]]:
+def _unprivileged_python(lib: Path) -> tuple[list[str], dict[str, str]]:
     """A Python that uid 65534 may run, with runner and its dependencies importable.
 
-    The test's own interpreter may live where only root can reach it (a pyenv
-    under /root); then a system Python of the same version runs the same code
-    from this checkout, with the virtual environment's packages.
+    The checkout and its virtual environment may lie where only root can reach them
+    (a clone in a private directory, a pyenv under /root): runner and the installed
+    packages are linked or copied into `lib`, which everyone may read, and a Python
+    of the same version that uid 65534 may run, runs them from there.
     """
-    env = {"PYTHONPATH": os.pathsep.join([str(ROOT), sysconfig.get_paths()["purelib"]]), "PYTHONDONTWRITEBYTECODE": "1"}
+    for site in dict.fromkeys([sysconfig.get_path("purelib"), sysconfig.get_path("platlib")]):
+        shutil.copytree(site, lib, copy_function=_link_or_copy, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "__editable__*"))
+    shutil.copytree(ROOT / "runner", lib / "runner", copy_function=_link_or_copy, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for directory, _, _ in os.walk(lib):
+        os.chmod(directory, 0o755)
+    env = {"PYTHONPATH": str(lib), "PYTHONDONTWRITEBYTECODE": "1"}
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     tried = []
-    for candidate in dict.fromkeys([sys.executable, f"/usr/bin/{version}", f"/usr/local/bin/{version}"]):
+    candidates = [sys.executable, os.path.realpath(sys.executable), f"/usr/bin/{version}", f"/usr/local/bin/{version}"]
+    for candidate in dict.fromkeys(candidates):
         if not os.path.exists(candidate):
             continue
         try:
@@ -398,6 +407,19 @@ def _unprivileged_python() -> tuple[list[str], dict[str, str]]:
     pytest.fail("no Python interpreter that uid 65534 can run with runner importable; tried:\n" + "\n".join(tried))
 
 
+def _link_or_copy(source: str, target: str) -> None:
+    """A hard link where everyone may read the file already (no copying 100 MB), else a readable copy."""
+    if os.path.lexists(target):
+        os.unlink(target)  # never write through a link to the installed file
+    if os.stat(source).st_mode & stat.S_IROTH:
+        try:
+            return os.link(os.path.realpath(source), target)
+        except OSError:  # another file system
+            pass
+    shutil.copy2(source, target)
+    os.chmod(target, os.stat(target).st_mode | stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+
+
 def _as_nobody() -> None:
     os.setgroups([])
     os.setgid(NOBODY)
@@ -410,11 +432,11 @@ def test_permission_denied_on_the_socket_exits_3_naming_the_socket(docker, tmp_p
     assert not mode & (stat.S_IROTH | stat.S_IWOTH), (
         f"{sock} is usable by everyone (mode {stat.filemode(mode)}): this test needs the usual root:docker 660"
     )
-    command, env = _unprivileged_python()
     # pytest's own temporary directories are private to root: uid 65534 needs one it may enter.
     workspace = Path(tempfile.mkdtemp(prefix="runner-nobody-"))
     try:
         os.chmod(workspace, 0o777)
+        command, env = _unprivileged_python(workspace / "lib")
         home = workspace / "home"
         home.mkdir(mode=0o777)
         os.chmod(home, 0o777)

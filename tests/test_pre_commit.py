@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-from conftest import ROOT, write
+from conftest import ROOT, installed, write
 
 
 def test_hook_validates_workflows_and_ignores_other_yaml(tmp_path):
@@ -18,11 +16,11 @@ def test_hook_validates_workflows_and_ignores_other_yaml(tmp_path):
     write(repo, "services:\n  web:\n    image: nginx\n    need: nothing\n", "compose.yml")
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
-    pre_commit = shutil.which("pre-commit") or str(Path(sys.executable).parent / "pre-commit")
+    pre_commit = installed("pre-commit")
     result = subprocess.run(
         [pre_commit, "try-repo", str(ROOT), "runner-validate", "--all-files"],
         cwd=repo, capture_output=True, text=True, timeout=900,
-        env={"PRE_COMMIT_HOME": str(tmp_path / "cache"), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        env={"PRE_COMMIT_HOME": str(tmp_path / "cache"), "PATH": f"{Path(pre_commit).parent}:/usr/bin:/bin",
              "HOME": str(tmp_path)},
     )
     output = result.stdout + result.stderr

@@ -212,8 +212,10 @@ class DockerBackend:
 
         def run(deliver) -> int:
             try:
-                # Attached before the start, so that no output is missed.
-                chunks = self.api.attach(container, stdout=True, stderr=True, stream=True, logs=True, demux=True)
+                # Attached before the start, so that no output is missed: the engine joins
+                # the live streams before it answers. Without `logs`: the engine replays the
+                # log after joining them, so a line written in between would come twice.
+                chunks = self.api.attach(container, stdout=True, stderr=True, stream=True, logs=False, demux=True)
                 self.api.start(container)
                 if not _pass_on(chunks, deliver):
                     return -1

@@ -25,10 +25,12 @@ succeeded node writes an entry, and only when its outputs hold no secret.
 
 from __future__ import annotations
 
+import copy
 import glob
 import hashlib
 import os
 import sqlite3
+import stat
 import tarfile
 import time
 from dataclasses import dataclass
@@ -249,4 +251,38 @@ def restore(archive: Path, workspace: Path) -> None:
     """Unpack an entry's files into the workspace; the `data` filter refuses any path that
     would leave it (absolute paths, `..`, links pointing out)."""
     with tarfile.open(archive, "r:gz") as tar:
-        tar.extractall(workspace, filter="data")
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(workspace, filter="data")
+        else:  # extraction filters arrived in Python 3.11.4; Debian bookworm has 3.11.2
+            extract_checked(tar, workspace)
+
+
+def extract_checked(tar: tarfile.TarFile, workspace: Path) -> None:
+    """What `extractall(workspace, filter="data")` does, for Pythons without it: only files,
+    directories and links, each resolving inside the workspace (following the links already
+    there), owned by us, without setuid, setgid or sticky bits or write access for others."""
+    root = os.path.realpath(workspace)
+
+    def check_inside(path: str, member: tarfile.TarInfo, what: str) -> None:
+        if os.path.commonpath([root, os.path.realpath(path)]) != root:
+            raise tarfile.TarError(f"{member.name}: {what} would be outside {workspace}")
+
+    for member in tar.getmembers():
+        name = member.name
+        if name.startswith("/") or ".." in name.split("/"):
+            raise tarfile.TarError(f"{name}: an absolute path or `..` in an archive member")
+        target = os.path.join(root, name)
+        check_inside(target, member, "the path")
+        if member.issym() or member.islnk():
+            if member.linkname.startswith("/"):
+                raise tarfile.TarError(f"{name}: a link to an absolute path ({member.linkname})")
+            base = os.path.dirname(target) if member.issym() else root
+            check_inside(os.path.join(base, member.linkname), member, "the link's target")
+        elif not (member.isreg() or member.isdir()):
+            raise tarfile.TarError(f"{name}: a device or pipe in an archive")
+        safe = copy.copy(member)
+        safe.uid, safe.gid, safe.uname, safe.gname = os.geteuid(), os.getegid(), "", ""
+        safe.mode = member.mode & 0o755 | (0o700 if member.isdir() else 0o600)
+        if not safe.mode & stat.S_IXUSR:
+            safe.mode &= ~(stat.S_IXGRP | stat.S_IXOTH)
+        tar.extract(safe, root)
