@@ -139,7 +139,12 @@ def test_files_a_job_writes_belong_to_the_user_running_runner(docker):
     try:
         home = workspace / "home"
         home.mkdir()
-        write(workspace, WRITER)
+        write(workspace, WRITER + f"""
+      as_root:
+        image: {BUSYBOX_IMAGE}
+        user: 0
+        run: id -u
+""")
         for path in (workspace, home, workspace / "workflow.yml"):
             os.chown(path, 65534, 65534)
 
@@ -161,6 +166,7 @@ def test_files_a_job_writes_belong_to_the_user_running_runner(docker):
         # uid 65534 may have no home in the image: HOME is a directory it can write.
         assert "[write/1] home=/tmp" in done.stdout, output
         assert "[write/1] home-writable" in done.stdout, output
+        assert "[as_root/1] 0" in done.stdout, output  # a job may still ask for the image's root
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
 

@@ -235,3 +235,72 @@ def test_a_missing_service_image_is_caught_before_the_run(docker, tmp_path):
     assert result.returncode == 3, result.stdout + result.stderr
     assert "runner-test/no-such-image:1" in result.stderr and "client" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_keep_on_failure_keeps_the_jobs_container_but_not_its_services(docker, tmp_path):
+    result = run(tmp_path, f"""
+        version: 1
+        jobs:
+          client:
+            image: {BUSYBOX_IMAGE}
+            services:
+{web(14)}
+            steps:
+              - run: wget -qO- http://web:8080/
+              - run: exit 3
+    """, "--keep-on-failure")
+    assert result.returncode == 1, result.stdout + result.stderr
+    run_id = result.summary["run_id"]
+    kept = containers(docker, run_id)
+    assert [c["Labels"].get("dev.runner.service") for c in kept] == [None], kept
+    assert networks(docker, run_id) == []
+    done = cli("runs", "clean", run_id, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert containers(docker, run_id) == []
+
+
+def test_a_backend_that_cannot_run_services_fails_the_job_saying_so(tmp_path):
+    from runner.model.results import Result
+    from test_scheduler import run as run_on_fake_backend
+
+    outcome, backend, _ = run_on_fake_backend(tmp_path, """
+        version: 1
+        jobs:
+          client:
+            image: img
+            services:
+              db: {image: img}
+            run: echo never
+    """)
+    record = outcome.jobs["client"]
+    assert record.result is Result.FAILURE
+    assert "`services:`" in record.reason and "cannot run" in record.reason, record.reason
+    assert backend.started == []
+
+
+def test_a_cached_job_runs_again_when_its_services_or_capabilities_change(docker, tmp_path):
+    def cached_from(greeting: str, capabilities: str = "{}") -> str | None:
+        result = run(tmp_path, f"""
+            version: 1
+            jobs:
+              client:
+                image: {BUSYBOX_IMAGE}
+                cache: true
+                capabilities: {capabilities}
+                services:
+                  echo:
+                    image: {BUSYBOX_IMAGE}
+                    env: {{GREETING: {greeting}}}
+                    command: ["sh", "-c", "exec nc -ll -p 7000 -e echo $GREETING"]
+                run: |
+                  for i in $(seq 50); do nc -w 1 echo 7000 < /dev/null 2>/dev/null && break; sleep 0.1; done
+        """)
+        assert result.returncode == 0, result.stdout + result.stderr
+        if result.job("client").get("cached_from") is None:
+            assert result.lines("client", "1") == [greeting]
+        return result.job("client").get("cached_from")
+
+    assert cached_from("hello") is None
+    assert cached_from("hello") is not None
+    assert cached_from("bonjour") is None
+    assert cached_from("bonjour", "{drop: [KILL]}") is None

@@ -333,28 +333,24 @@ class _Compiler:
         for name, service in spec.items():
             where = path + ("services", name)
             check = service.get("healthcheck")
-            healthcheck = None
-            if check is not None:
-                durations = {}
-                for key in ("interval", "timeout"):
-                    value = check.get(key)
-                    if isinstance(value, str) and "${{" in value:
-                        self.error(where + ("healthcheck", key), f"`{key}` is a fixed duration; it cannot be computed by an expression")
-                    elif value is not None:
-                        durations[key] = self.duration(value, where + ("healthcheck", key))
-                healthcheck = Healthcheck(
-                    run=self.template(check["run"], where + ("healthcheck", "run")),
-                    retries=check.get("retries"),
-                    **{k: v for k, v in durations.items() if v is not None},
-                )
             services.append(Service(
                 name=name,
                 image=self.template(service["image"], where + ("image",)),
                 command=self.template(service.get("command"), where + ("command",)),
                 env=self.template(service.get("env") or {}, where + ("env",)),
-                healthcheck=healthcheck,
+                healthcheck=self.healthcheck(check, where + ("healthcheck",)) if check is not None else None,
             ))
         return tuple(services)
+
+    def healthcheck(self, check: dict, path: tuple) -> Healthcheck:
+        durations = {}
+        for key in ("interval", "timeout"):
+            value = check.get(key)
+            if isinstance(value, str) and "${{" in value:
+                self.error(path + (key,), f"`{key}` is a fixed duration; it cannot be computed by an expression")
+            elif value is not None and (seconds := self.duration(value, path + (key,))) is not None:
+                durations[key] = seconds
+        return Healthcheck(run=self.template(check["run"], path + ("run",)), retries=check.get("retries"), **durations)
 
     def step(self, index: int, spec: dict, path: tuple, job_shell: str) -> Step:
         run_path = path + ("run",)
