@@ -11,6 +11,7 @@ import os
 import re
 import socket
 import threading
+import time
 from typing import Callable, Mapping
 
 import trio
@@ -21,6 +22,7 @@ from runner.backends.base import DISAPPEARED, KEPT_PREFIX, BackendError, Contain
 LABEL_RUN = "dev.runner.run-id"
 LABEL_OWNER = "dev.runner.owner"  # host:pid of the runner process that started the container
 KEEP_ALIVE = (["tail"], ["-f", "/dev/null"])  # entrypoint, command: idle until removed
+NETWORK_REMOVAL_TRIES = 10
 # cgroup v2, then v1: where a container finds how often the kernel killed for memory.
 _OOM_PROBE = "cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null"
 
@@ -198,7 +200,7 @@ class DockerBackend:
             entrypoint, command = None, list(spec.command) if spec.command is not None else None
         else:
             entrypoint, command = KEEP_ALIVE if spec.command is None else (list(spec.command[:1]), list(spec.command[1:]))
-        aliases = {spec.network: self.api.create_endpoint_config(aliases=list(spec.aliases))} if spec.aliases else None
+        endpoints = {spec.network: self.api.create_endpoint_config(aliases=list(spec.aliases))} if spec.aliases else None
         created = self.api.create_container(
             spec.image,
             entrypoint=entrypoint,
@@ -210,7 +212,7 @@ class DockerBackend:
             user=spec.user or "",
             name=spec.name,
             detach=True,
-            networking_config=self.api.create_networking_config(aliases) if aliases else None,
+            networking_config=self.api.create_networking_config(endpoints) if endpoints else None,
         )
         return created["Id"]
 
@@ -233,14 +235,20 @@ class DockerBackend:
         from docker.errors import DockerException, NotFound
         from requests import RequestException
 
-        try:
-            for container in self.api.inspect_network(network).get("Containers") or {}:
-                self.api.disconnect_container_from_network(container, network, force=True)
-            self.api.remove_network(network)
-        except NotFound:
-            pass
-        except (DockerException, RequestException):
-            pass  # an engine that is gone took its networks with it; the reaper takes what is left
+        # A busy engine may still be releasing the endpoints of containers it has just
+        # removed ("has active endpoints"): try again for a few seconds.
+        for _ in range(NETWORK_REMOVAL_TRIES):
+            try:
+                for container in self.api.inspect_network(network).get("Containers") or {}:
+                    self.api.disconnect_container_from_network(container, network, force=True)
+                self.api.remove_network(network)
+                return
+            except NotFound:
+                return
+            except RequestException:
+                return  # an engine that is gone took its networks with it
+            except DockerException:
+                time.sleep(0.5)  # in a worker thread, or in the reaper before the run starts
 
     async def logs(self, container: str, lines: int) -> list[str]:
         text = await self._call(lambda: self.api.logs(container, stdout=True, stderr=True, tail=lines))
