@@ -304,3 +304,20 @@ def test_a_cached_job_runs_again_when_its_services_or_capabilities_change(docker
     assert cached_from("hello") is not None
     assert cached_from("bonjour") is None
     assert cached_from("bonjour", "{drop: [KILL]}") is None
+
+
+def test_the_steps_wait_for_a_slow_service_to_be_healthy(docker, tmp_path):
+    result = run(tmp_path, f"""
+        version: 1
+        jobs:
+          client:
+            image: {BUSYBOX_IMAGE}
+            services:
+              web:
+                image: {BUSYBOX_IMAGE}
+                command: ["sh", "-c", "sleep 2; mkdir /www; echo late > /www/index.html; exec httpd -f -p 8080 -h /www"]
+                healthcheck: {{run: "wget -qO- http://127.0.0.1:8080/", interval: 0.2s, retries: 100}}
+            run: wget -qO- http://web:8080/
+    """)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.lines("client", "1") == ["late"]
