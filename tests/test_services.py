@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import textwrap
+import time
 
 from conftest import IMAGE_MAP, LABEL, cli, write
 from test_docker import BUSYBOX_IMAGE, run
@@ -167,6 +168,32 @@ def test_ctrl_c_removes_the_services_and_the_network(docker, tmp_path):
     run_.signal(signal.SIGINT)
     assert run_.finish(timeout=30) == 130, run_.output
     run_.assert_no_traceback()
+    assert containers(docker, run_id) == []
+    assert networks(docker, run_id) == []
+
+
+def test_ctrl_c_while_waiting_for_a_healthcheck_removes_the_service_and_the_network(docker, tmp_path):
+    run_ = Run(tmp_path, write(tmp_path, f"""
+        version: 1
+        jobs:
+          client:
+            image: {BUSYBOX_IMAGE}
+            services:
+              db:
+                image: {BUSYBOX_IMAGE}
+                command: sleep 600
+                healthcheck: {{run: "false", interval: 0.2s, timeout: 5m}}
+            run: echo "the steps ran"
+    """))
+    run_id = run_.run_id
+    deadline = time.monotonic() + 60
+    while not (containers(docker, run_id) and networks(docker, run_id)):
+        assert time.monotonic() < deadline and run_.alive(), run_.output
+        time.sleep(0.1)
+    run_.signal(signal.SIGINT)
+    assert run_.finish(timeout=30) == 130, run_.output
+    run_.assert_no_traceback()
+    assert "the steps ran" not in run_.output
     assert containers(docker, run_id) == []
     assert networks(docker, run_id) == []
 
