@@ -66,7 +66,17 @@ def docker(docker_client, tmp_path):
             docker_client.api.remove_container(container["Id"], force=True)
         except NotFound:
             pass
+    networks = [
+        n for n in docker_client.api.networks(filters={"label": LABEL})
+        if (n.get("Labels") or {}).get("dev.runner.workspace", "").startswith(mine)
+    ]
+    for network in networks:
+        try:
+            docker_client.api.remove_network(network["Id"])
+        except NotFound:
+            pass
     assert not left, f"containers left behind: {[c['Names'] for c in left]}"
+    assert not networks, f"networks left behind: {[n['Name'] for n in networks]}"
 
 
 def installed(command: str) -> str:

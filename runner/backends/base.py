@@ -12,6 +12,13 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Protocol
 
 DEFAULT_PIDS = 4096
+# What a build needs of Docker's default capabilities: apt drops to its _apt user
+# (SETUID, SETGID) and chowns its directories (CHOWN, DAC_OVERRIDE, FOWNER); package
+# managers keep set-id bits (FSETID).  Raw sockets, device nodes, chroot, file
+# capabilities and the audit log are left out; a job may add them back.
+DEFAULT_CAPABILITIES = frozenset({
+    "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "NET_BIND_SERVICE",
+})
 DISAPPEARED = "the container disappeared: it was stopped or removed from outside runner"
 KEPT_PREFIX = "runner-kept-"  # the name of a failed job's container left running for debugging
 
@@ -34,6 +41,8 @@ class ContainerSpec:
     user: str | None = None
     command: tuple[str, ...] | None = None  # None: the container idles until removed, steps run by exec
     env: Mapping[str, str] = field(default_factory=dict)  # of `command`
+    capabilities: frozenset[str] = DEFAULT_CAPABILITIES  # every other one is dropped
+    aliases: tuple[str, ...] = ()  # names it answers to on `network` (a network of the job's own)
 
 
 class Backend(Protocol):
@@ -81,3 +90,25 @@ class Backend(Protocol):
     # Optional: `async digest(image) -> str`, the image's content digest (for cache
     # keys), and `async keep(container, name)`, which renames a container left
     # running for debugging so that no reaper removes it.
+
+
+class ServiceBackend(Protocol):
+    """What a backend adds to run a job's `services:`; `supports_services` says it has it."""
+
+    supports_services: bool
+
+    async def create_network(self, name: str, labels: Mapping[str, str]) -> str:
+        """Create a network of the job's own, on which containers reach each other by alias; its id."""
+
+    async def remove_network(self, network: str) -> None:
+        """Remove the network, disconnecting what is still attached (a container kept for debugging).
+
+        Not cancellable.
+        """
+
+    async def start_service(self, spec: ContainerSpec) -> str:
+        """Create and start a container running its image's own entrypoint, with `spec.command`
+        (None: the image's command) as its arguments; its id.  Not cancellable."""
+
+    async def logs(self, container: str, lines: int) -> list[str]:
+        """The last `lines` lines the container wrote (standard output and error)."""

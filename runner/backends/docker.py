@@ -11,6 +11,7 @@ import os
 import re
 import socket
 import threading
+import time
 from typing import Callable, Mapping
 
 import trio
@@ -21,6 +22,7 @@ from runner.backends.base import DISAPPEARED, KEPT_PREFIX, BackendError, Contain
 LABEL_RUN = "dev.runner.run-id"
 LABEL_OWNER = "dev.runner.owner"  # host:pid of the runner process that started the container
 KEEP_ALIVE = (["tail"], ["-f", "/dev/null"])  # entrypoint, command: idle until removed
+NETWORK_REMOVAL_TRIES = 10
 # cgroup v2, then v1: where a container finds how often the kernel killed for memory.
 _OOM_PROBE = "cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null"
 
@@ -167,8 +169,8 @@ class DockerBackend:
     async def start(self, spec: ContainerSpec) -> str:
         return await self._call(self._start, spec)
 
-    def _start(self, spec: ContainerSpec) -> str:
-        container = self._create(spec)
+    def _start(self, spec: ContainerSpec, service: bool = False) -> str:
+        container = self._create(spec, service)
         try:
             self.api.start(container)
         except Exception:
@@ -179,11 +181,13 @@ class DockerBackend:
     async def create(self, spec: ContainerSpec) -> str:
         return await self._call(self._create, spec)
 
-    def _create(self, spec: ContainerSpec) -> str:
+    def _create(self, spec: ContainerSpec, service: bool = False) -> str:
         host_config = self.api.create_host_config(
             binds={self.host_path(ours): {"bind": inside, "mode": "rw"} for ours, inside in spec.mounts},
             security_opt=["no-new-privileges"],
             privileged=False,
+            cap_drop=["ALL"],
+            cap_add=sorted(spec.capabilities),
             init=True,
             network_mode=spec.network,
             pids_limit=spec.pids,
@@ -192,7 +196,11 @@ class DockerBackend:
             nano_cpus=int(spec.cpus * 1e9) if spec.cpus else None,
         )
         labels = {**spec.labels, LABEL_OWNER: f"{socket.gethostname()}:{os.getpid()}"}
-        entrypoint, command = KEEP_ALIVE if spec.command is None else (list(spec.command[:1]), list(spec.command[1:]))
+        if service:
+            entrypoint, command = None, list(spec.command) if spec.command is not None else None
+        else:
+            entrypoint, command = KEEP_ALIVE if spec.command is None else (list(spec.command[:1]), list(spec.command[1:]))
+        endpoints = {spec.network: self.api.create_endpoint_config(aliases=list(spec.aliases))} if spec.aliases else None
         created = self.api.create_container(
             spec.image,
             entrypoint=entrypoint,
@@ -204,8 +212,47 @@ class DockerBackend:
             user=spec.user or "",
             name=spec.name,
             detach=True,
+            networking_config=self.api.create_networking_config(endpoints) if endpoints else None,
         )
         return created["Id"]
+
+    # -- services: sidecar containers on a network of the job's own
+
+    supports_services = True
+
+    async def start_service(self, spec: ContainerSpec) -> str:
+        return await self._call(self._start, spec, True)
+
+    async def create_network(self, name: str, labels: Mapping[str, str]) -> str:
+        labels = {**labels, LABEL_OWNER: f"{socket.gethostname()}:{os.getpid()}"}
+        created = await self._call(lambda: self.api.create_network(name, driver="bridge", labels=labels))
+        return created["Id"]
+
+    async def remove_network(self, network: str) -> None:
+        await trio.to_thread.run_sync(self._remove_network, network, limiter=self.limiter)
+
+    def _remove_network(self, network: str) -> None:
+        from docker.errors import DockerException, NotFound
+        from requests import RequestException
+
+        # A busy engine may still be releasing the endpoints of containers it has just
+        # removed ("has active endpoints"): try again for a few seconds.
+        for _ in range(NETWORK_REMOVAL_TRIES):
+            try:
+                for container in self.api.inspect_network(network).get("Containers") or {}:
+                    self.api.disconnect_container_from_network(container, network, force=True)
+                self.api.remove_network(network)
+                return
+            except NotFound:
+                return
+            except RequestException:
+                return  # an engine that is gone took its networks with it
+            except DockerException:
+                time.sleep(0.5)  # in a worker thread, or in the reaper before the run starts
+
+    async def logs(self, container: str, lines: int) -> list[str]:
+        text = await self._call(lambda: self.api.logs(container, stdout=True, stderr=True, tail=lines))
+        return text.decode(errors="replace").splitlines()
 
     async def run(self, container: str, output: Callable[[str, bytes], None]) -> int:
         from docker.errors import NotFound
@@ -346,6 +393,12 @@ class DockerBackend:
                 reaped.append(container["Id"])
             except DockerException:
                 pass
+        # Networks after containers: a network in use cannot be removed.
+        for network in self.api.networks(filters={"label": LABEL_OWNER}):
+            owner_host, _, pid = (network.get("Labels") or {}).get(LABEL_OWNER, "").rpartition(":")
+            if owner_host == host and pid.isdigit() and not _alive(int(pid)):
+                self._remove_network(network["Id"])
+                reaped.append(network["Id"])
         return reaped
 
     def remove_run(self, run_id: str, kept_only: bool = False) -> list[str]:
@@ -365,11 +418,18 @@ class DockerBackend:
                 removed.append(names[0] if names else container["Id"][:12])
             except DockerException:
                 pass
+        if not kept_only:
+            for network in self.api.networks(filters={"label": f"{LABEL_RUN}={run_id}"}):
+                self._remove_network(network["Id"])
+                removed.append(network["Name"])
         return removed
 
     def leftovers(self, run_id: str) -> list[str]:
-        """Containers of the run still present (none, once a run has ended)."""
-        return [c["Id"] for c in self.api.containers(all=True, filters={"label": f"{LABEL_RUN}={run_id}"})]
+        """Containers and networks of the run still present (none, once a run has ended)."""
+        where = {"label": f"{LABEL_RUN}={run_id}"}
+        return [c["Id"] for c in self.api.containers(all=True, filters=where)] + [
+            n["Id"] for n in self.api.networks(filters=where)
+        ]
 
 
 def _pass_on(chunks, deliver: Callable[[str, bytes], None]) -> bool:

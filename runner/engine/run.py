@@ -275,7 +275,7 @@ def _check_images(workflow: Workflow, backend, executor) -> None:
                     f"{w.path}: {j.id}" if w is not workflow else j.id
                     for w in workflow.workflows()
                     for j in w.jobs.values()
-                    if j.container and j.container.image == image
+                    if j.container and image in j.container.images()
                 ]
                 missing.append(f"{e} (used by {', '.join(jobs)})")
 

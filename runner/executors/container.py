@@ -37,6 +37,8 @@ from runner.expr.templates import TemplateError, render_value, to_text
 from runner.executors import NodeRun, Outcome
 from runner.executors.commandfiles import CommandFileError, parse
 from runner.executors.scripts import ScriptError, command, render, suffix
+from runner.executors.sandbox import HOME, capabilities, job_user
+from runner.executors.services import ServiceFailed, Services
 
 WORKSPACE = "/workspace"
 RUNNER_DIR = "/runner"
@@ -106,49 +108,66 @@ class ContainerExecutor:
             working_dir = _in_workspace(to_text(render_value(spec.working_dir, node.scope) or ""))
         except TemplateError as e:
             return Outcome(Result.FAILURE, f"image or working_dir: {e}")
+        if spec.services and not getattr(self.backend, "supports_services", False):
+            return Outcome(Result.FAILURE, "this job has `services:`, which the container backend in use cannot run")
         node.directory.mkdir(parents=True, exist_ok=True)
         os.chmod(node.directory, 0o777)  # the job's user may not be root
+        user = job_user(spec.user, node.workspace)
+        if user != spec.user:
+            # A user the image may have no account for, whose home would be /.
+            node = replace(node, env={"HOME": HOME, **node.env})
         resources = spec.resources
+        name = f"runner-{self.run_id}-{node.directory.name}"[:120]
+        labels = {
+            "dev.runner.run-id": self.run_id,
+            "dev.runner.node": node.node_id,
+            "dev.runner.workspace": str(node.workspace),
+        }
+        services = Services(self.backend, name, labels, self.masker) if spec.services else None
         container_spec = ContainerSpec(
             image=image,
-            name=f"runner-{self.run_id}-{node.directory.name}"[:120],
-            labels={
-                "dev.runner.run-id": self.run_id,
-                "dev.runner.node": node.node_id,
-                "dev.runner.workspace": str(node.workspace),
-            },
+            name=name,
+            labels=labels,
             mounts=((str(node.workspace), WORKSPACE), (str(node.directory), RUNNER_DIR)),
             working_dir=working_dir,
-            network=spec.network,
+            network=name if services else spec.network,
             cpus=resources.cpus,
             memory=resources.memory,
             pids=resources.pids or DEFAULT_PIDS,
-            user=spec.user,
+            user=user,
+            capabilities=capabilities(spec.capabilities),
         )
         box = _Container(self.backend, container_spec)
         kept = None
         try:
             await self.backend.ensure_image(image)
+            if services is not None:
+                await services.start(spec.services, node.scope, self.image_for, container_spec.capabilities)
             outcome = await self._steps(node, box)
             if outcome.result is Result.FAILURE and self.keep_on_failure and box.id is not None:
                 outcome.kept = kept = await self._keep(box.id, node)
             return outcome
-        except BackendError as e:
+        except (BackendError, ServiceFailed) as e:
             return Outcome(Result.FAILURE, str(e))
         finally:
-            if kept is None:
-                if self.removals is not None:
-                    # The job's result and its concurrency slot need not wait for the
-                    # engine to tear the container down; the run waits for it at its end.
-                    self.removals.start_soon(self._remove, box.id, node.directory)
-                else:
-                    await self._remove(box.id, node.directory)
+            # A container kept for debugging stays; its services and network go.
+            container, directory = (box.id, node.directory) if kept is None else (None, None)
+            if self.removals is not None:
+                # The job's result and its concurrency slot need not wait for the
+                # engine to tear the container down; the run waits for it at its end.
+                self.removals.start_soon(self._remove, container, directory, services)
+            else:
+                await self._remove(container, directory, services)
 
-    async def _remove(self, container: str | None, directory: Path) -> None:
-        """Remove the container and its scratch directory; not cancellable."""
+    async def _remove(self, container: str | None, directory: Path | None, services: Services | None = None) -> None:
+        """Remove the container, its services and its scratch directory; not cancellable."""
         with trio.CancelScope(shield=True):
             if container is not None:
                 await self.backend.remove(container)
+            if services is not None:
+                await services.remove()
+            if directory is None:
+                return
             # Scripts and output files may hold values pasted with `| raw` or
             # written by steps, secrets among them: nothing of them is kept
             # (but for a container kept for debugging, which has them at /runner).

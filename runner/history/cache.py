@@ -97,6 +97,11 @@ class Cache:
             "image": await self.digest(job, scope) if self.digest else fp(c.image),
             "user": c.user,
             "network": c.network,
+            "capabilities": [sorted(c.capabilities.add), sorted(c.capabilities.drop)],
+            "services": [
+                [s.name, fp(s.image), fp(s.command), fp(s.env), fp(s.healthcheck and s.healthcheck.run)]
+                for s in c.services
+            ],
             "working_dir": fp(c.working_dir),
             "env": scope.get("env", {}),
             "matrix": scope.get("matrix", {}),

@@ -17,12 +17,15 @@ from runner.model.durations import parse_duration
 from runner.load.document import Document
 from runner.model.workflow import (
     CachePolicy,
+    Capabilities,
     Container,
+    Healthcheck,
     InputSpec,
     Job,
     JobKind,
     Resources,
     Retry,
+    Service,
     Step,
     Workflow,
     frozen,
@@ -310,14 +313,44 @@ class _Compiler:
         except ValueError:
             self.error(path + ("resources", "memory"), f"`{memory}` is not an amount of memory; write 512m or 2g")
             memory = None
+        network = spec.get("network", self.defaults.get("network", "bridge"))
         return Container(
             image=self.template(image, path + ("image",)) if image is not None else "",
             steps=tuple(steps),
             working_dir=self.template(spec.get("working_dir", self.defaults.get("working_dir")), path + ("working_dir",)),
             resources=Resources(cpus=resources.get("cpus"), memory=memory, pids=resources.get("pids")),
-            network=spec.get("network", self.defaults.get("network", "bridge")),
-            user=spec.get("user"),
+            network=network,
+            user=str(spec["user"]) if spec.get("user") is not None else None,
+            capabilities=Capabilities(**{k: tuple(v) for k, v in (spec.get("capabilities") or {}).items()}),
+            services=self.services(spec.get("services") or {}, network, path),
         )
+
+    def services(self, spec: dict, network: str, path: tuple) -> tuple[Service, ...]:
+        """`services:` of a container job, which needs a network for them."""
+        if spec and network == "none":
+            self.error(path + ("services",), "a job with `network: none` cannot have `services`: they are reached over the network", key=True)
+        services = []
+        for name, service in spec.items():
+            where = path + ("services", name)
+            check = service.get("healthcheck")
+            services.append(Service(
+                name=name,
+                image=self.template(service["image"], where + ("image",)),
+                command=self.template(service.get("command"), where + ("command",)),
+                env=self.template(service.get("env") or {}, where + ("env",)),
+                healthcheck=self.healthcheck(check, where + ("healthcheck",)) if check is not None else None,
+            ))
+        return tuple(services)
+
+    def healthcheck(self, check: dict, path: tuple) -> Healthcheck:
+        durations = {}
+        for key in ("interval", "timeout"):
+            value = check.get(key)
+            if isinstance(value, str) and "${{" in value:
+                self.error(path + (key,), f"`{key}` is a fixed duration; it cannot be computed by an expression")
+            elif value is not None and (seconds := self.duration(value, path + (key,))) is not None:
+                durations[key] = seconds
+        return Healthcheck(run=self.template(check["run"], path + ("run",)), retries=check.get("retries"), **durations)
 
     def step(self, index: int, spec: dict, path: tuple, job_shell: str) -> Step:
         run_path = path + ("run",)
@@ -425,6 +458,12 @@ class _Compiler:
                 c = job.container
                 self.check_refs(c.image, path + ("image",), roots, job, jobs)
                 self.check_refs(c.working_dir, path + ("working_dir",), roots, job, jobs)
+                for service in c.services:
+                    where = path + ("services", service.name)
+                    for key in ("image", "command", "env"):
+                        self.check_refs(getattr(service, key), where + (key,), roots, job, jobs)
+                    if service.healthcheck is not None:
+                        self.check_refs(service.healthcheck.run, where + ("healthcheck", "run"), roots, job, jobs)
                 for step in c.steps:
                     step_path = path + ("steps", step.index) if "steps" in self.data["jobs"][job.id] else path
                     earlier = [s.id for s in c.steps[: step.index] if s.id]

@@ -76,6 +76,8 @@ def _problems(doc: Document, error) -> list[Problem]:
         return [Problem(doc.locate(path + (error.instance,), key=True), _property_name(error), path)]
     if custom:
         message = custom
+        if validator == "enum" and isinstance(error.instance, str):
+            message += suggest(error.instance, [str(v) for v in error.validator_value])
         if validator == "const" and path == ("version",) and isinstance(error.instance, float):
             message += " (YAML reads an unquoted 3.10 as the number 3.1)"
     elif validator == "required":

@@ -69,6 +69,33 @@ class CachePolicy:
 
 
 @dataclass(frozen=True)
+class Capabilities:
+    """`capabilities:` of a container job: Linux capabilities added to and dropped from the defaults."""
+
+    add: tuple[str, ...] = ()
+    drop: tuple[str, ...] = ()  # "ALL": every default
+
+
+@dataclass(frozen=True)
+class Healthcheck:
+    run: Any  # str or Template: run with `sh -c` in the service until it exits 0
+    interval: float = 1.0
+    timeout: float = 60.0  # the longest wait for a first success
+    retries: int | None = None  # the most tries; None: as many as `timeout` allows
+
+
+@dataclass(frozen=True)
+class Service:
+    """A sidecar container of a job, reachable from it by `name`."""
+
+    name: str
+    image: Any  # str or Template
+    command: tuple | None  # replaces the image's command (its entrypoint is kept); None: the image's
+    env: Mapping[str, Any]
+    healthcheck: Healthcheck | None
+
+
+@dataclass(frozen=True)
 class Container:
     """What a container job runs: its image, settings and steps."""
 
@@ -77,7 +104,13 @@ class Container:
     working_dir: Any
     resources: Resources
     network: str
-    user: str | None
+    user: str | None  # "host": the workspace's owner; None: runner's user when it is not root, else the image's
+    capabilities: Capabilities = Capabilities()
+    services: tuple[Service, ...] = ()
+
+    def images(self) -> set[str]:
+        """The images known before running (not computed by an expression): the job's and its services'."""
+        return {i for i in (self.image, *(s.image for s in self.services)) if isinstance(i, str)}
 
 
 @dataclass(frozen=True)
@@ -106,6 +139,9 @@ class Job:
                                  self.continue_on_error, self.timeout, self.spec])
         if self.container is not None:
             yield from templates_in([self.container.image, self.container.working_dir])
+            for service in self.container.services:
+                yield from templates_in([service.image, service.command, service.env,
+                                         service.healthcheck and service.healthcheck.run])
             for s in self.container.steps:
                 yield from templates_in([s.run, s.env, s.condition, s.working_dir, s.continue_on_error])
 
@@ -151,10 +187,11 @@ class Workflow:
     def images(self) -> set[str]:
         """Images known before running (those not computed by an expression), sub-workflows' included."""
         return {
-            job.container.image
+            image
             for workflow in self.workflows()
             for job in workflow.jobs.values()
-            if job.container is not None and isinstance(job.container.image, str)
+            if job.container is not None
+            for image in job.container.images()
         }
 
 
