@@ -34,6 +34,7 @@ class ContainerSpec:
     user: str | None = None
     command: tuple[str, ...] | None = None  # None: the container idles until removed, steps run by exec
     env: Mapping[str, str] = field(default_factory=dict)  # of `command`
+    hidden: tuple[str, ...] = ()  # container paths inside the mounts covered by an empty read-only directory
 
 
 class Backend(Protocol):

@@ -19,6 +19,7 @@ from collections import deque
 import os
 import posixpath
 import shutil
+import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from secrets import token_hex
@@ -72,6 +73,8 @@ class ContainerExecutor:
         self.masker = masker  # knows the secrets, those computed from them included
         self.removals: trio.Nursery | None = None  # where removals run, when the run provides one
         self.kept: dict[str, str] = {}  # name → id of containers kept for debugging
+        # Host directories no job may see (runner's state): hidden where they lie in the workspace.
+        self.private: tuple[Path, ...] = ()
 
     def image_for(self, image: str) -> str:
         return self.image_map.get(image, image)
@@ -113,6 +116,7 @@ class ContainerExecutor:
                 "dev.runner.workspace": str(node.workspace),
             },
             mounts=((str(node.workspace), WORKSPACE), (str(node.directory), RUNNER_DIR)),
+            hidden=_inside(node.workspace, self.private),
             working_dir=working_dir,
             network=spec.network,
             cpus=resources.cpus,
@@ -218,10 +222,11 @@ class ContainerExecutor:
         if workdir != box.spec.working_dir and not _may_exist(workdir, node.workspace):
             return Result.FAILURE, {}, f"step `{step.label}`: working_dir {workdir} does not exist"
         script_name = f"step-{number}{suffix(step.shell)}"
-        for name, content in ((script_name, script), (f"{number}.out", ""), (f"{number}.env", "")):
-            path = node.directory / name
-            path.write_text(content, encoding="utf-8")
-            os.chmod(path, 0o666)
+        try:
+            for name, content in ((script_name, script), (f"{number}.out", ""), (f"{number}.env", "")):
+                _write_new(node.directory / name, content)
+        except OSError as e:
+            return Result.FAILURE, {}, f"step `{step.label}`: cannot write its files in {RUNNER_DIR}: {e.strerror or e}"
         env = {
             **node.env,
             **done.env,
@@ -365,6 +370,18 @@ def _in_workspace(path: str, base: str = WORKSPACE) -> str:
     return posixpath.normpath(posixpath.join(base, path))
 
 
+def _inside(workspace: Path, private: tuple[Path, ...]) -> tuple[str, ...]:
+    """Where in the mounted workspace each private directory lies, if it does; real paths compared,
+    so that a directory reached through a symbolic link is found too."""
+    root = os.path.realpath(workspace)
+    found = []
+    for directory in private:
+        relative = os.path.relpath(os.path.realpath(directory), root)
+        if relative != ".." and not relative.startswith("../"):
+            found.append(posixpath.normpath(posixpath.join(WORKSPACE, relative)))
+    return tuple(found)
+
+
 def _may_exist(directory: str, workspace: Path) -> bool:
     """False if `directory` is in the mounted workspace and not there; outside it, only the container knows."""
     if directory != WORKSPACE and not directory.startswith(WORKSPACE + "/"):
@@ -372,11 +389,30 @@ def _may_exist(directory: str, workspace: Path) -> bool:
     return (workspace / directory[len(WORKSPACE):].lstrip("/")).is_dir()
 
 
-def _read(path: Path) -> str:
+# The scratch directory lies in runner's state directory and the job may write in it: runner
+# never follows a link the job left there, nor blocks on a pipe.
+def _write_new(path: Path, content: str) -> None:
+    """`content` in a new file at `path`, replacing whatever the job put there."""
     try:
-        return path.read_text(encoding="utf-8", errors="replace")
+        path.unlink()
     except FileNotFoundError:
+        pass
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+    with open(fd, "w", encoding="utf-8") as f:
+        os.fchmod(fd, 0o666)  # the job's user may not be root
+        f.write(content)
+
+
+def _read(path: Path) -> str:
+    """A regular file's text; "" for anything else."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
         return ""
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        return f.read().decode("utf-8", errors="replace")
 
 
 def _mib(n: int) -> str:
