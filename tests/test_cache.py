@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUSYBOX, IMAGE_MAP, PYTHON, cli, write
+from conftest import BUSYBOX, IMAGE_MAP, PYTHON, cli, state_of, write
 from test_schema import problems
 from watch import created  # noqa: F401  (a fixture)
 
@@ -157,7 +157,7 @@ def test_a_failed_job_writes_no_entry_and_entries_expire(docker, tmp_path):
     """)
     first = run(tmp_path)
     assert first["jobs"]["flaky"]["result"] == "failure"
-    entries = sqlite3.connect(tmp_path / ".runner" / "state.db").execute("SELECT node FROM cache").fetchall()
+    entries = sqlite3.connect(state_of(tmp_path) / "state.db").execute("SELECT node FROM cache").fetchall()
     assert entries == [("brief",)]  # the failed job wrote none
     (tmp_path / "ok").write_text("")
     second = run(tmp_path)
@@ -194,7 +194,7 @@ def test_outputs_holding_a_secret_are_never_cached(docker, tmp_path):
     # The key holds the secret's name, not its value: a new value is still a hit.
     second = run(tmp_path, env={"TOKEN": "rotated-secret-value"})
     assert cached(second, "leaky") is None and cached(second, "clean") == first["run_id"]
-    for path in (tmp_path / ".runner").rglob("*"):
+    for path in state_of(tmp_path).rglob("*"):
         if path.is_file():
             assert b"very-secret-value" not in path.read_bytes(), path
 
