@@ -169,6 +169,21 @@ def test_a_tampered_cache_archive_is_a_miss_with_a_warning(docker, tmp_path):
     assert "cached" in third.stdout and "warning" not in third.stderr
 
 
+def test_a_store_of_the_previous_schema_is_upgraded_and_its_archives_are_not_trusted(tmp_path):
+    from runner.history.store import Store
+
+    store = Store(tmp_path)
+    store.db.execute("ALTER TABLE cache DROP COLUMN digest")
+    store.db.execute("INSERT INTO cache (key, run_id, node, outputs, archive, created) VALUES ('k', 'r', 'n', '{}', 'cache/k.tar.gz', 0)")
+    store.db.execute("PRAGMA user_version = 1")
+    store.close()
+    upgraded = Store(tmp_path)
+    assert upgraded.cache_get("k", 1)["digest"] is None
+    upgraded.cache_put("k2", "r", "n", {}, "cache/k2.tar.gz", "ab" * 32, None)
+    assert upgraded.cache_get("k2", 1)["digest"] == "ab" * 32
+    upgraded.close()
+
+
 # -- finding the state ---------------------------------------------------------------------
 
 

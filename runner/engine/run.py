@@ -70,7 +70,7 @@ def state_directory(workflow: Workflow, option: str | None, workspace: str | Pat
     from runner.history.store import project_state_dir
 
     chosen = option or os.environ.get("RUNNER_STATE_DIR")
-    return Path(chosen).resolve() if chosen else project_state_dir(workspace or workflow.directory)
+    return (Path(chosen) if chosen else project_state_dir(workspace or workflow.directory)).resolve()
 
 
 def make_run_dir(state_dir: Path, run_id: str, exist_ok: bool = False) -> Path:
