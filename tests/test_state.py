@@ -68,6 +68,13 @@ def test_a_state_directory_inside_the_workspace_is_hidden_from_jobs(docker, tmp_
     assert run_count(tmp_path / state) == 2
 
 
+def test_the_workspace_itself_cannot_be_the_state_directory(docker, tmp_path):
+    path = write(tmp_path, f"version: 1\njobs:\n  a: {{image: {BUSYBOX_IMAGE}, run: 'true'}}\n")
+    done = cli("run", path, *IMAGE_MAP, "--state-dir", ".", cwd=tmp_path)
+    assert done.returncode == 3 and "is the workspace" in done.stderr, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_a_state_directory_reached_through_a_symlink_into_the_workspace_is_hidden(docker, tmp_path, tmp_path_factory):
     workspace = tmp_path / "ws"
     workspace.mkdir()
