@@ -217,7 +217,12 @@ def test_an_old_runner_directory_beside_the_workflow_is_still_found(tmp_path):
     assert cli("run", path, "--state-dir", ".runner", cwd=tmp_path).returncode == 0
     listed = cli("runs", "list", cwd=tmp_path)
     assert listed.returncode == 0 and listed.stdout.count(" success ") == 1
-    assert "note:" in listed.stderr and ".runner" in listed.stderr and "--state-dir" in listed.stderr
+    assert "note:" in listed.stderr and f"--state-dir {tmp_path / '.runner'}" in listed.stderr
+    # Once runs are recorded in the new place, they are the ones listed; the note still points at the old.
+    assert cli("run", path, cwd=tmp_path).returncode == 0
+    listed = cli("runs", "list", "--format", "json", cwd=tmp_path)
+    assert len(json.loads(listed.stdout)) == 1 and f"--state-dir {tmp_path / '.runner'}" in listed.stderr
+    assert (state_of(tmp_path) / "state.db").is_file()
 
 
 # -- hints ---------------------------------------------------------------------------------

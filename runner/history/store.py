@@ -213,17 +213,19 @@ def find_state_dir(option: str | None, start: Path | None = None, quiet: bool = 
         return Path(option or os.environ["RUNNER_STATE_DIR"]).absolute()
     here = (start or Path.cwd()).resolve()
     for directory in (here, *here.parents):
-        if (project_state_dir(directory) / DB_NAME).is_file():
-            return project_state_dir(directory)
-        legacy = directory / LEGACY
-        if (legacy / DB_NAME).is_file():
-            if not quiet:
-                print(
-                    f"runner: note: reading the runs kept in {legacy}, where runner kept them before; new runs "
-                    f"are kept outside the workspace (`runner state-dir FILE` says where) unless given --state-dir {legacy}",
-                    file=sys.stderr,
-                )
-            return legacy
+        current, legacy = project_state_dir(directory), directory / LEGACY
+        found = current if (current / DB_NAME).is_file() else legacy if (legacy / DB_NAME).is_file() else None
+        if found is None:
+            continue
+        if not quiet and (legacy / DB_NAME).is_file():
+            print(
+                f"runner: note: {legacy} holds runs kept where runner kept them before, inside the workspace; "
+                + (f"reading them, since none are recorded in {current}, where new runs go, yet "
+                   f"(unless given --state-dir {legacy})"
+                   if found == legacy else f"see them with --state-dir {legacy}, and remove it when done"),
+                file=sys.stderr,
+            )
+        return found
     raise UsageError(
         f"no runs are recorded for {here} or a directory above it (those of workflows in {here} would be in "
         f"{project_state_dir(here)}); run this in the workflow's directory, or name the state directory "
