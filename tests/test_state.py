@@ -32,6 +32,8 @@ VANDAL = f"""
           - run: |
               rm -rf /workspace/.runner/state.db* /workspace/.runner/runs /workspace/.runner/cache || true
               rm -rf /workspace/state/* /workspace/inside/* || true
+              mv /workspace/inside /workspace/moved || true
+              mkdir -p /workspace/inside/deeper && touch /workspace/inside/deeper/state.db || true
               cd /workspace && find . -name 'state.db*' -exec rm -f {{}} + || true
               ls -laR /workspace
 """

@@ -107,6 +107,7 @@ class ContainerExecutor:
         node.directory.mkdir(parents=True, exist_ok=True)
         os.chmod(node.directory, 0o777)  # the job's user may not be root
         resources = spec.resources
+        pinned, hidden = _private(node.workspace, self.private)
         container_spec = ContainerSpec(
             image=image,
             name=f"runner-{self.run_id}-{node.directory.name}"[:120],
@@ -115,8 +116,8 @@ class ContainerExecutor:
                 "dev.runner.node": node.node_id,
                 "dev.runner.workspace": str(node.workspace),
             },
-            mounts=((str(node.workspace), WORKSPACE), (str(node.directory), RUNNER_DIR)),
-            hidden=_inside(node.workspace, self.private),
+            mounts=((str(node.workspace), WORKSPACE), (str(node.directory), RUNNER_DIR), *pinned),
+            hidden=hidden,
             working_dir=working_dir,
             network=spec.network,
             cpus=resources.cpus,
@@ -370,16 +371,23 @@ def _in_workspace(path: str, base: str = WORKSPACE) -> str:
     return posixpath.normpath(posixpath.join(base, path))
 
 
-def _inside(workspace: Path, private: tuple[Path, ...]) -> tuple[str, ...]:
-    """Where in the mounted workspace each private directory lies, if it does; real paths compared,
-    so that a directory reached through a symbolic link is found too."""
+def _private(workspace: Path, private: tuple[Path, ...]) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """The mounts that keep private directories inside the workspace from jobs (real paths
+    compared, so that one reached through a symbolic link is found too): each is covered by an
+    empty read-only directory, and each directory between it and the workspace is mounted onto
+    itself, since a job can rename or remove a directory but not a mount point."""
     root = os.path.realpath(workspace)
-    found = []
+    pinned: dict[str, str] = {}
+    hidden = []
     for directory in private:
         relative = os.path.relpath(os.path.realpath(directory), root)
-        if relative != ".." and not relative.startswith("../"):
-            found.append(posixpath.normpath(posixpath.join(WORKSPACE, relative)))
-    return tuple(found)
+        if relative == ".." or relative.startswith("../"):
+            continue
+        parts = relative.split(os.sep)
+        for n in range(1, len(parts)):
+            pinned[os.path.join(root, *parts[:n])] = posixpath.join(WORKSPACE, *parts[:n])
+        hidden.append(posixpath.join(WORKSPACE, *parts))
+    return tuple(pinned.items()), tuple(hidden)
 
 
 def _may_exist(directory: str, workspace: Path) -> bool:
