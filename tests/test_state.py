@@ -4,7 +4,6 @@ is found from its directory.  Against the real engine."""
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import json
@@ -12,13 +11,12 @@ import os
 import shlex
 import sqlite3
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from conftest import IMAGE_MAP, ROOT, cli, state_of, write
+from conftest import IMAGE_MAP, cli, state_of, write
 
 BUSYBOX_IMAGE = '"alpine:3.20"'
 
@@ -114,6 +112,7 @@ def test_a_job_cannot_replace_its_scratch_files_by_links_into_the_state(docker, 
     """)
     done = cli("run", path, *IMAGE_MAP, cwd=tmp_path)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
+    assert "[sly/2] second" in done.stdout and "[sly/3] third" in done.stdout
     state = state_of(tmp_path)
     connection = sqlite3.connect(state / "state.db")
     assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
