@@ -24,8 +24,12 @@ LABEL dev.runner.image=runner
 COPY --from=build /opt/runner /opt/runner
 # Started as root, runner drops to the workspace's owner, keeping the Docker
 # socket's group when that group may use it (see docs/container-image.md).
+# Runs are kept in .runner in the working directory: the container's own file
+# system goes with it, and the engine must reach the scratch directories of
+# jobs; jobs see .runner as an empty, read-only directory.
 ENV PATH=/opt/runner/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
-    RUNNER_DROP_PRIVILEGES=1
+    RUNNER_DROP_PRIVILEGES=1 \
+    RUNNER_STATE_DIR=.runner
 ENTRYPOINT ["runner"]
 CMD ["--help"]

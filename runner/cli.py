@@ -13,6 +13,7 @@ from runner.errors import ExitStatus, Problem, RunnerError, Severity, UsageError
 
 EPILOG = """exit status: 0 success, 1 the run failed, 2 the workflow or command line is invalid
 (nothing ran), 3 the run could not be carried out, 130 interrupted (143 SIGTERM)"""
+STATE_DIR_FOUND = "where runs are kept (default: the workspace's, found from here up; see `runner state-dir`)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("file", metavar="FILE")
     run.add_argument("--input", action="append", default=[], metavar="NAME=VALUE", help="an input value (repeatable)")
     run.add_argument("--inputs-file", metavar="FILE", help="inputs from a JSON or YAML mapping")
-    _run_options(run, "where runs are kept (default: .runner beside the workflow)")
+    _run_options(run, "where runs are kept (default: the workspace's own, outside it; see `runner state-dir FILE`)")
     run.add_argument("--resume", metavar="ID", help="continue run ID of this workflow (as `runner resume ID`)")
     _resume_options(run)
     run.add_argument("--only", metavar="JOB", help="run only JOB; the outputs it uses come from --set or --from-run")
@@ -52,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
         "jobs that succeeded keep their recorded outputs. The result is a new attempt of the same run.",
     )
     resume.add_argument("id", metavar="ID", help="the run's id (or a unique beginning or end of it)")
-    _run_options(resume, "where runs are kept (default: the nearest .runner from here up)")
+    _run_options(resume, STATE_DIR_FOUND)
     _resume_options(resume)
 
     runs = commands.add_parser("runs", help="recorded runs: list, show, gc, clean")
@@ -69,12 +70,20 @@ def _parser() -> argparse.ArgumentParser:
     clean = runs_commands.add_parser("clean", help="remove the containers a run kept for debugging (--keep-on-failure)")
     clean.add_argument("id", metavar="ID")
     for sub in (listing, show, gc, clean):
-        sub.add_argument("--state-dir", metavar="DIR", help="where runs are kept (default: the nearest .runner from here up)")
+        sub.add_argument("--state-dir", metavar="DIR", help=STATE_DIR_FOUND)
 
     logs = commands.add_parser("logs", help="a recorded run's step logs")
     logs.add_argument("id", metavar="ID")
     logs.add_argument("target", nargs="?", metavar="JOB[/STEP]", help="only this job's logs, or one step's")
-    logs.add_argument("--state-dir", metavar="DIR", help="where runs are kept (default: the nearest .runner from here up)")
+    logs.add_argument("--state-dir", metavar="DIR", help=STATE_DIR_FOUND)
+
+    state_dir = commands.add_parser(
+        "state-dir", help="print where runs are kept",
+        description="Print the state directory that `runner runs`, `logs` and `resume` use from here, or, "
+        "given a workflow FILE, the one its runs go to.",
+    )
+    state_dir.add_argument("file", nargs="?", metavar="FILE")
+    state_dir.add_argument("--state-dir", metavar="DIR", help="as given to `runner run`")
 
     graph = commands.add_parser("graph", help="print the job graph (Mermaid, or Graphviz dot)")
     graph.add_argument("file", metavar="FILE")
@@ -161,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {
             "validate": _validate, "run": _run, "resume": _resume, "runs": _runs, "logs": _logs,
-            "graph": _graph, "schema": _schema, "action": _action,
+            "graph": _graph, "schema": _schema, "action": _action, "state-dir": _state_dir,
         }
         return commands[args.command](args)
     except WorkflowInvalid as e:
@@ -377,29 +386,32 @@ def _execute(workflow, options, args) -> int:
     kept = [r for r in outcome.nodes.values() if r.container]
     if kept:
         print(f"runner: {len(kept)} container{'s' if len(kept) != 1 else ''} kept for debugging; "
-              f"remove {'them' if len(kept) != 1 else 'it'} with: runner runs clean {outcome.run_id}{_state_dir_flag(options)}",
+              f"remove {'them' if len(kept) != 1 else 'it'} with: runner runs clean {outcome.run_id}"
+              f"{_state_dir_flag(workflow, options)}",
               file=sys.stderr)
     if outcome.status in (Result.FAILURE, Result.CANCELLED) and options.only is None:
-        print(f"runner: to run again what did not succeed: runner resume {outcome.run_id}{_state_dir_flag(options)}",
+        print(f"runner: to run again what did not succeed: runner resume {outcome.run_id}"
+              f"{_state_dir_flag(workflow, options)}",
               file=sys.stderr)
     if outcome.signal is not None:
         return ExitStatus.TERMINATED if outcome.signal == 15 else ExitStatus.INTERRUPTED
     return ExitStatus.SUCCESS if outcome.status is Result.SUCCESS else ExitStatus.FAILURE
 
 
-def _state_dir_flag(options) -> str:
+def _state_dir_flag(workflow, options) -> str:
     """` --state-dir DIR` when `runner resume` run from here would not find the run's state directory."""
+    import shlex
+
+    from runner.engine.run import state_directory
     from runner.history.store import find_state_dir
 
-    directory = options.store.directory if options.store is not None else options.state_dir
-    if directory is None:
-        return ""
+    directory = options.store.directory if options.store is not None else state_directory(workflow, options.state_dir)
     try:
-        if os.path.samefile(find_state_dir(None), directory):
+        if os.path.samefile(find_state_dir(None, quiet=True), directory):
             return ""
     except (RunnerError, OSError):
         pass
-    return f" --state-dir {directory}"
+    return f" --state-dir {shlex.quote(os.path.abspath(directory))}"
 
 
 def _resume(args, file: str | None = None) -> int:
@@ -480,6 +492,18 @@ def _runs(args) -> int:
         return ExitStatus.SUCCESS
     finally:
         store.close()
+
+
+def _state_dir(args) -> int:
+    from runner.engine.run import state_directory
+    from runner.history.store import find_state_dir
+    from runner.load.workflow import load_workflow
+
+    if args.file:
+        print(state_directory(load_workflow(args.file)[0], args.state_dir))
+    else:
+        print(find_state_dir(args.state_dir).absolute())
+    return ExitStatus.SUCCESS
 
 
 def _logs(args) -> int:

@@ -25,6 +25,23 @@ HOW_TO_START = (
 )
 
 
+@pytest.fixture(autouse=True)
+def state_home(tmp_path_factory, monkeypatch) -> Path:
+    """Runs are kept under a temporary XDG_STATE_HOME, never the user's ~/.local/state, and
+    outside the test's workspace (tmp_path), as by default."""
+    home = tmp_path_factory.mktemp("xdg-state")
+    monkeypatch.setenv("XDG_STATE_HOME", str(home))
+    monkeypatch.delenv("RUNNER_STATE_DIR", raising=False)
+    return home
+
+
+def state_of(workspace: Path) -> Path:
+    """The state directory runner uses by default for the workflows of `workspace`."""
+    from runner.history.store import project_state_dir
+
+    return project_state_dir(workspace)
+
+
 @pytest.fixture(scope="session")
 def docker_client():
     """The engine the tests use; fails (never skips) when there is none."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import hashlib
 import os
 import re
 import sqlite3
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUSYBOX, IMAGE_MAP, PYTHON, cli, write
+from conftest import BUSYBOX, IMAGE_MAP, PYTHON, cli, state_of, write
 from runner.history.cache import extract_checked, restore
 from test_schema import problems
 from watch import created  # noqa: F401  (a fixture)
@@ -163,7 +164,7 @@ def test_a_failed_job_writes_no_entry_and_entries_expire(docker, tmp_path):
     first = run(tmp_path)
     first_ended = time.monotonic()
     assert first["jobs"]["flaky"]["result"] == "failure"
-    entries = sqlite3.connect(tmp_path / ".runner" / "state.db").execute("SELECT node FROM cache").fetchall()
+    entries = sqlite3.connect(state_of(tmp_path) / "state.db").execute("SELECT node FROM cache").fetchall()
     assert entries == [("brief",)]  # the failed job wrote none
     (tmp_path / "ok").write_text("")
     second = run(tmp_path)
@@ -200,7 +201,7 @@ def test_outputs_holding_a_secret_are_never_cached(docker, tmp_path):
     # The key holds the secret's name, not its value: a new value is still a hit.
     second = run(tmp_path, env={"TOKEN": "rotated-secret-value"})
     assert cached(second, "leaky") is None and cached(second, "clean") == first["run_id"]
-    for path in (tmp_path / ".runner").rglob("*"):
+    for path in state_of(tmp_path).rglob("*"):
         if path.is_file():
             assert b"very-secret-value" not in path.read_bytes(), path
 
@@ -250,12 +251,16 @@ def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "", mode: int 
 
 # Both ways of unpacking: the standard library's `data` filter where this Python has it
 # (3.11.4 and later), and runner's own checks, which Pythons before it use.
-UNPACKERS = {"restore": restore, "checked": lambda archive, workspace: _checked(archive, workspace)}
+def _restored(archive: Path, workspace: Path) -> None:
+    assert restore(archive, hashlib.sha256(archive.read_bytes()).hexdigest(), workspace)
 
 
 def _checked(archive: Path, workspace: Path) -> None:
     with tarfile.open(archive, "r:gz") as tar:
         extract_checked(tar, workspace)
+
+
+UNPACKERS = {"restore": _restored, "checked": _checked}
 
 
 @pytest.mark.parametrize("unpack", UNPACKERS.values(), ids=UNPACKERS.keys())
@@ -311,6 +316,6 @@ def test_a_hostile_archive_writes_nothing_outside_the_workspace(tmp_path, unpack
     assert sorted(p.name for p in outside.iterdir()) == ["secret"]
     assert not (workspace / "null").exists() and not (workspace / "pipe").exists()
     assert not [p for p in workspace.rglob("*") if p.is_symlink() and not p.resolve().is_relative_to(workspace.resolve())]
-    if unpack is not restore:
+    if unpack is _checked:
         with pytest.raises(tarfile.TarError):
             unpack(archive, tmp_path / "again")

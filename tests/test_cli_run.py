@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IMAGE_MAP, LABEL, cli, write
+from conftest import IMAGE_MAP, LABEL, cli, state_of, write
 
 BUSYBOX_IMAGE = '"alpine:3.20"'  # mapped to the local busybox image by IMAGE_MAP
 
 
 def run_ids(tmp_path: Path) -> list[str]:
-    runs = tmp_path / ".runner" / "runs"
+    runs = state_of(tmp_path) / "runs"
     return sorted(p.name for p in runs.iterdir()) if runs.exists() else []
 
 

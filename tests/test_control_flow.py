@@ -4,7 +4,7 @@ repeat, retry, conditions and timeouts.
 Every test runs the CLI in a subprocess against the real Docker engine, on a
 workflow written to tmp_path, and looks only at what a user can see: the exit
 status, stdout, the --output-json and --events files, files in the workspace and
-the step logs under .runner/runs/<id>/logs/ beside the workflow. Where containers
+the step logs under runs/<id>/logs/ in the state directory. Where containers
 are not the point, value jobs (outputs only, no container) keep the tests fast.
 """
 
@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import IMAGE_MAP, LABEL, cli, write
+from conftest import IMAGE_MAP, LABEL, cli, state_of, write
 
 # Workflows name the public image (quoted for YAML flow mappings); IMAGE_MAP
 # points it at the local busybox image.
@@ -29,7 +29,7 @@ class Run:
     stderr: str
     summary: dict | None  # --output-json
     events: list[dict]  # --events
-    log_dir: Path | None  # .runner/runs/<id>/logs
+    log_dir: Path | None  # runs/<id>/logs in the state directory
 
     @property
     def output(self) -> str:
@@ -67,7 +67,7 @@ def run(tmp_path: Path, text: str, *args: str, name: str = "workflow.yml", timeo
         cwd=tmp_path, timeout=timeout,
     )
     summary = json.loads(out.read_text()) if out.exists() else None
-    log_dir = tmp_path / ".runner" / "runs" / summary["run_id"] / "logs" if summary else None
+    log_dir = state_of(tmp_path) / "runs" / summary["run_id"] / "logs" if summary else None
     event_list = [json.loads(line) for line in events.read_text().splitlines() if line.strip()] if events.exists() else []
     result = Run(done.returncode, done.stdout, done.stderr, summary, event_list, log_dir)
     assert "Traceback" not in result.output, result.output

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from conftest import IMAGE_MAP, LABEL, cli, write
+from conftest import IMAGE_MAP, LABEL, cli, state_of, write
 
 BUSYBOX_IMAGE = '"alpine:3.20"'
 
@@ -67,7 +67,7 @@ def test_only_with_missing_values_lists_what_must_be_supplied(tmp_path):
     assert stray.returncode == 2 and "`build` does not use `jobs.deploy`" in stray.stderr
     alone = cli("run", path, "--set", "jobs.prep.outputs.sha=1", cwd=tmp_path)
     assert alone.returncode == 2 and "add --only JOB" in alone.stderr
-    assert not (tmp_path / ".runner" / "runs").exists() or not any((tmp_path / ".runner" / "runs").iterdir())
+    assert not (state_of(tmp_path) / "runs").exists() or not any((state_of(tmp_path) / "runs").iterdir())
 
 
 def test_only_takes_values_from_a_recorded_run(docker, tmp_path):

@@ -3,7 +3,7 @@
 Every test runs the CLI in a subprocess on a workflow written to tmp_path and
 looks only at what a user can see: stdout, stderr, the exit status, the
 --output-json and --events files, files in the workspace, and the step logs
-under .runner/runs/<id>/logs/ beside the workflow.
+under runs/<id>/logs/ in the state directory.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IMAGE_MAP, LABEL, cli, write
+from conftest import IMAGE_MAP, LABEL, cli, state_of, write
 
 # Workflows name the public images (quoted for YAML flow mappings); IMAGE_MAP
 # points them at the local test images.
@@ -58,7 +58,7 @@ def run(tmp_path: Path, text: str, *args: str, env: dict | None = None, timeout:
     events_text = events.read_text() if events.exists() else ""
     logs = {}
     if summary:
-        log_dir = tmp_path / ".runner" / "runs" / summary["run_id"] / "logs"
+        log_dir = state_of(tmp_path) / "runs" / summary["run_id"] / "logs"
         logs = {p.relative_to(log_dir).as_posix(): p.read_text() for p in sorted(log_dir.rglob("*.log"))}
     return Run(
         done.returncode, done.stdout, done.stderr, summary,
@@ -763,8 +763,8 @@ def test_secret_value_is_not_left_in_the_state_directory(docker, tmp_path):
     result = run(tmp_path, SECRET_WORKFLOW, env={"API_TOKEN": SECRET})
     assert result.returncode == 1
     leaked = [
-        str(path.relative_to(tmp_path))
-        for path in (tmp_path / ".runner").rglob("*")
+        str(path)
+        for path in state_of(tmp_path).rglob("*")
         if path.is_file() and SECRET_PART in path.read_text(errors="replace")
     ]
     assert leaked == []

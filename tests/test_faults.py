@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUSYBOX, IMAGE_MAP, LABEL, ROOT, cli, write
+from conftest import BUSYBOX, IMAGE_MAP, LABEL, ROOT, cli, state_of, write
 
 BUSYBOX_IMAGE = '"alpine:3.20"'  # mapped to the local busybox image by IMAGE_MAP
 # Longer than 40 characters, so that a message that shortens a value cannot show it whole.
@@ -144,11 +144,11 @@ class Run:
         for path in (self.out_json, self.events_file):
             if path.exists():
                 places[path.name] = path.read_bytes()
-        state = self.tmp_path / ".runner"
+        state = state_of(self.tmp_path)
         if state.exists():
             for path in sorted(state.rglob("*")):
                 if path.is_file():
-                    places[str(path.relative_to(self.tmp_path))] = path.read_bytes()
+                    places[str(path.relative_to(state))] = path.read_bytes()
         return places
 
     def assert_secret_nowhere(self) -> None:
@@ -352,7 +352,7 @@ def test_newline_free_flood_is_cut_with_a_notice_and_memory_bounded(docker, tmp_
     assert run.peak_rss < MAX_RSS, f"runner's peak memory was {run.peak_rss / 2**20:.0f} MiB"
     notice = re.compile(r"\[runner: output cut after 64 MiB; [\d,]+ more bytes not kept\]")
     assert notice.search(run.stdout), run.stdout[-500:]
-    log_dir = tmp_path / ".runner" / "runs" / run.summary["run_id"] / "logs" / "noisy"
+    log_dir = state_of(tmp_path) / "runs" / run.summary["run_id"] / "logs" / "noisy"
     log = (log_dir / "flood.log").read_bytes()
     assert notice.search(log[-300:].decode()), log[-300:]
     assert len(log) < 70 * 2**20, f"the step's log holds {len(log):,} bytes"
@@ -450,7 +450,7 @@ def test_permission_denied_on_the_socket_exits_3_naming_the_socket(docker, tmp_p
         os.chmod(workflow, 0o644)
         done = subprocess.run(
             [*command, "run", str(workflow), *IMAGE_MAP], cwd=workspace, capture_output=True, text=True, timeout=120,
-            env={**os.environ, **env, "HOME": str(home), "DOCKER_HOST": f"unix://{sock}"}, preexec_fn=_as_nobody,
+            env={**os.environ, **env, "HOME": str(home), "XDG_STATE_HOME": str(home / "state"), "DOCKER_HOST": f"unix://{sock}"}, preexec_fn=_as_nobody,
         )
         output = done.stdout + done.stderr
         assert done.returncode == 3, output

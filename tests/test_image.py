@@ -62,6 +62,7 @@ def test_runs_with_the_workspace_mounted_elsewhere(docker, image, tmp_path):
             image: {BUSYBOX}
             run: |
               echo "made by a job" > /workspace/from-job.txt
+              ls -A /workspace/.runner > /workspace/seen.txt
               echo "made=yes" >> "$RUNNER_OUTPUT"
     """)
     os.chown(tmp_path, 1234, 1234)
@@ -71,6 +72,8 @@ def test_runs_with_the_workspace_mounted_elsewhere(docker, image, tmp_path):
     # runner dropped root for the workspace's owner, and still reached the socket.
     run_dir = next((tmp_path / ".runner" / "runs").iterdir())
     assert run_dir.stat().st_uid == 1234
+    # The image keeps its runs in the workspace, hidden from jobs.
+    assert (tmp_path / "seen.txt").read_text() == ""
 
 
 def test_a_workspace_not_shared_with_the_host_is_refused(docker, image, tmp_path):

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import IMAGE_MAP, LABEL, cli, write
+from conftest import IMAGE_MAP, LABEL, cli, state_of, write
 from test_store import consistent
 from watch import created  # noqa: F401  (a fixture)
 
@@ -130,7 +130,7 @@ def test_resume_after_sigkill_reaps_the_leftover_container_first(docker, created
     proc.stdout.close()
     leftover = containers(docker, run_id)
     assert len(leftover) == 1  # the killed runner could not remove it
-    consistent(sqlite3.connect(tmp_path / ".runner" / "state.db"))
+    consistent(sqlite3.connect(state_of(tmp_path) / "state.db"))
     listing = cli("runs", "list", cwd=tmp_path).stdout
     assert f"{run_id}  workflow.yml  killed" in listing
 
@@ -142,7 +142,7 @@ def test_resume_after_sigkill_reaps_the_leftover_container_first(docker, created
     assert created(run_id, started) == ["quick", "slow", "slow"]
     assert containers(docker, run_id) == []  # the leftover was reaped, the new one removed
     assert "cannot record" not in resumed.stderr
-    consistent(sqlite3.connect(tmp_path / ".runner" / "state.db"))  # both attempts' transitions, in order
+    consistent(sqlite3.connect(state_of(tmp_path) / "state.db"))  # both attempts' transitions, in order
     show = json.loads(cli("runs", "show", run_id, "--format", "json", cwd=tmp_path).stdout)
     assert [(a["status"], a["reason"]) for a in show["attempts"]] == [("killed", "the runner was killed"), ("success", "")]
 

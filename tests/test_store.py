@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IMAGE_MAP, ROOT, cli, write
+from conftest import IMAGE_MAP, ROOT, cli, state_of, write
 from runner.errors import RunNotPossible
 from runner.masking import Masker
 from runner.report.recorder import Recorder
@@ -29,8 +29,8 @@ from runner.history.store import LockHeld, Store
 BUSYBOX_IMAGE = '"alpine:3.20"'
 
 
-def db(tmp_path: Path, state: str = ".runner") -> sqlite3.Connection:
-    return sqlite3.connect(tmp_path / state / "state.db")
+def db(tmp_path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(state_of(tmp_path) / "state.db")
 
 
 def consistent(connection: sqlite3.Connection) -> None:
@@ -110,7 +110,7 @@ def test_secrets_never_enter_the_store(tmp_path):
     """)
     done = cli("run", path, "--input", f"given=prefix-{secret}", cwd=tmp_path, env={"TOKEN": secret})
     assert done.returncode == 1, done.stderr
-    for file in (tmp_path / ".runner").rglob("*"):
+    for file in state_of(tmp_path).rglob("*"):
         if file.is_file():
             assert secret.encode() not in file.read_bytes(), file
     connection = db(tmp_path)
@@ -292,10 +292,10 @@ def test_runs_list_show_and_gc(tmp_path):
     unknown = cli("runs", "show", "nope", cwd=tmp_path)
     assert unknown.returncode == 2 and "no run `nope`" in unknown.stderr
 
-    run_dirs = sorted(p.name for p in (tmp_path / ".runner" / "runs").iterdir())
+    run_dirs = sorted(p.name for p in (state_of(tmp_path) / "runs").iterdir())
     gc = cli("runs", "gc", "--keep", "1", cwd=tmp_path)
     assert gc.returncode == 0 and "removed 2 runs" in gc.stdout, gc.stdout + gc.stderr
-    assert sorted(p.name for p in (tmp_path / ".runner" / "runs").iterdir()) == [newest]
+    assert sorted(p.name for p in (state_of(tmp_path) / "runs").iterdir()) == [newest]
     assert len(run_dirs) == 3
     assert len(json.loads(cli("runs", "list", "--format", "json", cwd=tmp_path).stdout)) == 1
     consistent(db(tmp_path))

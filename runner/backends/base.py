@@ -43,6 +43,7 @@ class ContainerSpec:
     env: Mapping[str, str] = field(default_factory=dict)  # of `command`
     capabilities: frozenset[str] = DEFAULT_CAPABILITIES  # every other one is dropped
     aliases: tuple[str, ...] = ()  # names it answers to on `network` (a network of the job's own)
+    hidden: tuple[str, ...] = ()  # container paths inside the mounts covered by an empty read-only directory
 
 
 class Backend(Protocol):

@@ -184,6 +184,7 @@ class DockerBackend:
     def _create(self, spec: ContainerSpec, service: bool = False) -> str:
         host_config = self.api.create_host_config(
             binds={self.host_path(ours): {"bind": inside, "mode": "rw"} for ours, inside in spec.mounts},
+            tmpfs={inside: "ro" for inside in spec.hidden},
             security_opt=["no-new-privileges"],
             privileged=False,
             cap_drop=["ALL"],

@@ -61,9 +61,16 @@ def read_secrets(workflow: Workflow, environ=os.environ) -> dict[str, str]:
     return {name: environ[name] for name in declared}
 
 
-def state_directory(workflow: Workflow, option: str | None) -> Path:
-    """Absolute: the run's directory is mounted into job containers."""
-    return Path(option or os.environ.get("RUNNER_STATE_DIR") or Path(workflow.directory) / ".runner").absolute()
+def state_directory(workflow: Workflow, option: str | None, workspace: str | Path | None = None) -> Path:
+    """--state-dir, RUNNER_STATE_DIR, else the workspace's own outside it (`project_state_dir`).
+
+    Its real path: a node's scratch directory in it is mounted into the node's
+    container, and where it lies inside the workspace it is hidden from jobs.
+    """
+    from runner.history.store import project_state_dir
+
+    chosen = option or os.environ.get("RUNNER_STATE_DIR")
+    return (Path(chosen) if chosen else project_state_dir(workspace or workflow.directory)).resolve()
 
 
 def make_run_dir(state_dir: Path, run_id: str, exist_ok: bool = False) -> Path:
@@ -76,6 +83,17 @@ def make_run_dir(state_dir: Path, run_id: str, exist_ok: bool = False) -> Path:
     except OSError as e:
         raise RunNotPossible(f"cannot write the state directory {state_dir}: {e.strerror}") from None
     return run_dir
+
+
+def _keep_private(executor, state_dir: Path, workspace: str) -> None:
+    """No job may read or write runner's state: where it lies in the workspace, jobs see an empty directory."""
+    real = os.path.realpath(state_dir)
+    if real == os.path.realpath(workspace):
+        raise RunNotPossible(
+            f"the state directory {state_dir} is the workspace, which jobs can write; "
+            "name another with --state-dir, or leave it out"
+        )
+    executor.private = (Path(real),)
 
 
 def execute(workflow: Workflow, options: RunOptions):
@@ -120,6 +138,7 @@ def _execute(workflow: Workflow, options: RunOptions, store, state_dir: Path):
         # Both are mounted into job containers: the engine must be able to reach them.
         for path in (workflow.directory, str(run_dir)):
             executors[JobKind.CONTAINER].backend.host_path(os.path.abspath(path))
+        _keep_private(executors[JobKind.CONTAINER], state_dir, workflow.directory)
     masked_inputs = masker.value(inputs)
     attempt = store.begin_run(
         run_id,

@@ -20,6 +20,7 @@ import os
 import posixpath
 import re
 import shutil
+import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from secrets import token_hex
@@ -76,6 +77,8 @@ class ContainerExecutor:
         self.masker = masker  # knows the secrets, those computed from them included
         self.removals: trio.Nursery | None = None  # where removals run, when the run provides one
         self.kept: dict[str, str] = {}  # name → id of containers kept for debugging
+        # Host directories no job may see (runner's state): hidden where they lie in the workspace.
+        self.private: tuple[Path, ...] = ()
 
     def image_for(self, image: str) -> str:
         """The image to run for `image`: an exact `--image-map` entry, else one for its repository (every tag)."""
@@ -124,11 +127,13 @@ class ContainerExecutor:
             "dev.runner.workspace": str(node.workspace),
         }
         services = Services(self.backend, name, labels, self.masker) if spec.services else None
+        pinned, hidden = _private(node.workspace, self.private)
         container_spec = ContainerSpec(
             image=image,
             name=name,
             labels=labels,
-            mounts=((str(node.workspace), WORKSPACE), (str(node.directory), RUNNER_DIR)),
+            mounts=((str(node.workspace), WORKSPACE), (str(node.directory), RUNNER_DIR), *pinned),
+            hidden=hidden,
             working_dir=working_dir,
             network=name if services else spec.network,
             cpus=resources.cpus,
@@ -246,10 +251,11 @@ class ContainerExecutor:
         if workdir != box.spec.working_dir and not _may_exist(workdir, node.workspace):
             return Result.FAILURE, {}, f"step `{step.label}`: working_dir {workdir} does not exist"
         script_name = f"step-{number}{suffix(step.shell)}"
-        for name, content in ((script_name, script), (f"{number}.out", ""), (f"{number}.env", "")):
-            path = node.directory / name
-            path.write_text(content, encoding="utf-8")
-            os.chmod(path, 0o666)
+        try:
+            for name, content in ((script_name, script), (f"{number}.out", ""), (f"{number}.env", "")):
+                _write_new(node.directory / name, content)
+        except OSError as e:
+            return Result.FAILURE, {}, f"step `{step.label}`: cannot write its files in {RUNNER_DIR}: {e.strerror or e}"
         env = {
             **node.env,
             **done.env,
@@ -406,6 +412,25 @@ def _in_workspace(path: str, base: str = WORKSPACE) -> str:
     return posixpath.normpath(posixpath.join(base, path))
 
 
+def _private(workspace: Path, private: tuple[Path, ...]) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """The mounts that keep private directories inside the workspace from jobs (real paths
+    compared, so that one reached through a symbolic link is found too): each is covered by an
+    empty read-only directory, and each directory between it and the workspace is mounted onto
+    itself, since a job can rename or remove a directory but not a mount point."""
+    root = os.path.realpath(workspace)
+    pinned: dict[str, str] = {}
+    hidden = []
+    for directory in private:
+        relative = os.path.relpath(os.path.realpath(directory), root)
+        if relative == ".." or relative.startswith("../"):
+            continue
+        parts = relative.split(os.sep)
+        for n in range(1, len(parts)):
+            pinned[os.path.join(root, *parts[:n])] = posixpath.join(WORKSPACE, *parts[:n])
+        hidden.append(posixpath.join(WORKSPACE, *parts))
+    return tuple(pinned.items()), tuple(hidden)
+
+
 def _may_exist(directory: str, workspace: Path) -> bool:
     """False if `directory` is in the mounted workspace and not there; outside it, only the container knows."""
     if directory != WORKSPACE and not directory.startswith(WORKSPACE + "/"):
@@ -413,11 +438,30 @@ def _may_exist(directory: str, workspace: Path) -> bool:
     return (workspace / directory[len(WORKSPACE):].lstrip("/")).is_dir()
 
 
-def _read(path: Path) -> str:
+# The scratch directory lies in runner's state directory and the job may write in it: runner
+# never follows a link the job left there, nor blocks on a pipe.
+def _write_new(path: Path, content: str) -> None:
+    """`content` in a new file at `path`, replacing whatever the job put there."""
     try:
-        return path.read_text(encoding="utf-8", errors="replace")
+        path.unlink()
     except FileNotFoundError:
+        pass
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+    with open(fd, "w", encoding="utf-8") as f:
+        os.fchmod(fd, 0o666)  # the job's user may not be root
+        f.write(content)
+
+
+def _read(path: Path) -> str:
+    """A regular file's text; "" for anything else."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
         return ""
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        return f.read().decode("utf-8", errors="replace")
 
 
 def _mib(n: int) -> str:

@@ -31,6 +31,7 @@ import hashlib
 import os
 import sqlite3
 import stat
+import sys
 import tarfile
 import time
 from dataclasses import dataclass
@@ -155,10 +156,16 @@ class Cache:
         if entry is None:
             return None
         if entry["archive"]:
+            archive = self.store.directory / entry["archive"]
             try:
-                await trio.to_thread.run_sync(restore, self.store.directory / entry["archive"], workspace)
+                restored = await trio.to_thread.run_sync(restore, archive, entry["digest"], workspace)
             except (OSError, tarfile.TarError):
                 return None  # the archive is gone or damaged: run the job
+            if not restored:
+                if entry["digest"]:  # else an entry of an older runner, which recorded none
+                    print(f"runner: warning: the cache archive {archive} does not match the digest recorded "
+                          f"with it: not restored, the job runs", file=sys.stderr)
+                return None
         return Hit(entry["run_id"], entry["node"], loads(entry["outputs"]))
 
     async def save(self, key: str, job: Job, node: str, outputs: Any, workspace: Path) -> str:
@@ -166,20 +173,20 @@ class Cache:
         if self.masker and self.masker.value(outputs) != outputs:
             return "not cached: its outputs hold a secret's value, which is never stored"
         try:
-            archive = await trio.to_thread.run_sync(self._pack, key, job, workspace)
+            archive, digest = await trio.to_thread.run_sync(self._pack, key, job, workspace)
         except OSError as e:
             return f"not cached: cannot archive its cache_outputs: {e.strerror or e}"
         expires = time.time() + job.cache.ttl if job.cache.ttl is not None else None
         try:
-            self.store.cache_put(key, self.run_id, node, outputs, archive, expires)
+            self.store.cache_put(key, self.run_id, node, outputs, archive, digest, expires)
         except sqlite3.Error as e:
             return f"not cached: cannot write the entry: {e}"
         return ""
 
-    def _pack(self, key: str, job: Job, workspace: Path) -> str | None:
-        """Archive the files of `cache_outputs` (blocking: runs in a worker thread)."""
+    def _pack(self, key: str, job: Job, workspace: Path) -> tuple[str | None, str | None]:
+        """Archive the files of `cache_outputs`: the archive's name and sha256 (blocking: runs in a worker thread)."""
         if not job.cache.outputs:
-            return None
+            return None, None
         directory = self.store.directory / ARCHIVES
         directory.mkdir(parents=True, exist_ok=True)
         name = f"{ARCHIVES}/{key}.tar.gz"
@@ -188,10 +195,12 @@ class Cache:
             with tarfile.open(partial, "w:gz") as archive:
                 for relative in matching_files(workspace, job.cache.outputs, self.store.directory):
                     archive.add(workspace / relative, arcname=relative, recursive=False)
+            with open(partial, "rb") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
             os.replace(partial, self.store.directory / name)
         finally:
             partial.unlink(missing_ok=True)
-        return name
+        return name, digest
 
 
 def fingerprint(value: Any, scope: Mapping[str, Any]) -> Any:
@@ -252,14 +261,22 @@ def files_digest(workspace: Path, patterns: Iterable[str]) -> dict[str, Any]:
     return digests
 
 
-def restore(archive: Path, workspace: Path) -> None:
-    """Unpack an entry's files into the workspace; the `data` filter refuses any path that
-    would leave it (absolute paths, `..`, links pointing out)."""
-    with tarfile.open(archive, "r:gz") as tar:
-        if hasattr(tarfile, "data_filter"):
-            tar.extractall(workspace, filter="data")
-        else:  # extraction filters arrived in Python 3.11.4; Debian bookworm has 3.11.2
-            extract_checked(tar, workspace)
+def restore(archive: Path, digest: str | None, workspace: Path) -> bool:
+    """Unpack an entry's files into the workspace if the archive's sha256 is `digest`; whether it was.
+
+    The file is checked and unpacked through one descriptor, so what is unpacked is what was
+    checked.  The `data` filter refuses any path that would leave the workspace (absolute
+    paths, `..`, links pointing out)."""
+    with open(archive, "rb") as f:
+        if digest is None or hashlib.file_digest(f, "sha256").hexdigest() != digest:
+            return False
+        f.seek(0)
+        with tarfile.open(fileobj=f, mode="r:gz") as tar:
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(workspace, filter="data")
+            else:  # extraction filters arrived in Python 3.11.4; Debian bookworm has 3.11.2
+                extract_checked(tar, workspace)
+    return True
 
 
 def extract_checked(tar: tarfile.TarFile, workspace: Path) -> None:

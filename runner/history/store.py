@@ -1,7 +1,7 @@
 """The state store: every run, its nodes' transitions, step logs, locks and cache entries, in SQLite.
 
-One database, `state.db`, in the state directory (`.runner/` beside the
-workflow, or `--state-dir` / `RUNNER_STATE_DIR`).  It is opened in WAL mode,
+One database, `state.db`, in the state directory (`project_state_dir`, outside
+the workspace, or `--state-dir` / `RUNNER_STATE_DIR`).  It is opened in WAL mode,
 once per process; every write is one transaction, so a runner killed at any
 instant (SIGKILL included) leaves the last committed, consistent state, and
 several runners can share the directory: each run is its own rows, and a
@@ -16,10 +16,12 @@ Nothing secret is written here: callers pass values through the Masker first.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
 import sqlite3
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ from runner.errors import RunNotPossible, UsageError
 from runner.model.results import RunStatus
 
 DB_NAME = "state.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: cache.digest
 BUSY_TIMEOUT = 30.0  # seconds a writer waits for another process's transaction
 
 _SCHEMA = """
@@ -118,6 +120,7 @@ CREATE TABLE IF NOT EXISTS cache (
     node TEXT NOT NULL,
     outputs TEXT NOT NULL,
     archive TEXT,                    -- files of `cache_outputs`, relative to the state directory
+    digest TEXT,                     -- the archive's sha256, checked before it is restored
     created REAL NOT NULL,
     expires REAL
 );
@@ -187,18 +190,46 @@ class Lock:
         return f"`runner {self.command}` (pid {self.pid} on {self.host}, since {when})"
 
 
-def find_state_dir(option: str | None, start: Path | None = None) -> Path:
-    """--state-dir, RUNNER_STATE_DIR, else the nearest `.runner` holding a database, from here up."""
+def project_state_dir(workspace: Path | str) -> Path:
+    """Where the runs of a workspace are kept by default: outside it, so that no job can reach them.
+
+    `$XDG_STATE_HOME/runner/<name>-<hash>` (`~/.local/state` when unset), the name being the
+    workspace's and the hash that of its real path: one directory per project, however reached.
+    """
+    base = os.environ.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(base):  # the XDG specification ignores a relative path
+        base = os.path.join(os.path.expanduser("~"), ".local", "state")
+    real = os.path.realpath(workspace)
+    return Path(base) / "runner" / f"{os.path.basename(real) or 'root'}-{hashlib.sha256(real.encode()).hexdigest()[:12]}"
+
+
+LEGACY = ".runner"  # where runs were kept before: beside the workflow, inside its workspace
+
+
+def find_state_dir(option: str | None, start: Path | None = None, quiet: bool = False) -> Path:
+    """--state-dir, RUNNER_STATE_DIR, else the state directory of the nearest directory, from
+    here up, whose runs are recorded (or an old `.runner` there)."""
     if option or os.environ.get("RUNNER_STATE_DIR"):
-        return Path(option or os.environ["RUNNER_STATE_DIR"])
+        return Path(option or os.environ["RUNNER_STATE_DIR"]).absolute()
     here = (start or Path.cwd()).resolve()
     for directory in (here, *here.parents):
-        if (directory / ".runner" / DB_NAME).is_file():
-            return directory / ".runner"
+        current, legacy = project_state_dir(directory), directory / LEGACY
+        found = current if (current / DB_NAME).is_file() else legacy if (legacy / DB_NAME).is_file() else None
+        if found is None:
+            continue
+        if not quiet and (legacy / DB_NAME).is_file():
+            print(
+                f"runner: note: {legacy} holds runs kept where runner kept them before, inside the workspace; "
+                + (f"reading them, since none are recorded in {current}, where new runs go, yet "
+                   f"(unless given --state-dir {legacy})"
+                   if found == legacy else f"see them with --state-dir {legacy}, and remove it when done"),
+                file=sys.stderr,
+            )
+        return found
     raise UsageError(
-        f"no runs are recorded here: no .runner/{DB_NAME} in {here} or above it; "
-        "name the state directory with --state-dir DIR or RUNNER_STATE_DIR "
-        "(runs are kept in .runner beside their workflow)"
+        f"no runs are recorded for {here} or a directory above it (those of workflows in {here} would be in "
+        f"{project_state_dir(here)}); run this in the workflow's directory, or name the state directory "
+        "with --state-dir DIR or RUNNER_STATE_DIR"
     )
 
 
@@ -223,6 +254,8 @@ class Store:
                 raise RunNotPossible(f"{self.path} was written by a newer runner (schema {version}); upgrade runner")
             if version < SCHEMA_VERSION:
                 with self.transaction() as db:
+                    if version == 1:  # entries of before have no digest: their archives are never restored
+                        db.execute("ALTER TABLE cache ADD COLUMN digest TEXT")
                     for statement in _SCHEMA.split(";"):
                         if statement.strip():
                             db.execute(statement)
@@ -430,11 +463,14 @@ class Store:
         found = self.rows("SELECT * FROM cache WHERE key = ? AND (expires IS NULL OR expires > ?)", key, now)
         return found[0] if found else None
 
-    def cache_put(self, key: str, run_id: str, node: str, outputs: Any, archive: str | None, expires: float | None) -> None:
+    def cache_put(
+        self, key: str, run_id: str, node: str, outputs: Any, archive: str | None, digest: str | None, expires: float | None,
+    ) -> None:
         with self.transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO cache (key, run_id, node, outputs, archive, created, expires) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (key, run_id, node, dumps(outputs), archive, time.time(), expires),
+                "INSERT OR REPLACE INTO cache (key, run_id, node, outputs, archive, digest, created, expires)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, run_id, node, dumps(outputs), archive, digest, time.time(), expires),
             )
 
     def cache_expired(self, now: float) -> list[dict[str, Any]]:
