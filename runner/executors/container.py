@@ -80,8 +80,7 @@ class ContainerExecutor:
         """The content digest of the image the job runs in (for cache keys); TemplateError or BackendError."""
         image = self.image_for(to_text(render_value(job.container.image, scope)))
         await self.backend.ensure_image(image)
-        digest = getattr(self.backend, "digest", None)
-        return await digest(image) if digest is not None else image
+        return await self.backend.digest(image)
 
     async def discard(self, name: str) -> None:
         """Remove a kept container after all (its job is tried again)."""
@@ -151,13 +150,11 @@ class ContainerExecutor:
 
     async def _keep(self, container: str, node: NodeRun) -> str | None:
         """Leave a failed job's container running, renamed so that no reaper takes it."""
-        keep = getattr(self.backend, "keep", None)
-        if keep is None:
-            return None
         name = f"{KEPT_PREFIX}{self.run_id}-{file_name(node.node_id)}"[:120]
         with trio.CancelScope(shield=True):
             try:
-                await keep(container, name)
+                if not await self.backend.keep(container, name):
+                    return None
             except BackendError:
                 return None  # gone already (stopped from outside): nothing to keep
         self.kept[name] = container
