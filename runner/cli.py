@@ -7,6 +7,7 @@ import json
 import os
 import sys
 
+from runner.backends import BACKENDS, backend_name
 from runner.errors import ExitStatus, Problem, RunnerError, Severity, UsageError, WorkflowInvalid
 
 EPILOG = """exit status: 0 success, 1 the run failed, 2 the workflow or command line is invalid
@@ -89,6 +90,11 @@ def _parser() -> argparse.ArgumentParser:
 def _run_options(parser: argparse.ArgumentParser, state_dir_help: str) -> None:
     """Options of every command that runs jobs (`run`, `resume`)."""
     parser.add_argument("--concurrency", type=int, metavar="N", help="most nodes running at once")
+    parser.add_argument(
+        "--backend", choices=BACKENDS, metavar="{docker,local}",
+        help="what runs container jobs (default: $RUNNER_BACKEND, else docker); local runs them as processes on "
+        "this machine, in the workspace: not sandboxed, `image` ignored, `network: none`, `resources` and `user` refused",
+    )
     parser.add_argument(
         "--image-map", action="append", default=[], metavar="FROM=TO",
         help="use image TO wherever the workflow names FROM (repeatable)",
@@ -343,6 +349,7 @@ def _common(args, workflow, warnings) -> dict:
         reporters=[reporter],
         use_cache=not args.no_cache,
         keep_on_failure=args.keep_on_failure,
+        backend=backend_name(args.backend),
     )
 
 

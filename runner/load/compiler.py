@@ -317,6 +317,11 @@ class _Compiler:
             resources=Resources(cpus=resources.get("cpus"), memory=memory, pids=resources.get("pids")),
             network=spec.get("network", self.defaults.get("network", "bridge")),
             user=spec.get("user"),
+            where=frozen({
+                key: self.doc.locate(path + (key,) if key in spec else ("defaults", key), key=True)
+                for key in ("image", "resources", "network", "user")
+                if key in spec or key in self.defaults
+            }),
         )
 
     def step(self, index: int, spec: dict, path: tuple, job_shell: str) -> Step:

@@ -78,6 +78,9 @@ class Container:
     resources: Resources
     network: str
     user: str | None
+    # Where `image`, `resources`, `network` and `user` are set (the job's key or the
+    # default's), for a backend that cannot honour them to say so.
+    where: Mapping[str, Location] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
