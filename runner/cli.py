@@ -369,7 +369,8 @@ def _execute(workflow, options, args) -> int:
               f"remove {'them' if len(kept) != 1 else 'it'} with: runner runs clean {outcome.run_id}{_state_dir_flag(options)}",
               file=sys.stderr)
     if outcome.status in (Result.FAILURE, Result.CANCELLED) and options.only is None:
-        print(f"runner: to run again what did not succeed: runner resume {outcome.run_id}{_state_dir_flag(options)}",
+        backend = f" --backend {options.backend}" if options.backend != backend_name(None) else ""
+        print(f"runner: to run again what did not succeed: runner resume {outcome.run_id}{_state_dir_flag(options)}{backend}",
               file=sys.stderr)
     if outcome.signal is not None:
         return ExitStatus.TERMINATED if outcome.signal == 15 else ExitStatus.INTERRUPTED

@@ -123,6 +123,7 @@ def test_a_failing_step_fails_its_job_with_its_exit_code(tmp_path):
     assert summary["jobs"]["broken"]["reason"] == "step `1` failed: exit code 5"
     assert "exit code 127 (command not found)" in summary["jobs"]["missing"]["reason"]
     assert "no-such-shell-here" in summary["jobs"]["missing"]["reason"]
+    assert re.search(r"^runner: to run again what did not succeed: runner resume \S+ --backend local$", done.stderr, re.M)
 
 
 def test_a_timeout_kills_the_step_and_everything_it_started(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from runner.backends.base import Backend
 from runner.errors import UsageError
 
 BACKENDS = ("docker", "local")
@@ -23,7 +24,7 @@ def backend_name(option: str | None, environ=os.environ) -> str:
     return name
 
 
-def open_backend(name: str, threads: int = 4):
+def open_backend(name: str, threads: int = 4) -> Backend:
     """The backend called `name`; RunNotPossible if it cannot be had (no Docker engine answers)."""
     if name == "local":
         from runner.backends.local import LocalBackend

@@ -406,7 +406,7 @@ def _engine_errors() -> tuple[type[Exception], ...]:
     from requests import RequestException
     from urllib3.exceptions import HTTPError
 
-    return (RequestException, HTTPError, OSError)
+    return (RequestException, HTTPError, ConnectionError, TimeoutError)
 
 
 def _first_line(error: Exception) -> str:
