@@ -7,9 +7,12 @@ the Docker SDK is imported only when the Docker backend is opened.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from runner.backends.base import Backend
 from runner.errors import UsageError
+
+if TYPE_CHECKING:  # the command line imports this module: it stays light
+    from runner.backends.base import Backend
 
 BACKENDS = ("docker", "local")
 DEFAULT = "docker"
