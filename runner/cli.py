@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from runner import __version__
+from runner.backends import BACKENDS, backend_name
 from runner.errors import ExitStatus, Problem, RunnerError, Severity, UsageError, WorkflowInvalid
 
 EPILOG = """exit status: 0 success, 1 the run failed, 2 the workflow or command line is invalid
@@ -101,6 +102,11 @@ def _parser() -> argparse.ArgumentParser:
 def _run_options(parser: argparse.ArgumentParser, state_dir_help: str) -> None:
     """Options of every command that runs jobs (`run`, `resume`)."""
     parser.add_argument("--concurrency", type=int, metavar="N", help="most nodes running at once")
+    parser.add_argument(
+        "--backend", choices=BACKENDS, metavar="{docker,local}",
+        help="what runs container jobs (default: $RUNNER_BACKEND, else docker); local runs them as processes on "
+        "this machine, in the workspace: not sandboxed, `image` ignored, `network: none`, `resources` and `user` refused",
+    )
     parser.add_argument(
         "--image-map", action="append", default=[], metavar="FROM=TO",
         help="use image TO wherever the workflow names FROM (repeatable)",
@@ -357,6 +363,7 @@ def _common(args, workflow, warnings) -> dict:
         reporters=[reporter],
         use_cache=not args.no_cache,
         keep_on_failure=args.keep_on_failure,
+        backend=backend_name(args.backend),
     )
 
 
@@ -390,8 +397,9 @@ def _execute(workflow, options, args) -> int:
               f"{_state_dir_flag(workflow, options)}",
               file=sys.stderr)
     if outcome.status in (Result.FAILURE, Result.CANCELLED) and options.only is None:
+        backend = f" --backend {options.backend}" if options.backend != backend_name(None) else ""
         print(f"runner: to run again what did not succeed: runner resume {outcome.run_id}"
-              f"{_state_dir_flag(workflow, options)}",
+              f"{_state_dir_flag(workflow, options)}{backend}",
               file=sys.stderr)
     if outcome.signal is not None:
         return ExitStatus.TERMINATED if outcome.signal == 15 else ExitStatus.INTERRUPTED

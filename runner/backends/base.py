@@ -2,14 +2,17 @@
 
 Container jobs (`executors/container.py`) describe a container with a
 `ContainerSpec` and drive it through a `Backend`; `docker.py` is the Docker
-engine behind it and `fake.py` a scripted stand-in for engine tests.  Every
-error a backend meets leaves it as a `BackendError` whose message is for the user.
+engine behind it, `local.py` runs the same steps as processes on this machine
+(`--backend local`), and `fake.py` is a scripted stand-in for engine tests.
+Every error a backend meets leaves it as a `BackendError` (or, outside a job,
+`RunNotPossible`) whose message is for the user.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Protocol
+from typing import Callable, Mapping
 
 DEFAULT_PIDS = 4096
 # What a build needs of Docker's default capabilities: apt drops to its _apt user
@@ -46,12 +49,18 @@ class ContainerSpec:
     hidden: tuple[str, ...] = ()  # container paths inside the mounts covered by an empty read-only directory
 
 
-class Backend(Protocol):
-    """The one narrow seam between container jobs and a container engine."""
+class Backend(ABC):
+    """The one narrow seam between container jobs and a container engine.
 
+    What every backend must do is abstract; what only some can do has a
+    default here that says so, so that callers never ask whether a method exists.
+    """
+
+    @abstractmethod
     async def ensure_image(self, image: str) -> None:
         """Make `image` available locally (pulling it if need be); BackendError if it cannot be."""
 
+    @abstractmethod
     async def start(self, spec: ContainerSpec) -> str:
         """Create and start a container that stays up until removed; return its id.
 
@@ -59,9 +68,11 @@ class Backend(Protocol):
         returned so that the caller can remove it.
         """
 
+    @abstractmethod
     async def create(self, spec: ContainerSpec) -> str:
         """Create a container that will run `spec.command`; return its id. Not cancellable."""
 
+    @abstractmethod
     async def run(self, container: str, output: Callable[[str, bytes], None]) -> int:
         """Start a created container, streaming its output; return its command's exit code.
 
@@ -69,6 +80,7 @@ class Backend(Protocol):
         container is removed.
         """
 
+    @abstractmethod
     async def exec(
         self, container: str, argv: list[str], env: Mapping[str, str], workdir: str, user: str | None,
         output: Callable[[str, bytes], None],
@@ -79,27 +91,52 @@ class Backend(Protocol):
         container is removed.
         """
 
+    @abstractmethod
     async def remove(self, container: str) -> None:
         """Kill and remove the container. Not cancellable."""
 
-    async def out_of_memory(self, container: str) -> bool:
-        """Whether the kernel killed a process in the container (running or exited) for memory."""
-
+    @abstractmethod
     async def running(self, container: str) -> bool:
         """Whether the container still exists and runs."""
 
-    # Optional: `async digest(image) -> str`, the image's content digest (for cache
-    # keys), and `async keep(container, name)`, which renames a container left
-    # running for debugging so that no reaper removes it.
+    async def out_of_memory(self, container: str) -> bool:
+        """Whether the kernel killed a process in the container (running or exited) for memory."""
+        return False
 
+    async def digest(self, image: str) -> str:
+        """What identifies the image's content, for cache keys: by default its name."""
+        return image
 
-class ServiceBackend(Protocol):
-    """What a backend adds to run a job's `services:`; `supports_services` says it has it."""
+    async def keep(self, container: str, name: str) -> bool:
+        """Leave a failed job's container running under `name`, out of any reaper's reach.
 
-    supports_services: bool
+        False when the backend cannot keep containers; BackendError if the container is gone.
+        """
+        return False
+
+    def host_path(self, path: str) -> str:
+        """Where the engine finds `path` to mount it; RunNotPossible if it cannot."""
+        return path
+
+    def check(self, workflow) -> list[str]:
+        """Warnings to print before the run starts; WorkflowInvalid, naming each key, for
+        settings of the workflow's container jobs that this backend cannot honour."""
+        return []
+
+    def reap(self) -> list[str]:
+        """Remove what runners on this machine that were killed mid-run left behind; the ids removed."""
+        return []
+
+    def remove_run(self, run_id: str, kept_only: bool = False) -> list[str]:
+        """Remove the run's containers (those kept for debugging, or all); the names removed."""
+        return []
+
+    # Services (a job's `services:`): a backend that can run them says so and has all four.
+    supports_services = False
 
     async def create_network(self, name: str, labels: Mapping[str, str]) -> str:
         """Create a network of the job's own, on which containers reach each other by alias; its id."""
+        raise BackendError("this container backend cannot run services")
 
     async def remove_network(self, network: str) -> None:
         """Remove the network, disconnecting what is still attached (a container kept for debugging).
@@ -110,6 +147,8 @@ class ServiceBackend(Protocol):
     async def start_service(self, spec: ContainerSpec) -> str:
         """Create and start a container running its image's own entrypoint, with `spec.command`
         (None: the image's command) as its arguments; its id.  Not cancellable."""
+        raise BackendError("this container backend cannot run services")
 
     async def logs(self, container: str, lines: int) -> list[str]:
         """The last `lines` lines the container wrote (standard output and error)."""
+        return []

@@ -17,7 +17,7 @@ from typing import Callable, Mapping
 import trio
 
 from runner.errors import RunNotPossible
-from runner.backends.base import DISAPPEARED, KEPT_PREFIX, BackendError, ContainerSpec
+from runner.backends.base import DISAPPEARED, KEPT_PREFIX, Backend, BackendError, ContainerSpec
 
 LABEL_RUN = "dev.runner.run-id"
 LABEL_OWNER = "dev.runner.owner"  # host:pid of the runner process that started the container
@@ -32,13 +32,11 @@ def connect(threads: int = 32):
     import docker
     from docker.errors import DockerException
 
-    import requests
-
     where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     try:
         client = docker.from_env(max_pool_size=threads, timeout=120)
         client.api.ping()
-    except (DockerException, requests.RequestException) as e:
+    except (DockerException, *_engine_errors()) as e:
         if "Permission denied" in str(e) or "PermissionError" in str(e):
             raise RunNotPossible(
                 f"permission denied on the Docker engine's socket {where}: "
@@ -82,7 +80,7 @@ class HostPaths:
         for candidate in _own_container_ids():
             try:
                 container = api.inspect_container(candidate)
-            except DockerException:
+            except (DockerException, *_engine_errors()):
                 continue
             if container["Config"].get("Hostname") != hostname:
                 continue  # another container's id seen from the host's mount table
@@ -113,23 +111,25 @@ def _own_container_ids() -> list[str]:
     return list(dict.fromkeys(found))
 
 
-class DockerBackend:
+class DockerBackend(Backend):
     def __init__(self, client, threads: int = 32):
         self.api = client.api
         self.limiter = trio.CapacityLimiter(threads)
-        self.host_path = HostPaths.discover(self.api)
+        self.host_paths = HostPaths.discover(self.api)
         self._images: dict[str, trio.Event] = {}
         self._image_errors: dict[str, str] = {}
 
+    def host_path(self, path: str) -> str:
+        return self.host_paths(path)
+
     async def _call(self, fn, *args, cancellable: bool = False):
         from docker.errors import DockerException
-        from requests import RequestException
 
         try:
             return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter, abandon_on_cancel=cancellable)
         except DockerException as e:
             raise BackendError(_first_line(e)) from None
-        except RequestException as e:
+        except _engine_errors() as e:  # the connection, in a call or while streaming
             raise BackendError(f"lost the Docker engine: {_first_line(e)}") from None
 
     async def ensure_image(self, image: str) -> None:
@@ -148,19 +148,17 @@ class DockerBackend:
     def _ensure_image(self, image: str) -> None:
         from docker.errors import DockerException, ImageNotFound
 
-        from requests import RequestException
-
         try:
             self.api.inspect_image(image)
             return
         except ImageNotFound:
             pass
-        except (DockerException, RequestException) as e:
+        except (DockerException, *_engine_errors()) as e:
             raise BackendError(_first_line(e)) from None
         repository, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
         try:
             self.api.pull(repository, tag=tag or "latest")
-        except (DockerException, RequestException) as e:
+        except (DockerException, *_engine_errors()) as e:
             raise BackendError(
                 f"image `{image}` is not available locally and could not be pulled ({_first_line(e)}); "
                 f"to use a local image instead, pass --image-map {image}=LOCAL_IMAGE"
@@ -321,18 +319,17 @@ class DockerBackend:
 
     def _remove(self, container: str) -> None:
         from docker.errors import DockerException, NotFound
-        from requests import RequestException
 
         try:
             self.api.remove_container(container, force=True, v=True)
         except NotFound:
             pass
-        except (DockerException, RequestException):
+        except (DockerException, *_engine_errors()):
             # Removal already in progress (a second Ctrl-C) or a passing engine error: retry once.
             # An engine that is gone took its containers with it.
             try:
                 self.api.remove_container(container, force=True, v=True)
-            except (DockerException, RequestException):
+            except (DockerException, *_engine_errors()):
                 pass
 
     async def out_of_memory(self, container: str) -> bool:
@@ -360,9 +357,10 @@ class DockerBackend:
         """The image's content digest (its id): the same whatever tag names it."""
         return (await self._call(self.api.inspect_image, image))["Id"]
 
-    async def keep(self, container: str, name: str) -> None:
+    async def keep(self, container: str, name: str) -> bool:
         """Rename a container left running for debugging; `reap` leaves such containers alone."""
         await self._call(self.api.rename, container, name)
+        return True
 
     async def running(self, container: str) -> bool:
         # The engine reports a killed container as running for a moment after
@@ -383,7 +381,7 @@ class DockerBackend:
 
         host = socket.gethostname()
         reaped = []
-        for container in self.api.containers(all=True, filters={"label": LABEL_OWNER}):
+        for container in self._list({"label": LABEL_OWNER}):
             owner_host, _, pid = container["Labels"][LABEL_OWNER].rpartition(":")
             if owner_host != host or not pid.isdigit() or _alive(int(pid)):
                 continue
@@ -392,7 +390,7 @@ class DockerBackend:
             try:
                 self.api.remove_container(container["Id"], force=True, v=True)
                 reaped.append(container["Id"])
-            except DockerException:
+            except (DockerException, *_engine_errors()):
                 pass
         # Networks after containers: a network in use cannot be removed.
         for network in self.api.networks(filters={"label": LABEL_OWNER}):
@@ -410,14 +408,14 @@ class DockerBackend:
         from docker.errors import DockerException
 
         removed = []
-        for container in self.api.containers(all=True, filters={"label": f"{LABEL_RUN}={run_id}"}):
+        for container in self._list({"label": f"{LABEL_RUN}={run_id}"}):
             names = [n.lstrip("/") for n in container.get("Names") or ()]
             if kept_only and not any(n.startswith(KEPT_PREFIX) for n in names):
                 continue
             try:
                 self.api.remove_container(container["Id"], force=True, v=True)
                 removed.append(names[0] if names else container["Id"][:12])
-            except DockerException:
+            except (DockerException, *_engine_errors()):
                 pass
         if not kept_only:
             for network in self.api.networks(filters={"label": f"{LABEL_RUN}={run_id}"}):
@@ -428,9 +426,16 @@ class DockerBackend:
     def leftovers(self, run_id: str) -> list[str]:
         """Containers and networks of the run still present (none, once a run has ended)."""
         where = {"label": f"{LABEL_RUN}={run_id}"}
-        return [c["Id"] for c in self.api.containers(all=True, filters=where)] + [
-            n["Id"] for n in self.api.networks(filters=where)
-        ]
+        return [c["Id"] for c in self._list(where)] + [n["Id"] for n in self.api.networks(filters=where)]
+
+    def _list(self, filters: dict) -> list[dict]:
+        """The containers `filters` selects; RunNotPossible if the engine cannot say."""
+        from docker.errors import DockerException
+
+        try:
+            return self.api.containers(all=True, filters=filters)
+        except (DockerException, *_engine_errors()) as e:
+            raise RunNotPossible(f"the Docker engine failed to list containers: {_first_line(e)}") from None
 
 
 def _pass_on(chunks, deliver: Callable[[str, bytes], None]) -> bool:
@@ -455,6 +460,14 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _engine_errors() -> tuple[type[Exception], ...]:
+    """What losing the engine raises besides docker-py's own errors, in a call or a stream."""
+    from requests import RequestException
+    from urllib3.exceptions import HTTPError
+
+    return (RequestException, HTTPError, ConnectionError, TimeoutError)
 
 
 def _first_line(error: Exception) -> str:

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import trio
 
+from runner.backends.base import Backend
 
-class FakeBackend:
+
+class FakeBackend(Backend):
     def __init__(self):
         self.started: list[str] = []
         self.removed: list[str] = []
-        self.running = 0
+        self.live = 0  # containers started and not yet removed
         self.most_running = 0
         self.attempts: dict[str, int] = {}
         self.specs: dict = {}
@@ -31,8 +33,8 @@ class FakeBackend:
         container = f"c{len(self.started)}"
         self.started.append(container)
         self.specs[container] = spec
-        self.running += 1
-        self.most_running = max(self.most_running, self.running)
+        self.live += 1
+        self.most_running = max(self.most_running, self.live)
         return container
 
     async def create(self, spec):
@@ -66,7 +68,7 @@ class FakeBackend:
 
     async def remove(self, container):
         self.removed.append(container)
-        self.running -= 1
+        self.live -= 1
 
-    async def out_of_memory(self, container):
-        return False
+    async def running(self, container):
+        return container in self.started and container not in self.removed

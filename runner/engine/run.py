@@ -43,6 +43,7 @@ class RunOptions:
     use_cache: bool = True  # False: --no-cache
     keep_on_failure: bool = False
     digest: str = ""  # the workflow's content hash, taken when it was loaded
+    backend: str = "docker"  # what runs container jobs: runner.backends.BACKENDS
 
 
 def new_run_id() -> str:
@@ -150,6 +151,7 @@ def _execute(workflow: Workflow, options: RunOptions, store, state_dir: Path):
         options={
             "image_map": options.image_map,
             "concurrency": options.concurrency,
+            "backend": options.backend,
             **({"only": options.only.job} if options.only else {}),
         },
         command="resume" if plan else "only" if options.only else "run",
@@ -261,10 +263,12 @@ def _http_executors(secret_values: dict[str, str]) -> dict[JobKind, Any]:
 
 def _container_executor(workflow: Workflow, options: RunOptions, run_id: str, masker: Masker):
     from runner.executors.container import ContainerExecutor
-    from runner.backends.docker import DockerBackend, connect
+    from runner.backends import open_backend
 
     threads = 2 * (options.concurrency or workflow.concurrency or os.cpu_count() or 1) + 8
-    backend = DockerBackend(connect(threads), threads)
+    backend = open_backend(options.backend, threads)
+    for warning in backend.check(workflow):
+        print(f"runner: {warning}", file=sys.stderr)
     backend.reap()
     if options.resume is not None:
         # The lock is ours, so whatever containers the run still has are leftovers of a runner

@@ -90,8 +90,7 @@ class ContainerExecutor:
         """The content digest of the image the job runs in (for cache keys); TemplateError or BackendError."""
         image = self.image_for(to_text(render_value(job.container.image, scope)))
         await self.backend.ensure_image(image)
-        digest = getattr(self.backend, "digest", None)
-        return await digest(image) if digest is not None else image
+        return await self.backend.digest(image)
 
     async def discard(self, name: str) -> None:
         """Remove a kept container after all (its job is tried again)."""
@@ -111,7 +110,7 @@ class ContainerExecutor:
             working_dir = _in_workspace(to_text(render_value(spec.working_dir, node.scope) or ""))
         except TemplateError as e:
             return Outcome(Result.FAILURE, f"image or working_dir: {e}")
-        if spec.services and not getattr(self.backend, "supports_services", False):
+        if spec.services and not self.backend.supports_services:
             return Outcome(Result.FAILURE, "this job has `services:`, which the container backend in use cannot run")
         node.directory.mkdir(parents=True, exist_ok=True)
         os.chmod(node.directory, 0o777)  # the job's user may not be root
@@ -180,13 +179,11 @@ class ContainerExecutor:
 
     async def _keep(self, container: str, node: NodeRun) -> str | None:
         """Leave a failed job's container running, renamed so that no reaper takes it."""
-        keep = getattr(self.backend, "keep", None)
-        if keep is None:
-            return None
         name = f"{KEPT_PREFIX}{self.run_id}-{file_name(node.node_id)}"[:120]
         with trio.CancelScope(shield=True):
             try:
-                await keep(container, name)
+                if not await self.backend.keep(container, name):
+                    return None
             except BackendError:
                 return None  # gone already (stopped from outside): nothing to keep
         self.kept[name] = container

@@ -278,9 +278,9 @@ def clean(store: Store, run: dict, out: TextIO = sys.stdout) -> int:
     if holder is not None:
         raise RunNotPossible(f"run {run_id} is in use by {holder}; its containers go when it ends")
     kept = [n for n in store.nodes(run_id) if n["container"]]
-    from runner.backends.docker import DockerBackend, connect
+    from runner.backends import open_backend
 
-    backend = DockerBackend(connect(4), 4)
+    backend = open_backend((loads(run["options"]) or {}).get("backend", "docker"))
     removed = backend.remove_run(run_id, kept_only=True)
     for n in kept:
         store.set_container(run_id, n["node"], None)

@@ -323,6 +323,11 @@ class _Compiler:
             user=str(spec["user"]) if spec.get("user") is not None else None,
             capabilities=Capabilities(**{k: tuple(v) for k, v in (spec.get("capabilities") or {}).items()}),
             services=self.services(spec.get("services") or {}, network, path),
+            where=frozen({
+                key: self.doc.locate(path + (key,) if key in spec else ("defaults", key), key=True)
+                for key in ("image", "resources", "network", "user", "capabilities", "services")
+                if key in spec or key in self.defaults
+            }),
         )
 
     def services(self, spec: dict, network: str, path: tuple) -> tuple[Service, ...]:

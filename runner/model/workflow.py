@@ -107,6 +107,9 @@ class Container:
     user: str | None  # "host": the workspace's owner; None: runner's user when it is not root, else the image's
     capabilities: Capabilities = Capabilities()
     services: tuple[Service, ...] = ()
+    # Where `image`, `resources`, `network`, `user`, `capabilities` and `services` are set
+    # (the job's key or the default's), for a backend that cannot honour them to say so.
+    where: Mapping[str, Location] = field(default_factory=dict)
 
     def images(self) -> set[str]:
         """The images known before running (not computed by an expression): the job's and its services'."""
