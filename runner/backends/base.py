@@ -79,5 +79,6 @@ class Backend(Protocol):
         """Whether the container still exists and runs."""
 
     # Optional: `async digest(image) -> str`, the image's content digest (for cache
-    # keys), and `async keep(container, name)`, which renames a container left
-    # running for debugging so that no reaper removes it.
+    # keys), `async image_path(image) -> str | None`, the PATH the image sets, and
+    # `async keep(container, name)`, which renames a container left running for
+    # debugging so that no reaper removes it.

@@ -16,6 +16,7 @@ class Console(Reporter):
     def __init__(self, out: TextIO | None = None, quiet: bool = False):
         self.out = out or sys.stdout
         self.quiet = quiet
+        self.summaries: dict[str, str] = {}
 
     def _print(self, text: str) -> None:
         try:
@@ -28,6 +29,7 @@ class Console(Reporter):
             self._print(f"run {run_id}: {name} ({workflow})")
 
     def node_started(self, node):
+        self.summaries.pop(node.id, None)  # an attempt's summary starts anew
         if self.quiet:
             return
         if node.attempts > 1:
@@ -53,6 +55,9 @@ class Console(Reporter):
         if node.container:
             self._print(f"  container kept for debugging: docker exec -it {node.container} sh")
 
+    def summary(self, node_id, text):
+        self.summaries[node_id] = self.summaries.get(node_id, "") + text
+
     def run_finished(self, summary: dict[str, Any]):
         jobs = summary["jobs"]
         if not self.quiet and jobs:
@@ -70,6 +75,10 @@ class Console(Reporter):
             self._print("outputs:")
             for name, value in summary["outputs"].items():
                 self._print(f"  {name}: {value!r}" if not isinstance(value, str) else f"  {name}: {value}")
+        if not self.quiet:
+            for node_id, text in self.summaries.items():
+                self._print(f"\nsummary of {node_id}:")
+                self._print(text.rstrip("\n"))
         status = summary["status"]
         line = f"run {summary['run_id']} {status} in {format_duration(round(summary['duration_s'], 1))}"
         if summary.get("usage"):
