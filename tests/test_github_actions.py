@@ -233,6 +233,17 @@ def test_job_ids_may_contain_dashes(docker, tmp_path):
     assert shown.returncode == 0 and "building" in shown.stdout, shown.stdout + shown.stderr
 
 
+def test_the_graph_of_dashed_job_ids(tmp_path):
+    path = write(tmp_path, """
+        version: 1
+        jobs:
+          build-image: {outputs: {tag: v1}}
+          deploy-it: {needs: build-image, outputs: {tag: "${{ jobs.build-image.outputs.tag }}"}}
+    """)
+    assert "  build-image --> deploy-it\n" in cli("graph", path).stdout
+    assert '  "build-image" -> "deploy-it";\n' in cli("graph", "--format", "dot", path).stdout
+
+
 def test_an_unknown_dashed_job_is_named_in_the_error(tmp_path):
     path = write(tmp_path, """
         version: 1
@@ -321,6 +332,7 @@ def test_top_level_github_keys_get_hints(tmp_path):
     ("github.sha", ["`git.sha`"]),
     ("github.ref", ["`git.ref`"]),
     ("github.run_id", ["`run.id`"]),
+    ("github.workspace", ["`/workspace`"]),
     ("github.event_name", ["`run.id`", "`git.sha`", "`inputs`"]),
 ])
 def test_github_contexts_in_expressions_get_hints(tmp_path, expression, words):

@@ -70,6 +70,8 @@ def context_hint(root: str, key: str | None, source: str) -> str | None:
     if root == "needs":
         return f"`needs` is GitHub Actions' name for the jobs needed: write `{_NEEDS.sub('jobs.', source)}`"
     if root == "github":
+        if key == "workspace":
+            return "runner has no `github` context: the workspace is `/workspace` in every container (`$GITHUB_WORKSPACE`)"
         instead = _GITHUB.get(key or "")
         if instead:
             return f"runner has no `github` context: write `{instead}`"
