@@ -32,13 +32,14 @@ jobs:
           printf '#!/bin/sh\\necho from-the-added-path\\n' > /tmp/tools/mytool
           chmod +x /tmp/tools/mytool
           echo /tmp/tools >> "$GITHUB_PATH"
+          echo /tmp/more >> "$RUNNER_PATH"
           echo "### Built the thing" >> "$GITHUB_STEP_SUMMARY"
           test "$GITHUB_WORKSPACE" = "$RUNNER_WORKSPACE" && test "$(pwd)" = "$GITHUB_WORKSPACE"
           test "$GITHUB_OUTPUT" = "$RUNNER_OUTPUT"
       - run: |
           echo "greeting=$GREETING"
           mytool
-          ls / > /dev/null
+          test "$PATH" = /tmp/more:/tmp/tools:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
           echo "y=2" >> "$RUNNER_OUTPUT"
           echo "- second line of the summary" >> "$RUNNER_STEP_SUMMARY"
     outputs: {x: "${{ steps.first.outputs.x }}"}
