@@ -114,6 +114,11 @@ def _run_options(parser: argparse.ArgumentParser, state_dir_help: str) -> None:
     parser.add_argument("--output-json", metavar="FILE", help="write the run's result as JSON")
     parser.add_argument("--events", metavar="FILE", help="write every event as a JSON line")
     parser.add_argument("--state-dir", metavar="DIR", help=state_dir_help)
+    parser.add_argument(
+        "--workspace", metavar="DIR",
+        help="the directory mounted at /workspace (default: the top of the git work tree holding the workflow, "
+        "else its directory; `resume`: the run's)",
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="print only failures and the final status")
     parser.add_argument("--no-cache", action="store_true", help="run cached jobs anyway (their entries are refreshed)")
     parser.add_argument(
@@ -354,7 +359,12 @@ def _common(args, workflow, warnings) -> dict:
     for option, path in (("--output-json", args.output_json), ("--events", args.events)):
         if path:
             _check_writable(option, path)
+    if args.workspace is not None:
+        from runner.engine.workspace import find_workspace
+
+        find_workspace(workflow.directory, args.workspace)  # refuses a missing directory before anything runs
     return dict(
+        workspace=args.workspace,
         concurrency=args.concurrency,
         image_map=_pairs(args.image_map, "--image-map"),
         state_dir=args.state_dir,

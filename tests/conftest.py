@@ -65,18 +65,20 @@ def docker_client():
 def docker(docker_client, tmp_path):
     """The engine, checked after the test for containers the runner left behind.
 
-    Only containers whose workspace is the test's own (or the example workflows')
-    count, so that other runs on the same engine do not disturb the check.
+    Only containers whose workspace is the test's own (or the example workflows',
+    this repository) count, so that other runs on the same engine do not disturb the check.
     """
     yield docker_client
     from docker.errors import NotFound
 
-    mine = (str(tmp_path), str(ROOT / "workflows"))
+    def mine(workspace: str) -> bool:
+        return workspace == str(ROOT) or workspace.startswith(str(tmp_path))
+
     # The low-level listing carries the labels: no per-container call that a
     # container removed in the meantime could fail.
     left = [
         c for c in docker_client.api.containers(all=True, filters={"label": LABEL})
-        if c["Labels"].get("dev.runner.workspace", "").startswith(mine)
+        if mine(c["Labels"].get("dev.runner.workspace", ""))
     ]
     for container in left:
         try:

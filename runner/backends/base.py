@@ -114,6 +114,10 @@ class Backend(ABC):
         """
         return False
 
+    async def image_path(self, image: str) -> str | None:
+        """The PATH the image sets for its processes, if it sets one (None: the engine's default)."""
+        return None
+
     def host_path(self, path: str) -> str:
         """Where the engine finds `path` to mount it; RunNotPossible if it cannot."""
         return path

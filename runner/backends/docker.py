@@ -357,6 +357,11 @@ class DockerBackend(Backend):
         """The image's content digest (its id): the same whatever tag names it."""
         return (await self._call(self.api.inspect_image, image))["Id"]
 
+    async def image_path(self, image: str) -> str | None:
+        """The PATH the image sets for its processes, if it sets one."""
+        env = (await self._call(self.api.inspect_image, image))["Config"].get("Env") or []
+        return next((entry[5:] for entry in env if entry.startswith("PATH=")), None)
+
     async def keep(self, container: str, name: str) -> bool:
         """Rename a container left running for debugging; `reap` leaves such containers alone."""
         await self._call(self.api.rename, container, name)

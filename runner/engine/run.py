@@ -23,7 +23,7 @@ from runner.masking import Masker
 from runner.model.workflow import JobKind, Workflow
 from runner.model.results import Result
 from runner.report import Masking, Reporter, Reporters
-from runner.report.files import EventLog, StepLogs
+from runner.report.files import EventLog, StepLogs, StepSummaries
 
 
 @dataclass
@@ -44,6 +44,7 @@ class RunOptions:
     keep_on_failure: bool = False
     digest: str = ""  # the workflow's content hash, taken when it was loaded
     backend: str = "docker"  # what runs container jobs: runner.backends.BACKENDS
+    workspace: str | None = None  # --workspace; else the repository holding the workflow (engine/workspace.py)
 
 
 def new_run_id() -> str:
@@ -118,8 +119,10 @@ def _execute(workflow: Workflow, options: RunOptions, store, state_dir: Path):
     from runner.engine.scheduler import Scheduler
     from runner.model.results import RunStatus
     from runner.load.workflow import content_hash
+    from runner.engine.workspace import find_workspace, git_facts, uses_git
 
     plan = options.resume
+    workspace = find_workspace(workflow.directory, options.workspace or (plan.options.get("workspace") if plan else None))
     scheduled = options.only.workflow if options.only is not None else workflow  # --only: one job
     inputs = resolve(workflow, plan.inputs if plan else options.inputs, options.inputs_source)
     secret_values = read_secrets(scheduled)
@@ -137,9 +140,9 @@ def _execute(workflow: Workflow, options: RunOptions, store, state_dir: Path):
     run_dir = make_run_dir(state_dir, run_id, exist_ok=plan is not None)
     if needs_docker:
         # Both are mounted into job containers: the engine must be able to reach them.
-        for path in (workflow.directory, str(run_dir)):
+        for path in (str(workspace), str(run_dir)):
             executors[JobKind.CONTAINER].backend.host_path(os.path.abspath(path))
-        _keep_private(executors[JobKind.CONTAINER], state_dir, workflow.directory)
+        _keep_private(executors[JobKind.CONTAINER], state_dir, str(workspace))
     masked_inputs = masker.value(inputs)
     attempt = store.begin_run(
         run_id,
@@ -152,6 +155,7 @@ def _execute(workflow: Workflow, options: RunOptions, store, state_dir: Path):
             "image_map": options.image_map,
             "concurrency": options.concurrency,
             "backend": options.backend,
+            "workspace": str(workspace),
             **({"only": options.only.job} if options.only else {}),
         },
         command="resume" if plan else "only" if options.only else "run",
@@ -161,7 +165,9 @@ def _execute(workflow: Workflow, options: RunOptions, store, state_dir: Path):
     recorder = Recorder(store, run_id, attempt, masker)
     reporter: Reporter = Reporters([])
     try:
-        reporters: list[Reporter] = [*options.reporters, StepLogs(run_dir / "logs", attempt, recorder.log_file)]
+        reporters: list[Reporter] = [
+            *options.reporters, StepLogs(run_dir / "logs", attempt, recorder.log_file), StepSummaries(run_dir / "summaries"),
+        ]
         if options.events:
             try:
                 reporters.append(EventLog(options.events))
@@ -183,6 +189,8 @@ def _execute(workflow: Workflow, options: RunOptions, store, state_dir: Path):
             restore=plan.restore if plan else None,
             preset=options.only.preset if options.only else None,
             cache=_cache(scheduled, store, run_id, secret_values, masker, executors, options),
+            workspace=workspace,
+            git=git_facts(workspace) if uses_git(scheduled) else None,
         )
 
         async def run_and_close():

@@ -24,7 +24,7 @@ from runner.executors import Executor, NodeRun, Outcome, add_usage
 from runner.executors.subworkflow import SubWorkflows
 from runner.masking import Masker
 from runner.expr.matrix import MatrixError, expand, labels
-from runner.model.workflow import Job, JobKind, Workflow
+from runner.model.workflow import GIT_FACTS, Job, JobKind, Workflow
 from runner.model.results import Result
 from runner.report import Prefixed, Reporter
 from runner.model.results import NodeRecord, NodeState, RunOutcome, file_name
@@ -63,6 +63,7 @@ class Scheduler:
         preset: Mapping[str, dict] | None = None,
         cache: Any = None,
         masker: Masker | None = None,
+        git: Mapping[str, str | None] | None = None,
     ):
         self.workflow = workflow
         self.masker = masker
@@ -95,6 +96,7 @@ class Scheduler:
         # One workspace for the whole run: a sub-workflow works in its caller's.
         self.workspace = workspace or Path(workflow.directory)
         self.prefix = prefix  # `report/` for the nodes of a sub-workflow run by the node `report`
+        self.git = dict(git or dict.fromkeys(GIT_FACTS))  # the workspace's checkout (engine/workspace.py)
 
     def child(self, workflow: Workflow, node_id: str, inputs: Mapping[str, Any]) -> "Scheduler":
         """A scheduler for a sub-workflow run by the node `node_id`; it shares this one's limits."""
@@ -112,6 +114,7 @@ class Scheduler:
             masker=self.masker,
             limiter=self.limiter,
             workspace=self.workspace,
+            git=self.git,
             cache=self.cache,
         )
         self._children.append(child)
@@ -292,6 +295,7 @@ class Scheduler:
             "secrets": self.secrets,
             "jobs": self.jobs_scope,
             "run": {"id": self.run_id, "attempt": 1},
+            "git": self.git,
             "env": getattr(self, "env", {}),
             "matrix": {},
         }
@@ -499,6 +503,7 @@ class Scheduler:
             scope=scope,
             env=dict(scope["env"]),
             log=lambda step, stream, line: self.reporter.log(record.id, step, stream, line),
+            summary=lambda text: self.reporter.summary(record.id, text),
             directory=self.run_dir / "nodes" / file_name(self.prefix + record.id),
             workspace=self.workspace,
         )

@@ -24,7 +24,8 @@ class NodeRun:
     env: dict[str, str]  # the workflow's and the job's env, rendered
     log: Callable[[str, str, str], None]  # (step, stream, line)
     directory: Path  # this node's own directory in the run's directory
-    workspace: Path  # the workflow's directory
+    workspace: Path  # the run's workspace
+    summary: Callable[[str], None] = lambda text: None  # Markdown a step wrote to $RUNNER_STEP_SUMMARY
     # Set by the executor: whether an attempt that the job's `timeout` ends may be
     # retried (None: as the retry policy says).  An http POST may have been received.
     timeout_retryable: bool | None = None

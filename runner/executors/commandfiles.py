@@ -1,6 +1,6 @@
-"""The files a step writes to pass values on: `$RUNNER_OUTPUT` and `$RUNNER_ENV`.
+"""The files a step writes to pass values on: `$RUNNER_OUTPUT`, `$RUNNER_ENV` and `$RUNNER_PATH`.
 
-Each holds ``key=value`` lines, or multi-line values as::
+The first two hold ``key=value`` lines, or multi-line values as::
 
     key<<DELIMITER
     line one
@@ -53,3 +53,8 @@ def parse(text: str, name: str) -> dict[str, str]:
             raise CommandFileError(f"{name} line {i}: the name before `=` must be letters, digits, `_`, `.` or `-`")
         values[key] = value
     return values
+
+
+def paths(text: str) -> list[str]:
+    """`$RUNNER_PATH`: a directory a line, in the order written."""
+    return [line.strip() for line in text.splitlines() if line.strip()]

@@ -1,9 +1,10 @@
 """Container jobs: one container per node, each step run in it in turn with exec.
 
 The node's own scratch directory is mounted at /runner: scripts are written there
-and `$RUNNER_OUTPUT` / `$RUNNER_ENV` are read back from there, so a step costs
-one exec and no file copies; the directory goes with the container.  The
-workflow's directory is mounted at /workspace.
+and the files a step writes to pass things on (`$RUNNER_OUTPUT`, `$RUNNER_ENV`,
+`$RUNNER_PATH`, `$RUNNER_STEP_SUMMARY`, also named by their GitHub Actions names)
+are read back from there, so a step costs one exec and no file copies; the
+directory goes with the container.  The run's workspace is mounted at /workspace.
 
 A job of one step runs that step as the container's own command instead (create,
 start, wait, remove: no idle process, no exec, nothing to kill), unless its
@@ -36,7 +37,7 @@ from runner.model.workflow import Step
 from runner.model.results import file_name
 from runner.expr.templates import TemplateError, render_value, to_text
 from runner.executors import NodeRun, Outcome
-from runner.executors.commandfiles import CommandFileError, parse
+from runner.executors.commandfiles import CommandFileError, parse, paths
 from runner.executors.scripts import ScriptError, command, render, suffix
 from runner.executors.sandbox import HOME, capabilities, job_user
 from runner.executors.services import ServiceFailed, Services
@@ -47,6 +48,14 @@ MAX_LINE = 64 * 1024  # characters of a line without a newline before it is cut
 MAX_OUTPUT = 64 * 2**20  # characters of one step's output kept and shown
 LAST_LINES = 5  # quoted when a step fails to start its command
 EXIT_HINTS = {126: "permission denied or not executable", 127: "command not found"}
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # the engine's, for images that set none
+# A step's files: (suffix, runner's variable, GitHub Actions' variable for the same file).
+STEP_FILES = (
+    ("out", "RUNNER_OUTPUT", "GITHUB_OUTPUT"),
+    ("env", "RUNNER_ENV", "GITHUB_ENV"),
+    ("path", "RUNNER_PATH", "GITHUB_PATH"),
+    ("summary", "RUNNER_STEP_SUMMARY", "GITHUB_STEP_SUMMARY"),
+)
 
 
 @dataclass
@@ -55,6 +64,7 @@ class StepRun:
 
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)  # from $RUNNER_ENV
+    path: list[str] = field(default_factory=list)  # from $RUNNER_PATH, the latest first
     failed: bool = False
     reason: str = ""
     tolerated: list[str] = field(default_factory=list)  # failures that continue_on_error let pass
@@ -249,22 +259,24 @@ class ContainerExecutor:
             return Result.FAILURE, {}, f"step `{step.label}`: working_dir {workdir} does not exist"
         script_name = f"step-{number}{suffix(step.shell)}"
         try:
-            for name, content in ((script_name, script), (f"{number}.out", ""), (f"{number}.env", "")):
+            for name, content in ((script_name, script), *((f"{number}.{ext}", "") for ext, _, _ in STEP_FILES)):
                 _write_new(node.directory / name, content)
         except OSError as e:
             return Result.FAILURE, {}, f"step `{step.label}`: cannot write its files in {RUNNER_DIR}: {e.strerror or e}"
-        env = {
-            **node.env,
-            **done.env,
-            **step_env,
-            **variables,
-            "CI": "true",
-            "RUNNER_OUTPUT": f"{RUNNER_DIR}/{number}.out",
-            "RUNNER_ENV": f"{RUNNER_DIR}/{number}.env",
+        env = {**node.env, **done.env, **step_env, **variables, "CI": "true"}
+        if done.path:
+            base = env.get("PATH") or await self._image_path(box.spec.image)
+            env["PATH"] = ":".join([*done.path, base])
+        # The GitHub Actions names too, set here whatever runner's own environment
+        # holds: under GitHub Actions those name the host's files, not the step's.
+        for ext, *names in STEP_FILES:
+            env.update(dict.fromkeys(names, f"{RUNNER_DIR}/{number}.{ext}"))
+        env.update({
             "RUNNER_WORKSPACE": WORKSPACE,
+            "GITHUB_WORKSPACE": WORKSPACE,
             "RUNNER_RUN_ID": self.run_id,
             "RUNNER_JOB": node.job.id,
-        }
+        })
         lines = _Lines(lambda stream, line: node.log(step.label, stream, line), self.masker)
         argv = command(step.shell, f"{RUNNER_DIR}/{script_name}")
         # The only step may be its container's own command where nothing it can see
@@ -290,6 +302,10 @@ class ContainerExecutor:
             done.env.update(parse(_read(node.directory / f"{number}.env"), "$RUNNER_ENV"))
         except CommandFileError as e:
             return Result.FAILURE, {}, f"step `{step.label}`: {e}"
+        done.path[:0] = reversed(paths(_read(node.directory / f"{number}.path")))
+        summary = _read(node.directory / f"{number}.summary")
+        if summary.strip():
+            node.summary(summary)
         if exit_code == 0:
             return Result.SUCCESS, outputs, ""
         done.exit_code = exit_code
@@ -298,6 +314,10 @@ class ContainerExecutor:
             return Result.FAILURE, outputs, f"step `{step.label}`: `{argv[0]}` is not in image {box.spec.image}; {hint}"
         reason = await self._explain(exit_code, box, last)
         return Result.FAILURE, outputs, f"step `{step.label}` failed: {reason}"
+
+    async def _image_path(self, image: str) -> str:
+        """The PATH the image gives its processes, which a step's own PATH replaces."""
+        return await self.backend.image_path(image) or DEFAULT_PATH
 
     async def _explain(self, exit_code: int, box: _Container, last) -> str:
         text = f"exit code {exit_code}"

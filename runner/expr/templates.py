@@ -249,7 +249,7 @@ def parse_expression(source: str) -> Expression:
     source = source.strip()
     if not source:
         raise TemplateError(f"empty expression `{OPEN} {CLOSE}`")
-    shape, lifted = _lift(source)
+    shape, lifted = _lift(_bracket_dashed(source))
     if shape not in _parsed:
         try:
             expr = _parse(shape)
@@ -264,6 +264,22 @@ def parse_expression(source: str) -> Expression:
 
 
 _LIFT_PREFIX = "_lifted_"
+# A job id may hold `-`, as on GitHub, where `-` is never an operator; in Jinja it
+# is minus, and a job's entry is a mapping, which nothing is subtracted from.
+_DASHED_JOB = re.compile(r"(?<![\w.])jobs\.([A-Za-z_]\w*(?:-+\w+)+)")
+
+
+def _bracket_dashed(source: str) -> str:
+    """`jobs.build-image` → `jobs['build-image']`, outside string literals."""
+    if "-" not in source:
+        return source
+    pieces, pos = [], 0
+    for string in _STRING.finditer(source):
+        pieces.append(_DASHED_JOB.sub(r"jobs['\1']", source[pos : string.start()]))
+        pieces.append(string.group())
+        pos = string.end()
+    pieces.append(_DASHED_JOB.sub(r"jobs['\1']", source[pos:]))
+    return "".join(pieces)
 
 
 def _lift(source: str) -> tuple[str, tuple]:
@@ -425,7 +441,7 @@ def paths_in(template: Template, root: str) -> set[tuple]:
             visit(child)
 
     for expr in template.expressions:
-        visit(_parse(expr.source))
+        visit(_parse(_bracket_dashed(expr.source)))
     return found
 
 

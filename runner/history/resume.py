@@ -28,7 +28,7 @@ from runner.expr.templates import paths_in
 class ResumePlan:
     run_id: str
     inputs: dict[str, Any]
-    options: dict[str, Any]  # the run's recorded image_map and concurrency
+    options: dict[str, Any]  # the run's recorded image_map, concurrency and workspace
     restore: dict[str, dict] = field(default_factory=dict)  # node id → its recorded result, kept
     rerun: list[str] = field(default_factory=list)  # the jobs that run again
 

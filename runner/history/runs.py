@@ -116,6 +116,11 @@ def show_document(store: Store, run: dict) -> dict[str, Any]:
     for job_id, found in instances.items():
         if job_id in jobs:
             jobs[job_id]["instances"] = found
+    summaries = store.directory / "runs" / run["id"] / "summaries"
+    for node_id, entry in _entries(jobs):
+        path = summaries / f"{file_name(node_id)}.md"
+        if path.is_file():
+            entry["summary"] = path.read_text(encoding="utf-8", errors="replace")
     return {
         "run_id": run["id"],
         "workflow": run["workflow"],
@@ -134,6 +139,11 @@ def show_document(store: Store, run: dict) -> dict[str, Any]:
         **({"held_by": str(holder)} if holder else {}),
         "jobs": jobs,
     }
+
+
+def _entries(jobs: dict[str, Any]) -> list[tuple[str, dict]]:
+    """Each job's entry and each matrix instance's, by node id."""
+    return [*jobs.items(), *((n, i) for j in jobs.values() for n, i in j.get("instances", {}).items())]
 
 
 def _result(state: str) -> str | None:
@@ -185,6 +195,11 @@ def show_run(store: Store, run: dict, fmt: str, out: TextIO = sys.stdout) -> Non
         p("outputs")
         for name, value in doc["outputs"].items():
             p(f"  {name}: {_text(value)}")
+    for node_id, entry in _entries(doc["jobs"]):
+        if entry.get("summary"):
+            p()
+            p(f"summary of {node_id}:")
+            p(entry["summary"].rstrip("\n"))
 
 
 def _text(value: Any) -> str:

@@ -15,11 +15,13 @@ from typing import Any
 from runner.errors import Location, Problem, Severity, WorkflowInvalid, suggest
 from runner.model.durations import parse_duration
 from runner.load.document import Document
+from runner.load.github import context_hint
 from runner.model.workflow import (
     CachePolicy,
     Capabilities,
     Container,
     Healthcheck,
+    GIT_FACTS,
     InputSpec,
     Job,
     JobKind,
@@ -40,6 +42,7 @@ from runner.expr.templates import (
 )
 
 SHELLS = ("sh", "bash", "python", "node")
+SHELL_ALIASES = {"python3": "python"}  # GitHub Actions' spelling
 _MEMORY = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)", re.IGNORECASE)
 
 
@@ -118,14 +121,14 @@ class _Compiler:
         self.secrets = {name: self.where(("secrets", i)) for i, name in enumerate(data.get("secrets") or ())}
         self.defaults = data.get("defaults") or {}
         env = self.template(data.get("env") or {}, ("env",))
-        self.check_refs(env, ("env",), roots={"inputs", "secrets", "run"})
+        self.check_refs(env, ("env",), roots={"inputs", "secrets", "run", "git"})
         jobs_data = data.get("jobs") or {}
         self.job_ids = list(jobs_data)
         jobs = {job_id: self.job(job_id, spec, ("jobs", job_id)) for job_id, spec in jobs_data.items()}
         order = self.order(jobs)
         self.check_job_refs(jobs)
         outputs = self.template(data.get("outputs") or {}, ("outputs",))
-        self.check_refs(outputs, ("outputs",), roots={"inputs", "secrets", "run", "jobs", "env"}, any_job=True)
+        self.check_refs(outputs, ("outputs",), roots={"inputs", "secrets", "run", "git", "jobs", "env"}, any_job=True)
         concurrency = data.get("concurrency")
         dependents: dict[str, list[str]] = {job_id: [] for job_id in jobs}
         for job in jobs.values():
@@ -292,6 +295,7 @@ class _Compiler:
         if image is None:
             self.error(path, f"job `{job_id}` runs in a container but names no `image` (nor does `defaults.image`)")
         shell = spec.get("shell", self.defaults.get("shell", "sh"))
+        shell = SHELL_ALIASES.get(shell, shell)
         if "steps" in spec:
             steps_data = [(s, path + ("steps", i)) for i, s in enumerate(spec["steps"])]
         else:
@@ -359,6 +363,7 @@ class _Compiler:
 
     def step(self, index: int, spec: dict, path: tuple, job_shell: str) -> Step:
         run_path = path + ("run",)
+        shell = spec.get("shell", job_shell)
         try:
             run = parse_template(str(spec.get("run", "")))
         except TemplateError as e:
@@ -369,7 +374,7 @@ class _Compiler:
             id=spec.get("id"),
             name=str(spec.get("name") or spec.get("id") or _first_line(spec.get("run", ""))),
             run=run,
-            shell=spec.get("shell", job_shell),
+            shell=SHELL_ALIASES.get(shell, shell),
             env=self.template(spec.get("env") or {}, path + ("env",)),
             condition=self.condition(spec.get("if"), path + ("if",)),
             working_dir=self.template(spec.get("working_dir"), path + ("working_dir",)),
@@ -443,7 +448,7 @@ class _Compiler:
         return False
 
     def check_job_refs(self, jobs: dict[str, Job]) -> None:
-        base = {"inputs", "env", "secrets", "jobs", "run"}
+        base = {"inputs", "env", "secrets", "jobs", "run", "git"}
         for job in jobs.values():
             path = ("jobs", job.id)
             roots = base | ({"matrix"} if job.matrix is not None else set())
@@ -495,7 +500,8 @@ class _Compiler:
         for where, template in _templates_at(value, path):
             for expr in template.expressions:
                 for root, key in sorted(expr.refs, key=lambda r: (r[0], r[1] or "")):
-                    message = self.ref_problem(root, key, roots, job, jobs, step_ids, functions, any_job)
+                    message = root not in roots and context_hint(root, key, expr.source)
+                    message = message or self.ref_problem(root, key, roots, job, jobs, step_ids, functions, any_job)
                     if message:
                         self.error(where, f"in `{expr.source}`: {message}")
 
@@ -510,6 +516,8 @@ class _Compiler:
             return None
         if root == "inputs" and key not in self.inputs:
             return f"no input named `{key}` is declared{suggest(key, self.inputs)}"
+        if root == "git" and key not in GIT_FACTS:
+            return f"no `{key}` in `git` (it has {', '.join(GIT_FACTS)}){suggest(key, GIT_FACTS)}"
         if root == "secrets" and key not in self.secrets:
             return f"no secret named `{key}` is declared in `secrets:`{suggest(key, self.secrets)}"
         if root == "jobs":

@@ -15,6 +15,7 @@ from typing import Any
 
 from runner.errors import Problem, suggest
 from runner.load.document import Document
+from runner.load.github import key_hint
 
 MAX_VALUE_CHARS = 60
 # YAML 1.1 read these as booleans; YAML 1.2 (and so runner) reads them as text.
@@ -118,7 +119,7 @@ def _unknown_keys(doc: Document, error, path: tuple) -> list[Problem]:
     for key in error.instance:
         if key in known or any(re.search(p, key) for p in patterns):
             continue
-        hint = suggest(key, known)
+        hint = key_hint(key, path, error.instance[key]) or suggest(key, known)
         if not hint and known:
             hint = f" (allowed here: {', '.join(known)})" if len(known) <= 12 else ""
         problems.append(Problem(doc.locate(path + (key,), key=True), f"unknown key `{key}`{hint}", path + (key,)))

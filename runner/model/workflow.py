@@ -15,6 +15,9 @@ from runner.errors import Location
 from runner.expr.templates import Template, templates_in
 
 
+GIT_FACTS = ("sha", "ref", "branch")  # the `git` expression context: the workspace's checkout
+
+
 class JobKind(Enum):
     CONTAINER = "container"
     HTTP = "http"
@@ -165,7 +168,7 @@ class InputSpec:
 @dataclass(frozen=True)
 class Workflow:
     path: str  # as the user named it
-    directory: str  # absolute: the workspace
+    directory: str  # absolute: the file's directory (the run's workspace is the repository holding it)
     name: str
     description: str
     inputs: Mapping[str, InputSpec]

@@ -24,6 +24,9 @@ class Reporter:
 
     def node_finished(self, node: "NodeRecord") -> None: ...
 
+    def summary(self, node_id: str, text: str) -> None:
+        """Markdown a step of the node wrote to `$RUNNER_STEP_SUMMARY` (`$GITHUB_STEP_SUMMARY`)."""
+
     def run_finished(self, summary: dict[str, Any]) -> None: ...
 
     def close(self) -> None: ...
@@ -48,6 +51,10 @@ class Reporters(Reporter):
     def node_finished(self, node):
         for r in self.reporters:
             r.node_finished(node)
+
+    def summary(self, node_id, text):
+        for r in self.reporters:
+            r.summary(node_id, text)
 
     def run_finished(self, summary):
         for r in self.reporters:
@@ -74,6 +81,9 @@ class Prefixed(Reporter):
     def node_finished(self, node):
         self.inner.node_finished(self._node(node))
 
+    def summary(self, node_id, text):
+        self.inner.summary(self.prefix + node_id, text)
+
     def _node(self, node: "NodeRecord") -> "NodeRecord":
         from dataclasses import replace
 
@@ -98,6 +108,9 @@ class Masking(Reporter):
 
     def node_finished(self, node):
         self.inner.node_finished(self._node(node))
+
+    def summary(self, node_id, text):
+        self.inner.summary(node_id, self.masker.text(text))
 
     def run_finished(self, summary):
         self.inner.run_finished(self.masker.value(summary))

@@ -21,6 +21,7 @@ class Console(Reporter):
         self.quiet = quiet
         # --quiet: each running node's last lines, shown only if it fails.
         self.last: dict[str, deque[str]] = {}
+        self.summaries: dict[str, str] = {}
 
     def _print(self, text: str) -> None:
         try:
@@ -33,6 +34,7 @@ class Console(Reporter):
             self._print(f"run {run_id}: {name} ({workflow})")
 
     def node_started(self, node):
+        self.summaries.pop(node.id, None)  # an attempt's summary starts anew
         if self.quiet:
             return
         if node.attempts > 1:
@@ -63,6 +65,9 @@ class Console(Reporter):
         if node.container:
             self._print(f"  container kept for debugging: docker exec -it {node.container} sh")
 
+    def summary(self, node_id, text):
+        self.summaries[node_id] = self.summaries.get(node_id, "") + text
+
     def run_finished(self, summary: dict[str, Any]):
         jobs = summary["jobs"]
         if not self.quiet and jobs:
@@ -81,6 +86,10 @@ class Console(Reporter):
             for name, value in summary["outputs"].items():
                 text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
                 self._print(f"  {name}: {text}")
+        if not self.quiet:
+            for node_id, text in self.summaries.items():
+                self._print(f"\nsummary of {node_id}:")
+                self._print(text.rstrip("\n"))
         status = summary["status"]
         line = f"run {summary['run_id']} {status} in {format_duration(round(summary['duration_s'], 1))}"
         if summary.get("usage"):

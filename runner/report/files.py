@@ -1,4 +1,4 @@
-"""Reporters that write files: JSON-lines events (`--events`) and each step's full log."""
+"""Reporters that write files: JSON-lines events (`--events`), each step's full log, and step summaries."""
 
 from __future__ import annotations
 
@@ -44,6 +44,9 @@ class EventLog(Reporter):
             duration_s=round(node.duration, 3), outputs=node.outputs,
         )
         self.file.flush()
+
+    def summary(self, node_id, text):
+        self._write("summary", node=node_id, text=text)
 
     def run_finished(self, summary):
         self._write("run_finished", **summary)
@@ -95,3 +98,21 @@ class StepLogs(Reporter):
         for file in self.files.values():
             file.close()
         self.files.clear()
+
+
+class StepSummaries(Reporter):
+    """What a node's steps wrote to `$RUNNER_STEP_SUMMARY`: `<run dir>/summaries/<node>.md`,
+    read by `runner runs show`.  A node that runs again (a retry, a resume) starts its file anew."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.started: set[str] = set()
+
+    def node_started(self, node):
+        self.started.discard(node.id)
+
+    def summary(self, node_id, text):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.directory / f"{file_name(node_id)}.md", "a" if node_id in self.started else "w", encoding="utf-8") as f:
+            f.write(text if text.endswith("\n") else text + "\n")
+        self.started.add(node_id)

@@ -48,6 +48,7 @@ class GitHub(Reporter):
         self.output_file = output_file
         self.summary_file = summary_file
         self.logs: dict[str, list[str]] = {}
+        self.summaries: dict[str, str] = {}  # what jobs wrote to $GITHUB_STEP_SUMMARY
         self.token = secrets.token_hex(16)
 
     def _print(self, text: str) -> None:
@@ -55,6 +56,9 @@ class GitHub(Reporter):
 
     def run_started(self, run_id, workflow, name):
         self._print(f"run {run_id}: {name} ({workflow})")
+
+    def node_started(self, node):
+        self.summaries.pop(node.id, None)  # an attempt's summary starts anew
 
     def log(self, node_id, step, stream, line):
         self.logs.setdefault(node_id, []).append(f"[{step}] {line}")
@@ -76,6 +80,9 @@ class GitHub(Reporter):
             self._print(title)
         if node.result is Result.FAILURE and not node.continue_on_error:
             self._print(f"::error title={escape_property(node.id + ' failed')}::{escape(node.reason or 'failed')}")
+
+    def summary(self, node_id, text):
+        self.summaries[node_id] = self.summaries.get(node_id, "") + text
 
     def run_finished(self, summary: dict[str, Any]):
         status = summary["status"]
@@ -117,4 +124,6 @@ class GitHub(Reporter):
         if summary["outputs"]:
             lines += ["<details><summary>outputs</summary>", "", "```json",
                       json.dumps(summary["outputs"], indent=2), "```", "</details>", ""]
+        for node_id, text in self.summaries.items():
+            lines += [f"#### `{node_id}`", "", text.rstrip("\n"), ""]
         return "\n".join(lines) + "\n"

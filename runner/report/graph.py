@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Mapping
 
 from runner.model.results import Result
@@ -21,9 +22,9 @@ def mermaid(workflow: Workflow, results: Mapping[str, Result | None] | None = No
     for job in workflow.jobs.values():
         label = job.name.replace('"', "'")
         result = (results or {}).get(job.id)
-        lines.append(f'  {job.id}["{label}"]' + (f":::{result.value}" if result else ""))
+        lines.append(f'  {_mermaid_id(job.id)}["{label}"]' + (f":::{result.value}" if result else ""))
     for job in workflow.jobs.values():
-        lines.extend(f"  {need} --> {job.id}" for need in job.needs)
+        lines.extend(f"  {_mermaid_id(need)} --> {_mermaid_id(job.id)}" for need in job.needs)
     if results:
         lines.extend(f"  classDef {result.value} {style}" for result, style in _STYLES.items())
     return "\n".join(lines) + "\n"
@@ -33,6 +34,16 @@ def dot(workflow: Workflow) -> str:
     lines = ["digraph workflow {", "  rankdir=LR;"]
     for job in workflow.jobs.values():
         label = job.name.replace('"', '\\"')
-        lines.append(f'  {job.id} [label="{label}"];')
-        lines.extend(f"  {need} -> {job.id};" for need in job.needs)
+        lines.append(f'  {_dot_id(job.id)} [label="{label}"];')
+        lines.extend(f"  {_dot_id(need)} -> {_dot_id(job.id)};" for need in job.needs)
     return "\n".join(lines) + "\n}\n"
+
+
+def _mermaid_id(job_id: str) -> str:
+    """Mermaid reads `--` as an edge, and a `-` that ends an id as the start of one."""
+    return re.sub(r"-{2,}|-$", "_", job_id)
+
+
+def _dot_id(job_id: str) -> str:
+    return job_id if "-" not in job_id else f'"{job_id}"'
+
