@@ -1,4 +1,5 @@
-"""Masking secrets: every form a value takes in output, overlaps, short values, derived outputs."""
+"""Masking secrets: every form a value takes, in every output; overlaps, short values, derived outputs,
+matrix instance names, the cache, and lines cut for their length."""
 
 from __future__ import annotations
 
