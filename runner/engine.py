@@ -119,7 +119,7 @@ def _execute(workflow: Workflow, options: RunOptions, store, state_dir: Path):
         # Both are mounted into job containers: the engine must be able to reach them.
         for path in (workflow.directory, str(run_dir)):
             executors[JobKind.CONTAINER].backend.host_path(os.path.abspath(path))
-    masked_inputs = masker.value(inputs)
+    masked_inputs = masker.value(inputs, numbers=True)
     attempt = store.begin_run(
         run_id,
         workflow=os.path.abspath(workflow.path),
@@ -187,7 +187,7 @@ def _execute(workflow: Workflow, options: RunOptions, store, state_dir: Path):
         status = {Result.FAILURE: RunStatus.FAILURE, Result.CANCELLED: RunStatus.CANCELLED}.get(
             outcome.status, RunStatus.SUCCESS
         )
-        reason, outputs = masker.text(outcome.reason), masker.value(outcome.outputs)
+        reason, outputs = masker.text(outcome.reason), masker.value(outcome.outputs, numbers=True)
     finally:
         reporter.close()
         recorder.close()  # everything written before the run's end is

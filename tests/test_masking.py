@@ -293,3 +293,31 @@ def test_a_secret_where_a_long_line_is_cut_is_masked_whole(docker, tmp_path):
     assert "x***y" in result.stdout.replace("\n[long/1] ", "")
     for piece in (AWKWARD[:10], AWKWARD[10:]):
         assert piece not in result.stdout
+
+
+def test_a_secret_made_a_number_is_masked(tmp_path):
+    masker = Masker(["12345678"])
+    assert masker.value({"n": 12345678, "f": 12345678.0, "other": 42, "b": True}, numbers=True) == {
+        "n": MASK, "f": MASK, "other": 42, "b": True}
+    # In a run's summary, the numbers a workflow computed are masked; runner's own stay numbers.
+    summary = {"outputs": {"n": 12345678}, "jobs": {"a": {"outputs": [12345678], "duration_s": 12345678.0}}}
+    assert masker.value(summary) == {"outputs": {"n": MASK}, "jobs": {"a": {"outputs": [MASK], "duration_s": 12345678.0}}}
+    path = write(tmp_path, """
+        version: 1
+        secrets: [PIN]
+        jobs:
+          a:
+            outputs: {n: "${{ secrets.PIN | int }}", f: "${{ secrets.PIN | float }}"}
+          m:
+            matrix: {pin: ["${{ secrets.PIN | int }}"]}
+            outputs: {x: "${{ matrix.pin }}"}
+        outputs:
+          n: ${{ jobs.a.outputs.n }}
+    """)
+    out, events = tmp_path / "out.json", tmp_path / "events.jsonl"
+    result = cli("run", path, "--output-json", out, "--events", events, env={"PIN": "12345678"}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "  n: ***" in result.stdout
+    shown = (result.stdout + out.read_text() + events.read_text()
+             + cli("runs", "show", json.loads(out.read_text())["run_id"], "--format", "json", cwd=tmp_path).stdout)
+    assert "12345678" not in shown
