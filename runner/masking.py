@@ -124,14 +124,21 @@ class Masker:
         out.append(text[position:])
         return "".join(out)
 
-    def value(self, value: Any) -> Any:
-        """Mask every string inside a JSON-like value."""
+    def value(self, value: Any, numbers: bool = False) -> Any:
+        """Mask every string inside a JSON-like value, and with `numbers` every number too.
+
+        A secret made a number (`secrets.PIN | int`) prints as its digits: the numbers
+        a workflow computes are masked (`numbers`, and under an `outputs` or `matrix`
+        key of a run's summary); runner's own (a duration, a count) stay numbers.
+        """
         if not self.patterns:
             return value
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, dict):
-            return {self.text(str(k)): self.value(v) for k, v in value.items()}
+            return {self.text(str(k)): self.value(v, numbers or k in ("outputs", "matrix")) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
-            return [self.value(v) for v in value]
+            return [self.value(v, numbers) for v in value]
+        if numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return MASK if self.text(str(value)) != str(value) else value
         return value

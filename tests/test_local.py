@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import ROOT, cli, write
+from conftest import ROOT, cli, state_of, write
 
 NO_DOCKER = {"DOCKER_HOST": "unix:///nonexistent.sock"}
 WARNING = "runner: warning: --backend local: container jobs run as processes on this machine"
@@ -256,7 +256,7 @@ def test_settings_that_cannot_be_honoured_are_refused_before_anything_runs(tmp_p
     """)
     done, summary = local(workflow)
     assert done.returncode == 2
-    assert summary is None and not (tmp_path / "ran").exists() and not (tmp_path / ".runner" / "runs").exists()
+    assert summary is None and not (tmp_path / "ran").exists() and not (state_of(tmp_path) / "runs").exists()
     lines = done.stderr.splitlines()
     assert any(line.startswith(f"{workflow}:3:3: --backend local cannot honour `network: none`") for line in lines), lines
     assert any(line.startswith(f"{workflow}:7:5: --backend local cannot enforce `resources`") for line in lines), lines

@@ -1,4 +1,5 @@
-"""Masking secrets: every form a value takes in output, overlaps, short values, derived outputs."""
+"""Masking secrets: every form a value takes, in every output; overlaps, short values, derived outputs,
+matrix instance names, the cache, and lines cut for their length."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import re
 import shlex
 from urllib.parse import quote, quote_plus
 
-from conftest import IMAGE_MAP, cli, write
+from conftest import IMAGE_MAP, cli, state_of, write
 from runner.masking import MASK, Masker
 
 SECRET = "s3cr3t-Value/with+chars"
@@ -194,7 +195,7 @@ def test_no_encoding_of_a_secret_reaches_any_output(docker, tmp_path):
         "console": result.stdout + result.stderr,
         "--output-json": out.read_text(),
         "--events": events.read_text(),
-        "step logs": "".join(p.read_text() for p in (tmp_path / ".runner").rglob("*.log")),
+        "step logs": "".join(p.read_text() for p in state_of(tmp_path).rglob("*.log")),
         "runner logs": cli("logs", run_id, cwd=tmp_path).stdout,
         "runner runs show": cli("runs", "show", run_id, cwd=tmp_path).stdout,
         "runner runs show --format json": cli("runs", "show", run_id, "--format", "json", cwd=tmp_path).stdout,
@@ -218,7 +219,7 @@ def test_no_encoding_of_a_secret_reaches_github_actions_output(docker, tmp_path)
     registered, *printed = result.stdout.splitlines()
     assert registered == f"::add-mask::{AWKWARD}"
     summary = (tmp_path / "summary").read_text()
-    assert "| `lookup` | ❌ failure |" in summary and "no `***` in dict object" in summary
+    assert "| `lookup` | ❌ failure |" in summary and "`***` is undefined in" in summary
     assert '"quoted": "***"' in summary
     for where, text in {"log": "\n".join(printed) + result.stderr, "summary": summary,
                         "outputs": (tmp_path / "output").read_text()}.items():
@@ -249,7 +250,7 @@ def test_a_matrix_value_that_is_a_secret_is_masked_in_the_instance_name(docker, 
     shown = (result.stdout + result.stderr + out.read_text() + events.read_text()
              + cli("logs", run_id, cwd=tmp_path).stdout
              + cli("runs", "show", run_id, "--format", "json", cwd=tmp_path).stdout
-             + "\n".join(str(p) for p in (tmp_path / ".runner").rglob("*")))
+             + "\n".join(str(p) for p in state_of(tmp_path).rglob("*")))
     assert long[:20] not in shown
     assert not leaks(shown)
 
@@ -268,7 +269,7 @@ def test_an_output_derived_from_a_secret_is_never_cached(docker, tmp_path):
     result = cli("run", path, *IMAGE_MAP, env={"TOKEN": "tok-abc-def"}, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "not cached: its outputs hold a secret's value" in result.stdout
-    for path in (tmp_path / ".runner").rglob("*"):
+    for path in state_of(tmp_path).rglob("*"):
         if path.is_file():
             assert b"TOK-ABC-DEF" not in path.read_bytes(), path
 
@@ -292,3 +293,31 @@ def test_a_secret_where_a_long_line_is_cut_is_masked_whole(docker, tmp_path):
     assert "x***y" in result.stdout.replace("\n[long/1] ", "")
     for piece in (AWKWARD[:10], AWKWARD[10:]):
         assert piece not in result.stdout
+
+
+def test_a_secret_made_a_number_is_masked(tmp_path):
+    masker = Masker(["12345678"])
+    assert masker.value({"n": 12345678, "f": 12345678.0, "other": 42, "b": True}, numbers=True) == {
+        "n": MASK, "f": MASK, "other": 42, "b": True}
+    # In a run's summary, the numbers a workflow computed are masked; runner's own stay numbers.
+    summary = {"outputs": {"n": 12345678}, "jobs": {"a": {"outputs": [12345678], "duration_s": 12345678.0}}}
+    assert masker.value(summary) == {"outputs": {"n": MASK}, "jobs": {"a": {"outputs": [MASK], "duration_s": 12345678.0}}}
+    path = write(tmp_path, """
+        version: 1
+        secrets: [PIN]
+        jobs:
+          a:
+            outputs: {n: "${{ secrets.PIN | int }}", f: "${{ secrets.PIN | float }}"}
+          m:
+            matrix: {pin: ["${{ secrets.PIN | int }}"]}
+            outputs: {x: "${{ matrix.pin }}"}
+        outputs:
+          n: ${{ jobs.a.outputs.n }}
+    """)
+    out, events = tmp_path / "out.json", tmp_path / "events.jsonl"
+    result = cli("run", path, "--output-json", out, "--events", events, env={"PIN": "12345678"}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "  n: ***" in result.stdout
+    shown = (result.stdout + out.read_text() + events.read_text()
+             + cli("runs", "show", json.loads(out.read_text())["run_id"], "--format", "json", cwd=tmp_path).stdout)
+    assert "12345678" not in shown

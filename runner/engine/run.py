@@ -143,7 +143,7 @@ def _execute(workflow: Workflow, options: RunOptions, store, state_dir: Path):
         for path in (str(workspace), str(run_dir)):
             executors[JobKind.CONTAINER].backend.host_path(os.path.abspath(path))
         _keep_private(executors[JobKind.CONTAINER], state_dir, str(workspace))
-    masked_inputs = masker.value(inputs)
+    masked_inputs = masker.value(inputs, numbers=True)
     attempt = store.begin_run(
         run_id,
         workflow=os.path.abspath(workflow.path),
@@ -217,7 +217,7 @@ def _execute(workflow: Workflow, options: RunOptions, store, state_dir: Path):
         status = {Result.FAILURE: RunStatus.FAILURE, Result.CANCELLED: RunStatus.CANCELLED}.get(
             outcome.status, RunStatus.SUCCESS
         )
-        reason, outputs = masker.text(outcome.reason), masker.value(outcome.outputs)
+        reason, outputs = masker.text(outcome.reason), masker.value(outcome.outputs, numbers=True)
     finally:
         reporter.close()
         recorder.close()  # everything written before the run's end is

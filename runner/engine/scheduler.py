@@ -335,7 +335,7 @@ class Scheduler:
         self.state.transition(record, NodeState.RUNNING)
         limiter = trio.CapacityLimiter(int(matrix.get("max_parallel") or len(combos)))
         fail_fast = bool(matrix.get("fail_fast", True))
-        names = labels(job.id, combos, self.masker.value if self.masker is not None else lambda values: values)
+        names = labels(job.id, combos, self.masker)
         nodes = [self.state.add(NodeRecord(name, job.id, values)) for name, values in zip(names, combos)]
         self.instances[job.id] = [n.id for n in nodes]
         with trio.CancelScope() as siblings:

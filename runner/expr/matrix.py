@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from runner.expr.templates import to_text
+
+if TYPE_CHECKING:
+    from runner.masking import Masker
 
 SETTINGS = ("include", "exclude", "max_parallel", "fail_fast", "max_instances")
 DEFAULT_MAX_INSTANCES = 256
@@ -71,10 +74,10 @@ def label(job_id: str, values: dict[str, Any]) -> str:
     return f"{job_id} ({inner})"
 
 
-def labels(job_id: str, combos: list[dict[str, Any]], mask: Callable[[Any], Any]) -> list[str]:
-    """Each instance's label, its values passed through `mask` first (a name is printed
-    everywhere); instances whose labels would read the same get their position added."""
-    names = [label(job_id, mask(values)) for values in combos]
+def labels(job_id: str, combos: list[dict[str, Any]], masker: Masker | None) -> list[str]:
+    """Each instance's label, secrets in its values masked (a name is printed everywhere);
+    instances whose labels would read the same get their position added."""
+    names = [label(job_id, masker.value(values, numbers=True) if masker else values) for values in combos]
     counts = Counter(names)
     return [f"{name} #{position}" if counts[name] > 1 else name for position, name in enumerate(names, 1)]
 

@@ -170,7 +170,7 @@ class Cache:
 
     async def save(self, key: str, job: Job, node: str, outputs: Any, workspace: Path) -> str:
         """Write the entry of a succeeded node; what was not stored and why, or ""."""
-        if self.masker and self.masker.value(outputs) != outputs:
+        if self.masker and self.masker.value(outputs, numbers=True) != outputs:
             return "not cached: its outputs hold a secret's value, which is never stored"
         try:
             archive, digest = await trio.to_thread.run_sync(self._pack, key, job, workspace)

@@ -123,5 +123,5 @@ class Masking(Reporter):
             return node
         from dataclasses import replace
 
-        return replace(node, outputs=self.masker.value(node.outputs), reason=self.masker.text(node.reason),
-                       matrix=self.masker.value(node.matrix))
+        return replace(node, outputs=self.masker.value(node.outputs, numbers=True), reason=self.masker.text(node.reason),
+                       matrix=self.masker.value(node.matrix, numbers=True))

@@ -89,7 +89,7 @@ class Recorder(Reporter):
         outputs, children, secret = node.outputs, node.children, False
         if node.state.finished:
             if masker and outputs:
-                masked = masker.value(outputs)
+                masked = masker.value(outputs, numbers=True)
                 secret = masked != outputs
                 outputs = masked
             outputs = dumps(outputs) if outputs else _EMPTY
@@ -98,7 +98,7 @@ class Recorder(Reporter):
         else:
             outputs, children, finished = _EMPTY, None, None
         reason = masker.text(node.reason) if masker else node.reason
-        matrix = dumps(masker.value(node.matrix)) if node.matrix is not None else None
+        matrix = dumps(masker.value(node.matrix, numbers=True)) if node.matrix is not None else None
         return (
             self.run_id, node.id, node.job_id, matrix,
             node.state.value, outputs, secret, reason, node.attempts, self.started[node.id], finished,
