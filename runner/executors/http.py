@@ -20,7 +20,6 @@ theirs through the same `Session.request`:
 from __future__ import annotations
 
 import email.utils
-import json
 import math
 import os
 import re
@@ -30,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 from urllib.parse import quote, quote_plus
 
 import httpx
@@ -43,6 +42,7 @@ from runner.model.results import Result
 from runner.model.workflow import BodyKind, HttpSpec, LlmSpec
 from runner.expr.templates import TemplateError, render_value, templates_in
 from runner.executors import NodeRun, Outcome
+from runner.executors.response import Headers, Response
 
 IDEMPOTENT = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")  # retried unless `retry.on_methods` says otherwise
 DEFAULT_TIMEOUT = 60.0  # total, when neither the request nor the job has a timeout
@@ -404,73 +404,6 @@ def _size(n: int) -> str:
     if n < 1024 * 1024:
         return f"{n / 1024:.1f} KiB"
     return f"{n / 1024 / 1024:.1f} MiB"
-
-
-# -- what `outputs` see ---------------------------------------------------------------------
-
-
-class Headers(Mapping):
-    """Response headers, looked up in any case (`response.headers['Content-Type']`)."""
-
-    def __init__(self, headers: httpx.Headers):
-        self._items = {k.lower(): v for k, v in headers.items()}
-
-    def __getitem__(self, key: str) -> str:
-        return self._items[key.lower() if isinstance(key, str) else key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-class _Unparsed:
-    pass
-
-
-class Response(Mapping):
-    """`response` in the scope of a job's outputs.
-
-    `json` is parsed when an output first uses it: a body that is not JSON is an
-    error only then, and the error says what the body was.
-    """
-
-    def __init__(self, fields: dict[str, Any], text: str, describe: Callable[[str], str], what: str = "the body"):
-        self._fields = fields
-        self._text = text
-        self._describe = describe  # masks and cuts a text for a message
-        self._what = what
-        self._json: Any = _Unparsed
-        self._error = ""
-
-    def _parse(self) -> bool:
-        if self._json is _Unparsed and not self._error:
-            try:
-                self._json = json.loads(self._text)
-            except ValueError as e:
-                self._error = str(e)
-        return not self._error
-
-    def __getitem__(self, key: str) -> Any:
-        if key != "json":
-            return self._fields[key]
-        if self._parse():
-            return self._json
-        start = self._describe(self._text)
-        begins = f"; it begins: {start}" if start else "; it is empty"
-        raise TemplateError(f"`response.json`: {self._what} is not JSON ({self._error}){begins}")
-
-    def __contains__(self, key: object) -> bool:
-        return key == "json" or key in self._fields
-
-    def __iter__(self) -> Iterator[str]:
-        yield from self._fields
-        if self._parse():
-            yield "json"
-
-    def __len__(self) -> int:
-        return len(self._fields) + (1 if self._parse() else 0)
 
 
 # -- the executor ---------------------------------------------------------------------------

@@ -22,12 +22,12 @@ from runner.executors.http import (
     Reply,
     Request,
     RequestFailed,
-    Response,
     SessionExecutor,
     SpecError,
     request_timeout,
     resolved,
 )
+from runner.executors.response import Response
 from runner.model import checks
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -129,7 +129,7 @@ class Call:
         secrets = node.scope.get("secrets") or {}
         self.model = field("model")
         base_url = field("base_url")
-        if base_url is None:
+        if not base_url:
             try:
                 base_url = checks.base_url(secrets.get(BASE_URL_SECRET) or DEFAULT_BASE_URL)
             except checks.FieldError as e:

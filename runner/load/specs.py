@@ -19,6 +19,7 @@ from runner.model import checks
 from runner.model.inputs import InvalidInput, coerce
 from runner.model.workflow import BodyKind, HttpSpec, LlmSpec, Workflow
 
+
 def http_spec(compiler, value: Any, path: tuple) -> HttpSpec:
     fields = _fields(compiler, "http", value, path)
     # The schema refuses a second body; only the first counts here.

@@ -34,7 +34,7 @@ def timeout(value: Any) -> float:
 
 
 def method(value: Any) -> str:
-    text = to_text(value).upper()
+    text = (to_text(value) or "GET").upper()
     if text not in METHODS:
         raise FieldError(f"`{text}` is not one of {', '.join(METHODS)}")
     return text
@@ -90,6 +90,11 @@ def text(value: Any) -> str:
     return to_text(value)
 
 
+def optional_text(value: Any) -> str | None:
+    """Text, or None for nothing (an expression that gives null leaves the message out)."""
+    return None if value is None else to_text(value)
+
+
 def model(value: Any) -> str:
     name = to_text(value).strip()
     if not name:
@@ -98,9 +103,10 @@ def model(value: Any) -> str:
 
 
 def base_url(value: Any) -> str:
-    """The base of an OpenAI-compatible API: its completions URL must be a URL."""
+    """The base of an OpenAI-compatible API, whose completions URL must be a URL; '' for the default."""
     base = to_text(value).strip().rstrip("/")
-    url(base + "/chat/completions")
+    if base:
+        url(base + "/chat/completions")
     return base
 
 
@@ -146,8 +152,8 @@ FIELDS: dict[str, dict[str, Callable[[Any], Any]]] = {
     },
     "llm": {
         "model": model,
-        "prompt": text,
-        "system": text,
+        "prompt": optional_text,
+        "system": optional_text,
         "messages": messages,
         "base_url": base_url,
         "api_key": text,
