@@ -5,12 +5,12 @@ Sub-workflows named by `uses:` are compiled with their parent, each file once.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import gc
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 from runner.load import document as loader, schema
 from runner.load.compiler import compile_document
@@ -79,27 +79,37 @@ def _without(doc: loader.Document, wrong: list[tuple]) -> tuple[loader.Document,
     """The document without the values the schema found wrong, so that the rest can be compiled.
 
     A wrong item of a list takes its list along (the items after it keep their
-    places); a job or an input that is not a mapping becomes an empty one.
+    places); a job or an input that is not a mapping becomes an empty one.  Only
+    the mappings and lists on the way to a removed value are copied.
     """
-    data = copy.deepcopy(doc.data)
+    data = doc.data
     removed = []
     for path in wrong:
-        parent = _at(data, path[:-1])
-        while path and isinstance(parent, list):
+        while path and isinstance(_at(data, path[:-1]), list):
             path = path[:-1]
-            parent = _at(data, path[:-1])
         removed.append(path)
-        if not path or not isinstance(parent, dict) or path[-1] not in parent:
-            continue
-        if len(path) == 2 and path[0] in ("jobs", "inputs"):
-            if not isinstance(parent[path[1]], dict):
-                parent[path[1]] = {}
-        else:
-            del parent[path[-1]]
+        parent = _at(data, path[:-1])
+        if path and isinstance(parent, dict) and path[-1] in parent:
+            data = _replaced(data, path, {} if len(path) == 2 and path[0] in ("jobs", "inputs") else _GONE)
     return dataclasses.replace(doc, data=data), removed
 
 
-def _at(data, path: tuple):
+_GONE = object()
+
+
+def _replaced(data: Any, path: tuple, value: Any) -> Any:
+    """A copy of `data` with the value at `path` replaced (or removed, for _GONE); the rest shared."""
+    copied = dict(data) if isinstance(data, dict) else list(data)
+    if len(path) > 1:
+        copied[path[0]] = _replaced(data[path[0]], path[1:], value)
+    elif value is _GONE:
+        del copied[path[0]]
+    elif not isinstance(copied[path[0]], dict):
+        copied[path[0]] = value
+    return copied
+
+
+def _at(data: Any, path: tuple) -> Any:
     for part in path:
         try:
             data = data[part]
