@@ -782,3 +782,181 @@ def test_workflow_name_defaults_to_the_file_name(tmp_path):
 def test_container_job_without_an_image_is_reported(tmp_path):
     problem = one(invalid(tmp_path, "version: 1\njobs:\n  a:\n    run: echo\n"))
     assert "names no `image`" in problem.message
+
+
+# -- http and llm jobs are compiled ---------------------------------------------
+
+
+def test_http_and_llm_jobs_are_compiled_to_typed_specs(tmp_path):
+    from runner.expr.templates import Template
+    from runner.model.workflow import BodyKind, HttpSpec, LlmSpec
+
+    workflow, _ = valid(
+        tmp_path,
+        """
+        version: 1
+        inputs:
+          path: {type: string, default: x}
+        jobs:
+          post:
+            http:
+              method: POST
+              url: "https://example.test/${{ inputs.path }}"
+              json: {a: 1}
+              timeout: 30s
+              max_bytes: 1000
+              follow_redirects: true
+              expect: 201
+          ask:
+            llm: {model: m, prompt: hi, temperature: 0.5, max_tokens: 10, json: true, timeout: 1m}
+        """,
+    )
+    http = workflow.jobs["post"].http
+    assert isinstance(http, HttpSpec)
+    assert (http.method, http.timeout, http.max_bytes, http.follow_redirects, http.expect) == ("POST", 30, 1000, True, (201,))
+    assert isinstance(http.url, Template) and http.body_kind is BodyKind.JSON and http.body == {"a": 1}
+    llm = workflow.jobs["ask"].llm
+    assert isinstance(llm, LlmSpec)
+    assert (llm.model, llm.prompt, llm.temperature, llm.max_tokens, llm.json, llm.timeout) == ("m", "hi", 0.5, 10, True, 60)
+    assert not hasattr(workflow.jobs["post"], "spec")
+
+
+def test_literal_mistakes_in_http_and_llm_jobs_are_reported_where_they_are(tmp_path):
+    problems = invalid(
+        tmp_path,
+        """
+        version: 1
+        jobs:
+          a:
+            http: {url: "ftp://example.test/x", timeout: 0}
+          b:
+            llm: {model: m, prompt: hi, base_url: "file:///etc", timeout: 0s}
+        """,
+    )
+    found = {(where(p), p.message) for p in problems}
+    assert ((4, 17), "url: `ftp://example.test/x` must be absolute and start with http:// or https://") in found
+    assert ((4, 50), "timeout: must be more than 0") in found
+    assert ((6, 43), "base_url: `file:///etc/chat/completions` must be absolute and start with http:// or https://") in found
+    assert ((6, 67), "timeout: must be more than 0") in found
+
+
+# -- timeouts ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["0", "0s", "0m0s", "0.0"])
+def test_a_timeout_of_zero_is_refused_at_each_level(tmp_path, value):
+    problems = invalid(
+        tmp_path,
+        f"""
+        version: 1
+        timeout: {value}
+        defaults: {{image: alpine, timeout: {value}}}
+        jobs:
+          a:
+            timeout: {value}
+            steps:
+              - run: echo
+                timeout: {value}
+        """,
+    )
+    assert sorted((where(p), p.message) for p in problems) == [
+        ((2, 10), "timeout: must be more than 0"),
+        ((3, 36), "timeout: must be more than 0"),
+        ((6, 14), "timeout: must be more than 0"),
+        ((9, 18), "timeout: must be more than 0"),
+    ]
+
+
+# -- every problem of a file at once -------------------------------------------
+
+
+def test_a_schema_error_does_not_hide_reference_errors_elsewhere(tmp_path):
+    problems = invalid(
+        tmp_path,
+        """
+        version: 1
+        jobs:
+          a:
+            outputs: {x: 1}
+            need: b
+          b:
+            outputs: {y: "${{ inputs.nope }}"}
+          c:
+            timeout: soon
+            outputs: {z: "${{ jobs.a.outputs.x }}"}
+        """,
+    )
+    messages = sorted((where(p), p.message.split(";")[0]) for p in problems)
+    assert ((5, 5), "unknown key `need`") in messages
+    assert ((7, 18), "in `inputs.nope`: no input named `nope` is declared") in messages
+    assert ((9, 14), "expected a duration like 90, 30s, 5m or 1h30m (units ms, s, m, h, d), or a `${{ }}` expression") in messages
+    assert ((10, 18), "in `jobs.a.outputs.x`: job `c` uses `jobs.a` but does not need `a`") in messages
+
+
+def test_schema_invalid_parts_do_not_crash_the_compiler(tmp_path):
+    problems = invalid(
+        tmp_path,
+        """
+        version: 1
+        inputs: {x: 3, y: {type: nope}}
+        defaults: []
+        jobs:
+          a: 5
+          b: {steps: notalist, outputs: {v: "${{ steps.s.outputs.v }}"}}
+          c: {http: {method: FETCH}, needs: [1, 2], outputs: {v: "${{ response.status }}"}}
+          d: {llm: {messages: [{role: robot}]}, retry: {attempts: 0}}
+          e: {uses: x.txt, with: {"bad name": 1}}
+          f: {outputs: {v: "${{ matrix.z }}"}, matrix: 3}
+          g: {outputs: {v: "${{ inputs.z }}"}}
+        """,
+    )
+    assert all(p.location.line >= 2 for p in problems)
+    assert [p.message for p in problems if "inputs.z" in p.message] == ["in `inputs.z`: no input named `z` is declared"]
+    assert not [p for p in problems if "matrix.z" in p.message]  # follows from the wrong matrix
+
+
+def test_an_unknown_filter_does_not_hide_the_other_names(tmp_path):
+    problems = invalid(
+        tmp_path,
+        """
+        version: 1
+        jobs:
+          a:
+            outputs: {x: "${{ inputs.nope | nofilter }}"}
+        """,
+    )
+    messages = sorted(p.message for p in problems)
+    assert any("no filter named `nofilter`" in m for m in messages), messages
+    assert any("no input named `nope`" in m for m in messages), messages
+
+
+def test_an_expression_in_a_block_scalar_is_located_at_its_own_line(tmp_path):
+    problems = invalid(
+        tmp_path,
+        """
+        version: 1
+        defaults: {image: alpine}
+        jobs:
+          a:
+            run: |
+              echo one
+                echo "${{ inputs.nope }}" ${{ 1 + }}
+          b:
+            outputs:
+              folded: >
+                a
+                b ${{ nosuch }}
+              plain: first
+                second ${{ inputs.other }}
+              quoted: "first
+                  then ${{ secrets.X }}"
+              single: echo ${{ inputs.same_line }}
+        """,
+    )
+    found = {(where(p), p.message.split(":")[0]) for p in problems}
+    assert ((7, 15), "in `inputs.nope`") in found
+    assert ((7, 35), "expression `1 +` does not parse") in found
+    assert ((12, 11), "in `nosuch`") in found
+    assert ((14, 16), "in `inputs.other`") in found
+    assert ((16, 16), "in `secrets.X`") in found
+    assert ((17, 15), "in `inputs.same_line`") in found  # on the value's first line: the value

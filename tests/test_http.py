@@ -653,19 +653,52 @@ def test_cookies_are_not_shared_between_nodes(tmp_path, api):
     assert r.job("later")["outputs"] == {"cookie": None}
 
 
-def test_mistakes_in_a_request_fail_the_job_clearly(tmp_path, api):
+def test_mistakes_in_a_computed_request_fail_the_job_where_the_field_is(tmp_path, api):
     r = run(tmp_path, f"""
         version: 1
         jobs:
-          bad_scheme: {{http: {{url: "ftp://example.com/x"}}}}
-          bad_method: {{http: {{url: "{api.url}/json", method: "${{{{ 'FETCH' }}}}"}}}}
-          bad_expect: {{http: {{url: "{api.url}/json", expect: "${{{{ 'ok' }}}}"}}}}
-          missing_ca: {{http: {{url: "{api.url}/json", verify: nowhere.pem}}}}
+          bad_scheme: {{http: {{url: "${{{{ 'ftp://example.com/x' }}}}"}}}}
+          bad_method: {{http: {{method: "${{{{ 'FETCH' }}}}", url: "{api.url}/json"}}}}
+          bad_expect: {{http: {{expect: "${{{{ 'ok' }}}}", url: "{api.url}/json"}}}}
+          zero_timeout: {{http: {{timeout: "${{{{ 0 }}}}", url: "{api.url}/json"}}}}
+          no_limit: {{http: {{max_bytes: "${{{{ -1 }}}}", url: "{api.url}/json"}}}}
+          undefined: {{http: {{headers: {{A: "${{{{ 1 // 0 }}}}"}}, url: "{api.url}/json"}}}}
+          missing_ca: {{http: {{verify: nowhere.pem, url: "{api.url}/json"}}}}
     """)
-    assert r.job("bad_scheme")["reason"] == "http: url `ftp://example.com/x` must be absolute and start with http:// or https://"
-    assert r.job("bad_method")["reason"] == "http: method `FETCH` is not one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
-    assert r.job("bad_expect")["reason"].startswith("http: expect: expected a status code")
-    assert r.job("missing_ca")["reason"] == f"http: verify: no CA bundle at {tmp_path / 'nowhere.pem'}"
+    file = tmp_path / "workflow.yml"
+    assert r.job("bad_scheme")["reason"] == (
+        f"{file}:3:28: http.url: `ftp://example.com/x` must be absolute and start with http:// or https://"
+    )
+    assert r.job("bad_method")["reason"] == (
+        f"{file}:4:31: http.method: `FETCH` is not one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+    )
+    assert r.job("bad_expect")["reason"].startswith(f"{file}:5:31: http.expect: expected a status code")
+    assert r.job("zero_timeout")["reason"] == f"{file}:6:34: http.timeout: must be more than 0"
+    assert r.job("no_limit")["reason"] == f"{file}:7:32: http.max_bytes: expected a whole number of at least 1, got '-1'"
+    assert r.job("undefined")["reason"].startswith(f"{file}:8:31: http.headers: `1 // 0` cannot be evaluated: division by zero")
+    assert r.job("missing_ca")["reason"] == f"{file}:9:31: http.verify: no CA bundle at {tmp_path / 'nowhere.pem'}"
+    assert all(not r.job(j)["attempts"] or r.job(j)["attempts"] == 1 for j in r.summary["jobs"])
+
+
+def test_literal_mistakes_in_a_request_fail_validation_where_they_are(tmp_path):
+    path = write(tmp_path, """
+        version: 1
+        jobs:
+          a: {http: {url: "ftp://example.test/x", timeout: 0s, max_bytes: 0}}
+          b:
+            http:
+              url: "https://example.test/"
+              method: FETCH
+              verify: 3
+    """)
+    done = cli("validate", path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    lines = done.stderr.splitlines()
+    assert any(line.startswith(f"{path}:3:19: url: `ftp://example.test/x` must be absolute and start") for line in lines), lines
+    assert any(line.startswith(f"{path}:3:52: timeout: must be more than 0") for line in lines), lines
+    assert any(line.startswith(f"{path}:3:67: `max_bytes` is a whole number of at least 1") for line in lines), lines
+    assert any(line.startswith(f"{path}:7:15: `method` is GET, HEAD") for line in lines), lines
+    assert any(line.startswith(f"{path}:8:15: `verify` is true, false") for line in lines), lines
 
 
 def test_ctrl_c_cancels_a_request_in_flight_at_once(tmp_path, api):

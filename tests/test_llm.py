@@ -342,6 +342,23 @@ def test_llm_timeout(tmp_path, openai, monkeypatch):
     assert "timed out" in r.job("slow")["reason"] or "(timeout)" in r.job("slow")["reason"]
 
 
+def test_mistakes_in_a_computed_call_fail_the_job_where_the_field_is(tmp_path, openai):
+    r = run(tmp_path, f"""
+        version: 1
+        jobs:
+          hot: {{llm: {{temperature: "${{{{ 5 }}}}", model: echo, prompt: hi, base_url: "{openai.base}"}}}}
+          odd: {{llm: {{messages: "${{{{ [{{'role': 'robot'}}] }}}}", model: echo, base_url: "{openai.base}"}}}}
+          empty: {{llm: {{messages: "${{{{ [] }}}}", model: echo, base_url: "{openai.base}"}}}}
+    """)
+    file = tmp_path / "workflow.yml"
+    assert r.job("hot")["reason"] == f"{file}:3:28: llm.temperature: expected a number from 0 to 2, got '5'"
+    assert r.job("odd")["reason"] == (
+        f"{file}:4:25: llm.messages: message 1 is not {{role, content}} with role system, user or assistant"
+    )
+    assert r.job("empty")["reason"] == f"{file}:5:27: llm: no `prompt` and no `messages`: there is nothing to ask"
+    assert chat_requests(openai) == []
+
+
 # -- batches ---------------------------------------------------------------------------------
 
 

@@ -156,7 +156,7 @@ def test_files_a_job_writes_belong_to_the_user_running_runner(docker):
 
         done = subprocess.run(
             [*command, "run", "workflow.yml", *IMAGE_MAP], cwd=workspace, capture_output=True, text=True,
-            timeout=120, env={**os.environ, **env, "HOME": str(home), "DOCKER_HOST": f"unix://{sock}"},
+            timeout=120, env={**os.environ, **env, "HOME": str(home), "XDG_STATE_HOME": str(home / "state"), "DOCKER_HOST": f"unix://{sock}"},
             preexec_fn=as_nobody_on_the_socket,
         )
         output = done.stdout + done.stderr

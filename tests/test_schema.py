@@ -198,6 +198,22 @@ def test_good_durations_are_accepted(value):
     assert problems(one_job(f"timeout: {value}\n")) == []
 
 
+@pytest.mark.parametrize("value", ["0", "0.0", "0s", "00m", "0h0m0s", "0ms"])
+def test_a_timeout_of_zero_is_refused_once_at_the_value(value):
+    problem = only(one_job(f"timeout: {value}\n"))
+    assert where(problem) == (5, 14)
+    assert problem.message == "timeout: must be more than 0"
+
+
+@pytest.mark.parametrize("value", ["0.5", "0s1ms", "10ms"])
+def test_a_short_timeout_is_accepted(value):
+    assert problems(one_job(f"timeout: {value}\n")) == []
+
+
+def test_a_delay_of_zero_is_still_accepted():
+    assert problems(one_job("retry: {attempts: 2, delay: 0s}\n")) == []
+
+
 def test_job_with_http_and_steps_is_refused():
     problem = only(
         """

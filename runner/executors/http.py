@@ -20,7 +20,6 @@ theirs through the same `Session.request`:
 from __future__ import annotations
 
 import email.utils
-import json
 import math
 import os
 import re
@@ -30,22 +29,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import httpx
 import trio
 
-from runner.model.durations import format_duration, parse_duration
+from runner.model import checks
+from runner.model.durations import format_duration
 from runner.masking import MASK, Masker
 from runner.model.results import Result
-from runner.expr.templates import TemplateError, render_value, to_text
+from runner.model.workflow import BodyKind, HttpSpec, LlmSpec
+from runner.expr.templates import TemplateError, render_value, templates_in
 from runner.executors import NodeRun, Outcome
+from runner.executors.response import Headers, Response
 
-METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 IDEMPOTENT = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")  # retried unless `retry.on_methods` says otherwise
 DEFAULT_TIMEOUT = 60.0  # total, when neither the request nor the job has a timeout
 CONNECT_TIMEOUT = 10.0
-DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 MAX_REDIRECTS = 10
 SNIPPET = 200  # characters of a body quoted in a message
 CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "cookie")
@@ -53,7 +53,7 @@ USER_AGENT = "runner/0.1"
 
 
 class SpecError(Exception):
-    """A request the workflow describes cannot be made; the message says why."""
+    """A request the workflow describes cannot be made; the message says why and where it is written."""
 
 
 class RequestFailed(Exception):
@@ -84,7 +84,7 @@ class Request:
     content: bytes | None = None
     form: dict[str, Any] | None = None
     timeout: float = DEFAULT_TIMEOUT  # total, math.inf for none of our own
-    max_bytes: int = DEFAULT_MAX_BYTES
+    max_bytes: int = HttpSpec.max_bytes
     follow_redirects: bool = False
     verify: bool | str = True  # or the path of a CA bundle
     secrets: tuple[str, ...] = ()  # values to mask besides the run's secrets (an API key)
@@ -407,73 +407,6 @@ def _size(n: int) -> str:
     return f"{n / 1024 / 1024:.1f} MiB"
 
 
-# -- what `outputs` see ---------------------------------------------------------------------
-
-
-class Headers(Mapping):
-    """Response headers, looked up in any case (`response.headers['Content-Type']`)."""
-
-    def __init__(self, headers: httpx.Headers):
-        self._items = {k.lower(): v for k, v in headers.items()}
-
-    def __getitem__(self, key: str) -> str:
-        return self._items[key.lower() if isinstance(key, str) else key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-class _Unparsed:
-    pass
-
-
-class Response(Mapping):
-    """`response` in the scope of a job's outputs.
-
-    `json` is parsed when an output first uses it: a body that is not JSON is an
-    error only then, and the error says what the body was.
-    """
-
-    def __init__(self, fields: dict[str, Any], text: str, describe: Callable[[str], str], what: str = "the body"):
-        self._fields = fields
-        self._text = text
-        self._describe = describe  # masks and cuts a text for a message
-        self._what = what
-        self._json: Any = _Unparsed
-        self._error = ""
-
-    def _parse(self) -> bool:
-        if self._json is _Unparsed and not self._error:
-            try:
-                self._json = json.loads(self._text)
-            except ValueError as e:
-                self._error = str(e)
-        return not self._error
-
-    def __getitem__(self, key: str) -> Any:
-        if key != "json":
-            return self._fields[key]
-        if self._parse():
-            return self._json
-        start = self._describe(self._text)
-        begins = f"; it begins: {start}" if start else "; it is empty"
-        raise TemplateError(f"`response.json`: {self._what} is not JSON ({self._error}){begins}")
-
-    def __contains__(self, key: object) -> bool:
-        return key == "json" or key in self._fields
-
-    def __iter__(self) -> Iterator[str]:
-        yield from self._fields
-        if self._parse():
-            yield "json"
-
-    def __len__(self) -> int:
-        return len(self._fields) + (1 if self._parse() else 0)
-
-
 # -- the executor ---------------------------------------------------------------------------
 
 
@@ -492,8 +425,8 @@ class HttpExecutor(SessionExecutor):
     async def run(self, node: NodeRun) -> Outcome:
         try:
             req, expect = http_request(node)
-        except (TemplateError, SpecError) as e:
-            return Outcome(Result.FAILURE, self.session.mask(f"http: {e}"), retryable=False)
+        except SpecError as e:
+            return Outcome(Result.FAILURE, self.session.mask(str(e)), retryable=False)
         # A method that is not idempotent may have taken effect: retried only if the workflow says so.
         repeatable = req.method in (node.job.retry.on_methods or IDEMPOTENT)
         node.timeout_retryable = repeatable
@@ -541,91 +474,47 @@ def _expected(status: int, expect: tuple[int, ...] | None) -> bool:
 
 
 def http_request(node: NodeRun) -> tuple[Request, tuple[int, ...] | None]:
-    """The request an http job describes, rendered and checked; SpecError or TemplateError if it cannot be made."""
-    spec = node.job.spec["http"]
-    values = {key: render_field(key, value, node.scope) for key, value in spec.items()}
-    method = to_text(values.get("method") or "GET").upper()
-    if method not in METHODS:
-        raise SpecError(f"method `{method}` is not one of {', '.join(METHODS)}")
-    req = Request(method=method, url=check_url(to_text(values.get("url"))))
-    req.headers = _text_map(values.get("headers"), "headers")
-    req.params = _text_map(values.get("params"), "params") or None
-    if "json" in spec:
-        req.json, req.has_json = values["json"], True
-    elif "body" in spec:
-        req.content = to_text(values["body"]).encode("utf-8")
-    elif "form" in spec:
-        req.form = _text_map(values["form"], "form")
-    req.timeout = request_timeout(node, values.get("timeout"), DEFAULT_TIMEOUT)
-    req.max_bytes = positive_int(values.get("max_bytes", DEFAULT_MAX_BYTES), "max_bytes")
-    req.follow_redirects = boolean(values.get("follow_redirects", False), "follow_redirects")
-    verify = values.get("verify", True)
-    if isinstance(verify, str) and verify.strip().lower() in ("true", "false"):
-        verify = verify.strip().lower() == "true"
+    """The request an http job describes, rendered and checked; SpecError if it cannot be made."""
+    spec = node.job.http
+    field = lambda key: resolved("http", spec, key, node.scope)  # noqa: E731
+    req = Request(method=field("method"), url=field("url"))
+    req.headers = dict(field("headers") or {})
+    req.params = dict(field("params") or {}) or None
+    if spec.body_kind is BodyKind.JSON:
+        req.json, req.has_json = render_value(field("json"), {}), True  # plain lists and dicts for JSON
+    elif spec.body_kind is BodyKind.TEXT:
+        req.content = field("body").encode("utf-8")
+    elif spec.body_kind is BodyKind.FORM:
+        req.form = dict(field("form"))
+    req.timeout = request_timeout(node, field("timeout"), DEFAULT_TIMEOUT)
+    req.max_bytes = field("max_bytes")
+    req.follow_redirects = field("follow_redirects")
+    verify = field("verify")
     if isinstance(verify, str):
         path = Path(node.workspace, os.path.expanduser(verify))
         if not path.is_file():
-            raise SpecError(f"verify: no CA bundle at {path}")
+            raise SpecError(f"{spec.locations['verify']}: http.verify: no CA bundle at {path}")
         verify = str(path)
-    elif not isinstance(verify, bool):
-        raise SpecError("verify: expected true, false or the path of a CA bundle")
     req.verify = verify
-    return req, _expect(values.get("expect"))
+    return req, field("expect")
 
 
-def render_field(key: str, value: Any, scope: Mapping[str, Any]) -> Any:
+def resolved(kind: str, spec: HttpSpec | LlmSpec, key: str, scope: Mapping[str, Any]) -> Any:
+    """A field's value: as compiled, or rendered and checked as the compiler checks one written out.
+
+    SpecError names where the field is written in the workflow.
+    """
+    value = spec.value(key)
+    if not any(templates_in(value)):
+        return value
     try:
-        return render_value(value, scope)
-    except TemplateError as e:
-        raise TemplateError(f"{key}: {e}") from None
+        return checks.FIELDS[kind][key](render_value(value, scope))
+    except (TemplateError, checks.FieldError) as e:
+        raise SpecError(f"{spec.locations[key]}: {kind}.{key}: {e}") from None
 
 
-def check_url(url: str) -> str:
-    url = url.strip()
-    if not re.match(r"(?i)https?://[^/?#]", url):
-        raise SpecError(f"url `{url}` must be absolute and start with http:// or https://")
-    return url
-
-
-def request_timeout(node: NodeRun, value: Any, default: float) -> float:
+def request_timeout(node: NodeRun, seconds: float | None, default: float) -> float:
     """The request's total deadline: its own `timeout`, else the job's (which the scheduler keeps), else `default`."""
-    if value is None:
+    if seconds is None:
         return default if node.job.timeout is None else math.inf
-    try:
-        seconds = parse_duration(value)
-    except ValueError:
-        raise SpecError(f"timeout: `{value}` is not a duration; write 90, 30s, 5m or 1h30m") from None
-    if seconds <= 0:
-        raise SpecError("timeout: must be more than 0")
     return seconds
-
-
-def _text_map(value: Any, key: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise SpecError(f"{key}: expected a mapping of names to values")
-    return {str(k): ([to_text(i) for i in v] if isinstance(v, list) else to_text(v)) for k, v in value.items()}
-
-
-def positive_int(value: Any, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SpecError(f"{key}: expected a whole number of at least 1, got {to_text(value)!r}")
-    return value
-
-
-def boolean(value: Any, key: str) -> bool:
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    if not isinstance(value, bool):
-        raise SpecError(f"{key}: expected true or false, got {to_text(value)!r}")
-    return value
-
-
-def _expect(value: Any) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    codes = value if isinstance(value, list) else [value]
-    if not codes or not all(isinstance(c, int) and not isinstance(c, bool) and 100 <= c <= 599 for c in codes):
-        raise SpecError(f"expect: expected a status code (100-599) or a list of them, got {to_text(value)!r}")
-    return tuple(codes)

@@ -19,25 +19,21 @@ from runner.model.results import Result
 from runner.expr.templates import TemplateError, to_text
 from runner.executors import NodeRun, Outcome
 from runner.executors.http import (
-    DEFAULT_MAX_BYTES,
     Reply,
     Request,
     RequestFailed,
-    Response,
     SessionExecutor,
     SpecError,
-    boolean,
-    check_url,
-    positive_int,
-    render_field,
     request_timeout,
+    resolved,
 )
+from runner.executors.response import Response
+from runner.model import checks
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_TIMEOUT = 600.0  # models can take minutes over a long answer
 BASE_URL_SECRET = "OPENAI_BASE_URL"
 API_KEY_SECRET = "OPENAI_API_KEY"
-ROLES = ("system", "user", "assistant")
 
 
 class LlmExecutor(SessionExecutor):
@@ -45,8 +41,8 @@ class LlmExecutor(SessionExecutor):
     async def run(self, node: NodeRun) -> Outcome:
         try:
             call = Call(node)
-        except (TemplateError, SpecError) as e:
-            return Outcome(Result.FAILURE, self.session.mask(f"llm: {e}"), retryable=False)
+        except SpecError as e:
+            return Outcome(Result.FAILURE, self.session.mask(str(e)), retryable=False)
         node.timeout_retryable = True
         try:
             reply = await self.session.request(call.request, lambda line: node.log("request", "stdout", line))
@@ -128,28 +124,30 @@ class Call:
     """One chat completion, as an llm job describes it: rendered and checked."""
 
     def __init__(self, node: NodeRun):
-        spec = node.job.spec["llm"]
-        values = {key: render_field(key, value, node.scope) for key, value in spec.items()}
+        spec = node.job.llm
+        field = lambda key: resolved("llm", spec, key, node.scope)  # noqa: E731
         secrets = node.scope.get("secrets") or {}
-        self.model = to_text(values.get("model")).strip()
-        if not self.model:
-            raise SpecError("model: empty")
-        base_url = to_text(values.get("base_url") or secrets.get(BASE_URL_SECRET) or DEFAULT_BASE_URL).strip()
-        api_key = to_text(values.get("api_key") if "api_key" in values else secrets.get(API_KEY_SECRET) or "").strip()
+        self.model = field("model")
+        base_url = field("base_url")
+        if not base_url:
+            try:
+                base_url = checks.base_url(secrets.get(BASE_URL_SECRET) or DEFAULT_BASE_URL)
+            except checks.FieldError as e:
+                raise SpecError(f"llm: the secret {BASE_URL_SECRET}: {e}") from None
+        api_key = field("api_key")
+        api_key = (api_key if api_key is not None else to_text(secrets.get(API_KEY_SECRET))).strip()
         self.has_key = bool(api_key)
-        self.json = boolean(values.get("json", False), "json")
-        cost = values.get("cost_per_1k_tokens")
-        if cost is not None and (isinstance(cost, bool) or not isinstance(cost, (int, float)) or cost < 0):
-            raise SpecError("cost_per_1k_tokens: expected a number of at least 0")
-        self.cost_per_1k_tokens = cost
-        body: dict[str, Any] = {"model": self.model, "messages": _messages(values)}
-        if values.get("temperature") is not None:
-            temperature = values["temperature"]
-            if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2:
-                raise SpecError(f"temperature: expected a number from 0 to 2, got {to_text(temperature)!r}")
-            body["temperature"] = temperature
-        if values.get("max_tokens") is not None:
-            body["max_tokens"] = positive_int(values["max_tokens"], "max_tokens")
+        self.json = field("json")
+        self.cost_per_1k_tokens = field("cost_per_1k_tokens")
+        messages = _messages(field("system"), field("messages"), field("prompt"))
+        if not any(m["role"] != "system" for m in messages):
+            where = spec.locations.get("messages", node.job.location)
+            raise SpecError(f"{where}: llm: no `prompt` and no `messages`: there is nothing to ask")
+        body: dict[str, Any] = {"model": self.model, "messages": messages}
+        if field("temperature") is not None:
+            body["temperature"] = field("temperature")
+        if field("max_tokens") is not None:
+            body["max_tokens"] = field("max_tokens")
         if self.json:
             body["response_format"] = {"type": "json_object"}
         headers = {"Accept": "application/json"}
@@ -157,34 +155,22 @@ class Call:
             headers["Authorization"] = f"Bearer {api_key}"
         self.request = Request(
             method="POST",
-            url=check_url(base_url.rstrip("/") + "/chat/completions"),
+            url=base_url + "/chat/completions",
             headers=headers,
             json=body,
             has_json=True,
-            timeout=request_timeout(node, values.get("timeout"), DEFAULT_TIMEOUT),
-            max_bytes=DEFAULT_MAX_BYTES,
+            timeout=request_timeout(node, field("timeout"), DEFAULT_TIMEOUT),
             secrets=(api_key,) if api_key else (),
         )
 
 
-def _messages(values: Mapping[str, Any]) -> list[dict[str, str]]:
+def _messages(system: str | None, given: tuple | None, prompt: str | None) -> list[dict[str, str]]:
     """`system` first, then `messages`, then `prompt` as the user's turn."""
-    messages: list[dict[str, str]] = []
-    if values.get("system") is not None:
-        messages.append({"role": "system", "content": to_text(values["system"])})
-    given = values.get("messages")
-    if given is not None:
-        if not isinstance(given, list):
-            raise SpecError("messages: expected a list of {role, content}")
-        for i, message in enumerate(given):
-            if not isinstance(message, Mapping) or message.get("role") not in ROLES or "content" not in message:
-                raise SpecError(f"messages[{i}]: expected {{role, content}} with role system, user or assistant")
-            messages.append({"role": message["role"], "content": to_text(message["content"])})
-    if values.get("prompt") is not None:
-        messages.append({"role": "user", "content": to_text(values["prompt"])})
-    if not any(m["role"] != "system" for m in messages):
-        raise SpecError("no `prompt` and no `messages`: there is nothing to ask")
-    return messages
+    turns = [("system", system)] if system is not None else []
+    turns.extend(given or ())
+    if prompt is not None:
+        turns.append(("user", prompt))
+    return [{"role": role, "content": content} for role, content in turns]
 
 
 def _usage(usage: Any, cost_per_1k: float | None) -> dict[str, Any] | None:

@@ -22,7 +22,7 @@ class SubWorkflows:
         """Run the child workflow to its end; cancelling this call cancels it at once."""
         child = node.job.workflow
         try:
-            given = render_value(node.job.spec.get("with") or {}, node.scope)
+            given = render_value(node.job.given, node.scope)
             inputs = resolve(child, given, source=f"{node.job.id}.with")
         except TemplateError as e:
             return Outcome(Result.FAILURE, f"with: {e}")

@@ -18,7 +18,7 @@ import json
 import math
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -39,8 +39,16 @@ CONDITION_FUNCTIONS = ("success", "failure", "always", "cancelled")
 class TemplateError(Exception):
     """An expression that does not parse, names something unknown, or fails to evaluate.
 
-    The message says what; the caller adds where (file, line, job, field).
+    The message says what; the caller adds where (file, line, job, field).  When
+    parsing a field fails, `offset` is where the failing `${{` stands in its text
+    and `partial` the field with every expression that could be read, so that
+    the names those use can still be checked.
     """
+
+    def __init__(self, message: str, offset: int = 0, partial: "Template | None" = None):
+        super().__init__(message)
+        self.offset = offset
+        self.partial = partial
 
 
 # Widths and precisions in %-formats and in str.format specs: the ways to pad text.
@@ -132,6 +140,7 @@ class Expression:
     raw: bool  # ends in `| raw`: pasted into a script as text
     lifted: tuple  # ((variable, root, key), …) bound before evaluating
     shape: str  # the source with lifted references: the key of its compiled form
+    offset: int = field(default=0, compare=False)  # where its `${{` stands in the field's text
 
     def evaluate(self, scope: Mapping[str, Any]) -> Any:
         code = _compiled.get(self.shape)
@@ -203,17 +212,31 @@ def parse_template(text: str) -> Template:
     """Split ``text`` at its ``${{ … }}`` markers and compile-check each expression."""
     parts: list = []
     pos = 0
+    error = None
     while True:
         start = text.find(OPEN, pos)
         if start < 0:
             break
-        end = _find_close(text, start + len(OPEN))
         if start > pos:
             parts.append(text[pos:start])
-        parts.append(parse_expression(text[start + len(OPEN) : end]))
+        try:
+            end = _find_close(text, start + len(OPEN))
+        except TemplateError as e:
+            error = error or TemplateError(str(e), start)
+            pos = len(text)
+            break
+        try:
+            parts.append(parse_expression(text[start + len(OPEN) : end], start))
+        except TemplateError as e:
+            error = error or TemplateError(str(e), start)
+            if e.partial is not None:  # it parses but uses an unknown filter: its names still count
+                parts.extend(e.partial.parts)
         pos = end + len(CLOSE)
     if pos < len(text) or not parts:
         parts.append(text[pos:])
+    if error is not None:
+        error.partial = Template(tuple(parts))
+        raise error
     return Template(tuple(parts))
 
 
@@ -245,7 +268,7 @@ _LIFTABLE = re.compile(
 _parsed: dict[str, tuple[frozenset, bool]] = {}
 
 
-def parse_expression(source: str) -> Expression:
+def parse_expression(source: str, offset: int = 0) -> Expression:
     source = source.strip()
     if not source:
         raise TemplateError(f"empty expression `{OPEN} {CLOSE}`")
@@ -256,11 +279,14 @@ def parse_expression(source: str) -> Expression:
         except TemplateSyntaxError as e:
             raise TemplateError(f"expression `{source}` does not parse: {e.message}") from None
         refs: set = set()
-        _check(expr, refs)
+        unknown = _check(expr, refs)
         own = frozenset(r for r in refs if not r[0].startswith(_LIFT_PREFIX))
-        _parsed[shape] = (own, isinstance(expr, nodes.Filter) and expr.name == "raw")
-    refs, raw = _parsed[shape]
-    return Expression(source, refs | {(root, key) for _, root, key in lifted if root}, raw, lifted, shape)
+        _parsed[shape] = (own, isinstance(expr, nodes.Filter) and expr.name == "raw", unknown)
+    refs, raw, unknown = _parsed[shape]
+    expression = Expression(source, refs | {(root, key) for _, root, key in lifted if root}, raw, lifted, shape, offset)
+    if unknown:
+        raise TemplateError(unknown, partial=Template((expression,)))
+    return expression
 
 
 _LIFT_PREFIX = "_lifted_"
@@ -318,15 +344,16 @@ def _parse(source: str) -> nodes.Expr:
     return expr
 
 
-def _check(node: nodes.Node, refs: set) -> None:
-    """Collect the names an expression refers to; refuse unknown filters and tests early."""
+def _check(node: nodes.Node, refs: set) -> str:
+    """Collect the names an expression refers to; what is wrong with its filters and tests, or ''."""
     everything = [node, *node.find_all(nodes.Node)]
     keyed = set()
+    unknown = ""
     for child in everything:
         if isinstance(child, nodes.Filter) and child.name not in ENV.filters:
-            raise TemplateError(f"no filter named `{child.name}`")
+            unknown = unknown or f"no filter named `{child.name}`"
         if isinstance(child, nodes.Test) and child.name not in ENV.tests:
-            raise TemplateError(f"no test named `{child.name}`")
+            unknown = unknown or f"no test named `{child.name}`"
         key = _static_key(child)
         if key:
             refs.add(key)
@@ -334,6 +361,7 @@ def _check(node: nodes.Node, refs: set) -> None:
     for child in everything:
         if isinstance(child, nodes.Name) and child.ctx == "load" and id(child) not in keyed:
             refs.add((child.name, None))
+    return unknown
 
 
 def _static_key(node: nodes.Node) -> tuple | None:

@@ -13,9 +13,12 @@ from types import MappingProxyType
 from typing import Any
 
 from runner.errors import Location, Problem, Severity, WorkflowInvalid, suggest
+from runner.model import checks
 from runner.model.durations import parse_duration
 from runner.load.document import Document
 from runner.load.github import context_hint
+from runner.load.scripts import literal_expression
+from runner.load.specs import http_spec, llm_spec, sub_workflow
 from runner.model.workflow import (
     CachePolicy,
     Capabilities,
@@ -66,8 +69,11 @@ class _Compiler:
 
     # -- reporting -------------------------------------------------------
 
-    def error(self, path: tuple, message: str, key: bool = False, severity: Severity = Severity.ERROR) -> None:
-        self.problems.append(Problem(self.doc.locate(path, key=key), message, path, severity))
+    def error(
+        self, path: tuple, message: str, key: bool = False, severity: Severity = Severity.ERROR, offset: int = 0
+    ) -> None:
+        """A problem at `path` (at its key; at the `${{` that many characters into its text)."""
+        self.problems.append(Problem(self.doc.locate(path, key=key, offset=offset), message, path, severity))
 
     def where(self, path: tuple) -> Location:
         return self.doc.locate(path)
@@ -85,8 +91,8 @@ class _Compiler:
             try:
                 return parse_template(value)
             except TemplateError as e:
-                self.error(path, str(e))
-                return None
+                self.error(path, str(e), offset=e.offset)
+                return e.partial  # what could be read, so that its names are checked too
         if isinstance(value, dict):
             return MappingProxyType({k: self.template(v, path + (k,)) for k, v in value.items()})
         if isinstance(value, list):
@@ -100,18 +106,21 @@ class _Compiler:
             return parse_condition(value)
         except TemplateError as e:
             self.error(path, str(e))
-            return None
+            return e.partial
 
-    def duration(self, value: Any, path: tuple) -> Any:
+    def duration(self, value: Any, path: tuple, limit: bool = False) -> Any:
+        """Seconds, or a template.  A time limit (`limit`) must be more than 0: none would end at once."""
         if value is None:
             return None
         if isinstance(value, str) and "${{" in value:
             return self.template(value, path)
         try:
-            return parse_duration(value)
+            return checks.timeout(value) if limit else parse_duration(value)
+        except checks.FieldError as e:
+            self.error(path, f"timeout: {e}")
         except ValueError:
             self.error(path, f"`{value}` is not a duration; write 90, 30s, 5m or 1h30m")
-            return None
+        return None
 
     # -- the workflow ----------------------------------------------------
 
@@ -123,7 +132,7 @@ class _Compiler:
         env = self.template(data.get("env") or {}, ("env",))
         self.check_refs(env, ("env",), roots={"inputs", "secrets", "run", "git"})
         jobs_data = data.get("jobs") or {}
-        self.job_ids = list(jobs_data)
+        self.jobs_data, self.job_ids = jobs_data, list(jobs_data)
         jobs = {job_id: self.job(job_id, spec, ("jobs", job_id)) for job_id, spec in jobs_data.items()}
         order = self.order(jobs)
         self.check_job_refs(jobs)
@@ -144,7 +153,7 @@ class _Compiler:
             secrets=frozen(self.secrets),
             env=env,
             concurrency=concurrency if isinstance(concurrency, int) else None,
-            timeout=self.duration(data.get("timeout"), ("timeout",)),
+            timeout=self.duration(data.get("timeout"), ("timeout",), limit=True),
             fail_fast=bool(data.get("fail_fast", False)),
             jobs=frozen(jobs),
             outputs=outputs,
@@ -175,7 +184,7 @@ class _Compiler:
             need_path = path + ("needs",) if isinstance(spec.get("needs"), str) else path + ("needs", i)
             if need == job_id:
                 self.error(need_path, f"job `{job_id}` needs itself")
-            elif need not in self.data["jobs"]:
+            elif need not in self.jobs_data:
                 self.error(need_path, f"job `{job_id}` needs `{need}`, which is not a job{suggest(need, self.job_ids)}")
         if "http" in spec:
             kind = JobKind.HTTP
@@ -188,8 +197,7 @@ class _Compiler:
         else:
             kind = JobKind.VALUE
         container = self.container(job_id, spec, path) if kind is JobKind.CONTAINER else None
-        extra = {k: self.template(spec[k], path + (k,)) for k in ("http", "llm", "with") if k in spec}
-        workflow = self.sub_workflow(spec, path) if kind is JobKind.WORKFLOW else None
+        workflow = sub_workflow(self, spec, path) if kind is JobKind.WORKFLOW else None
         cache = self.cache(kind, spec, path)
         return Job(
             id=job_id,
@@ -198,7 +206,10 @@ class _Compiler:
             needs=needs,
             condition=self.condition(spec.get("if"), path + ("if",)),
             env=self.template(spec.get("env") or {}, path + ("env",)),
-            timeout=self.duration(spec.get("timeout", self.defaults.get("timeout")), path + ("timeout",)),
+            timeout=self.duration(
+                spec.get("timeout", self.defaults.get("timeout")),
+                path + ("timeout",) if "timeout" in spec else ("defaults", "timeout"), limit=True,
+            ),
             retry=self.retry(spec.get("retry", self.defaults.get("retry")), path + ("retry",)),
             continue_on_error=self.template(spec.get("continue_on_error", False), path + ("continue_on_error",)),
             matrix=self.template(spec.get("matrix"), path + ("matrix",)),
@@ -206,8 +217,10 @@ class _Compiler:
             outputs=self.template(spec.get("outputs") or {}, path + ("outputs",)),
             location=self.where(path),
             container=container,
-            spec=frozen(extra),
+            http=http_spec(self, spec["http"], path + ("http",)) if kind is JobKind.HTTP else None,
+            llm=llm_spec(self, spec["llm"], path + ("llm",)) if kind is JobKind.LLM else None,
             workflow=workflow,
+            given=self.template(spec.get("with") or {}, path + ("with",)),
             cache=cache,
         )
 
@@ -238,47 +251,11 @@ class _Compiler:
                 ttl = self.duration(value["ttl"], where)
         return CachePolicy(ttl=ttl, files=tuple(spec.get("cache_files") or ()), outputs=tuple(spec.get("cache_outputs") or ()))
 
-    def sub_workflow(self, spec: dict, path: tuple) -> Workflow | None:
-        """The workflow `uses` names, compiled, with `with:` checked against its inputs."""
-        from runner.model.inputs import InvalidInput, coerce
-
-        uses = spec["uses"]
-        if "${{" in uses:
-            self.error(path + ("uses",), "`uses` names a file; it cannot be computed by an expression")
-            return None
-        where = self.where(path + ("uses",))
-        child_path = os.path.join(os.path.dirname(self.doc.file), uses)
-        if not os.path.isfile(child_path):
-            self.error(path + ("uses",), f"`{uses}` does not exist (looked for {child_path})")
-            return None
-        try:
-            child, warnings = self.load_child(child_path, where)
-        except WorkflowInvalid as e:
-            self.problems.extend(e.problems)
-            if not any(p.location.file == self.doc.file for p in e.problems):
-                self.error(path + ("uses",), f"`{uses}` is not a valid workflow; see its own problems")
-            return None
-        self.problems.extend(warnings)
-        given = spec.get("with") or {}
-        for name, value in given.items():
-            if name not in child.inputs:
-                declared = ", ".join(child.inputs) or "none"
-                self.error(path + ("with", name), f"`{uses}` has no input `{name}`{suggest(name, child.inputs)} (declared: {declared})", key=True)
-            elif not (isinstance(value, str) and "${{" in value):
-                try:
-                    coerce(child.inputs[name], value)
-                except InvalidInput as e:
-                    self.error(path + ("with", name), f"input `{name}` of `{uses}`: {e}")
-        for name, declared in child.inputs.items():
-            if declared.required and declared.default is None and name not in given:
-                self.error(path + ("uses",), f"`{uses}` requires the input `{name}`: add it under `with`")
-        return child
-
     def retry(self, value: Any, path: tuple) -> Retry:
         if value is None:
             return Retry()
-        if isinstance(value, int):
-            return Retry(attempts=value)
+        if not isinstance(value, dict):  # a number of attempts (1.0 is a whole number too)
+            return Retry(attempts=int(value))
         codes = value.get("on_exit_codes")
         methods = value.get("on_methods")
         return Retry(
@@ -325,7 +302,7 @@ class _Compiler:
             resources=Resources(cpus=resources.get("cpus"), memory=memory, pids=resources.get("pids")),
             network=network,
             user=str(spec["user"]) if spec.get("user") is not None else None,
-            capabilities=Capabilities(**{k: tuple(v) for k, v in (spec.get("capabilities") or {}).items()}),
+            capabilities=Capabilities(*(tuple((spec.get("capabilities") or {}).get(k) or ()) for k in ("add", "drop"))),
             services=self.services(spec.get("services") or {}, network, path),
             where=frozen({
                 key: self.doc.locate(path + (key,) if key in spec else ("defaults", key), key=True)
@@ -367,8 +344,8 @@ class _Compiler:
         try:
             run = parse_template(str(spec.get("run", "")))
         except TemplateError as e:
-            self.error(run_path, str(e))
-            run = Template(("",))
+            self.error(run_path, str(e), offset=e.offset)
+            run = e.partial or Template(("",))
         return Step(
             index=index,
             id=spec.get("id"),
@@ -378,7 +355,7 @@ class _Compiler:
             env=self.template(spec.get("env") or {}, path + ("env",)),
             condition=self.condition(spec.get("if"), path + ("if",)),
             working_dir=self.template(spec.get("working_dir"), path + ("working_dir",)),
-            timeout=self.duration(spec.get("timeout"), path + ("timeout",)),
+            timeout=self.duration(spec.get("timeout"), path + ("timeout",), limit=True),
             continue_on_error=self.template(spec.get("continue_on_error", False), path + ("continue_on_error",)),
             location=self.where(path),
         )
@@ -386,16 +363,9 @@ class _Compiler:
     def check_scripts(self, steps: list[Step], steps_data: list) -> None:
         """Warn where a value would land inside a string literal and stay literal text."""
         for step, (_, path) in zip(steps, steps_data):
-            if not [e for e in step.run.expressions if not e.raw]:
-                continue
-            text = "".join(p if isinstance(p, str) else _PLACEHOLDER for p in step.run.parts)
-            if step.shell in ("sh", "bash") and _in_single_quotes(text):
-                message = 'a `${{ }}` inside single quotes stays literal text in the shell; use double quotes: "${{ … }}"'
-            elif step.shell == "python" and _in_python_string(text):
-                message = "a `${{ }}` inside a Python string stays literal text; write it as a value: print(${{ … }})"
-            else:
-                continue
-            self.error(path + ("run",), message, severity=Severity.WARNING)
+            message = any(not e.raw for e in step.run.expressions) and literal_expression(step.run, step.shell)
+            if message:
+                self.error(path + ("run",), message, severity=Severity.WARNING)
 
     # -- the graph -------------------------------------------------------
 
@@ -463,7 +433,11 @@ class _Compiler:
             output_roots = roots | ({"steps"} if job.container else set())
             output_roots |= {"response"} if job.kind in (JobKind.HTTP, JobKind.LLM) else set()
             self.check_refs(job.outputs, path + ("outputs",), output_roots, job, jobs, step_ids=step_ids)
-            self.check_refs(job.spec, path, roots, job, jobs)
+            self.check_refs(job.given, path + ("with",), roots, job, jobs)
+            for kind, spec in (("http", job.http), ("llm", job.llm)):
+                for key in spec.locations if spec else ():
+                    if key in checks.FIELDS[kind]:
+                        self.check_refs(spec.value(key), path + (kind, key), roots, job, jobs)
             if job.container:
                 c = job.container
                 self.check_refs(c.image, path + ("image",), roots, job, jobs)
@@ -503,7 +477,7 @@ class _Compiler:
                     message = root not in roots and context_hint(root, key, expr.source)
                     message = message or self.ref_problem(root, key, roots, job, jobs, step_ids, functions, any_job)
                     if message:
-                        self.error(where, f"in `{expr.source}`: {message}")
+                        self.error(where, f"in `{expr.source}`: {message}", offset=expr.offset)
 
     def ref_problem(self, root, key, roots, job, jobs, step_ids, functions, any_job) -> str | None:
         if root in CONDITION_FUNCTIONS:
@@ -521,7 +495,7 @@ class _Compiler:
         if root == "secrets" and key not in self.secrets:
             return f"no secret named `{key}` is declared in `secrets:`{suggest(key, self.secrets)}"
         if root == "jobs":
-            if key not in self.data["jobs"]:
+            if key not in self.jobs_data:
                 return f"there is no job `{key}`{suggest(key, self.job_ids)}"
             if not any_job and job is not None and jobs is not None and not self.reaches(job, key, jobs):
                 return f"job `{job.id}` uses `jobs.{key}` but does not need `{key}`; add it to `needs`"
@@ -555,52 +529,6 @@ def _templates_at(value: Any, path: tuple):
 def _first_line(text: Any) -> str:
     line = str(text).strip().splitlines()[0] if str(text).strip() else ""
     return line if len(line) <= 60 else line[:57] + "..."
-
-
-_PLACEHOLDER = "\0"
-
-
-def _in_python_string(script: str) -> bool:
-    """Whether a placeholder falls inside a Python string literal other than an f-string."""
-    import io
-    import tokenize
-
-    try:
-        tokens = list(tokenize.generate_tokens(io.StringIO(script.replace(_PLACEHOLDER, "__expr__")).readline))
-    except (tokenize.TokenError, SyntaxError, IndentationError):
-        return False
-    for token in tokens:
-        if token.type == tokenize.STRING and "__expr__" in token.string:
-            prefix = token.string[: len(token.string) - len(token.string.lstrip("rRbBuUfF"))]
-            if "f" not in prefix.lower():
-                return True
-    return False
-
-
-def _in_single_quotes(script: str) -> bool:
-    """Whether a placeholder (standing for an expression) falls inside a '…' string of a shell script."""
-    quote = None
-    i = 0
-    while i < len(script):
-        c = script[i]
-        if quote == "'":
-            if c == "'":
-                quote = None
-            elif c == _PLACEHOLDER:
-                return True
-        elif c == "\\":
-            i += 1
-        elif quote == '"':
-            if c == '"':
-                quote = None
-        elif c in "'\"":
-            quote = c
-        elif c == "#" and (i == 0 or script[i - 1] in " \t\n"):
-            end = script.find("\n", i)
-            i = len(script) if end < 0 else end
-            continue
-        i += 1
-    return False
 
 
 def compile_document(doc: Document, load_child) -> tuple[Workflow, list[Problem]]:

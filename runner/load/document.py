@@ -8,7 +8,10 @@ aliases and merge keys are bounded before anything walks the result.
 
 from __future__ import annotations
 
+import bisect
+import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from ruamel.yaml.resolver import VersionedResolver
 from ruamel.yaml.tag import Tag
 
 from runner.errors import Location, Problem, WorkflowInvalid
+from runner.expr.templates import OPEN
 
 MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_SCALAR_CHARS = 1024 * 1024
@@ -45,11 +49,13 @@ class Document:
     positions: dict[tuple, tuple[int, int]] = field(repr=False)
     key_positions: dict[tuple, tuple[int, int]] = field(repr=False)
 
-    def locate(self, path: tuple, key: bool = False) -> Location:
+    def locate(self, path: tuple, key: bool = False, offset: int = 0) -> Location:
         """Where the value at ``path`` is (or its key, with ``key=True``).
 
         A path that does not exist (a missing required key) falls back to the
-        nearest enclosing value that does.
+        nearest enclosing value that does.  `offset`: where a `${{` stands in the
+        value's text; one on a later line than the value starts (in a `|` or `>`
+        block, or a plain or quoted scalar over several lines) is located itself.
         """
         path = tuple(path)
         if key and path in self.key_positions:
@@ -57,7 +63,45 @@ class Document:
         while path not in self.positions and path:
             path = path[:-1]
         line, col = self.positions.get(path, (1, 1))
+        if offset > 0:
+            line, col = self._expression_at(path, line, col, offset)
         return Location(self.file, line, col)
+
+    def _expression_at(self, path: tuple, line: int, col: int, offset: int) -> tuple[int, int]:
+        """The line and column of the `${{` at `offset` in the text at `path`.
+
+        Quoting, folding and indentation change the text between the file and
+        the value, never a `${{`: the n-th in the value is the n-th in the file
+        from where the value starts.
+        """
+        value = self.data
+        for part in path:
+            try:
+                value = value[part]
+            except (KeyError, IndexError, TypeError):
+                return line, col
+        if not isinstance(value, str) or not value.startswith(OPEN, offset):
+            return line, col
+        starts = self._line_starts
+        index = starts[line - 1] + col - 1
+        if self.text[index : index + 1] in ("|", ">"):  # a block's text starts on the next line, after any comment
+            index = self.text.find("\n", index)
+        for _ in range(value.count(OPEN, 0, offset) + 1):
+            found = self.text.find(OPEN, index)
+            if found < 0:
+                return line, col
+            index = found + len(OPEN)
+        at = index - len(OPEN)
+        if line == len(starts) or at < starts[line]:  # on the value's first line: the value's place
+            return line, col
+        number = bisect.bisect_right(starts, at)
+        return number, at - starts[number - 1] + 1
+
+    @cached_property
+    def _line_starts(self) -> list[int]:
+        starts = [0]
+        starts.extend(m.end() for m in re.finditer("\n", self.text))
+        return starts
 
 
 WORKFLOW_TOP = "a workflow is a mapping that starts with `version: 1`"

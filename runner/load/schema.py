@@ -50,18 +50,38 @@ def _fast_validator():
 
 
 def check(doc: Document) -> list[Problem]:
+    return validate(doc)[0]
+
+
+def validate(doc: Document) -> tuple[list[Problem], list[tuple]]:
+    """Every violation, and the key paths of the values found wrong (not of keys missing or unknown)."""
     # A valid document, the common case, is confirmed a hundred times faster in
     # Rust; an invalid one is examined by jsonschema, whose errors we explain.
     if _fast_validator().is_valid(doc.data):
-        return []
+        return [], []
     problems: list[Problem] = []
+    wrong: list[tuple] = []
     for error in _validator().iter_errors(doc.data):
         problems.extend(_problems(doc, error))
+        path = _wrong_value(error)
+        if path is not None:
+            wrong.append(path)
     # One mistake can break several alternatives at the same place; say it once.
     unique: dict[tuple, Problem] = {}
     for problem in problems:
         unique.setdefault((problem.location, problem.message), problem)
-    return list(unique.values())
+    return list(unique.values()), wrong
+
+
+def _wrong_value(error) -> tuple | None:
+    path = tuple(error.absolute_path)
+    if "propertyNames" in error.schema_path:
+        return path + (error.instance,)
+    if error.validator in ("required", "additionalProperties"):
+        return None
+    if error.validator in ("anyOf", "oneOf") and all(sub.validator == "required" for sub in error.context):
+        return None  # a mapping that lacks one of several keys
+    return path
 
 
 def _problems(doc: Document, error) -> list[Problem]:

@@ -5,10 +5,12 @@ Sub-workflows named by `uses:` are compiled with their parent, each file once.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 from runner.load import document as loader, schema
 from runner.load.compiler import compile_document
@@ -37,9 +39,9 @@ def _load(path: str, chain: tuple[str, ...], done: dict) -> tuple[Workflow, list
     if real in done:
         return done[real]
     doc = loader.load_file(path)
-    problems = schema.check(doc)
+    problems, wrong = schema.validate(doc)
     if problems:
-        raise WorkflowInvalid(problems)
+        doc, wrong = _without(doc, wrong)
 
     def load_child(child: str, where: Location) -> tuple[Workflow, list[Problem]]:
         child_real = os.path.realpath(child)
@@ -50,8 +52,80 @@ def _load(path: str, chain: tuple[str, ...], done: dict) -> tuple[Workflow, list
             raise WorkflowInvalid.at(where, f"sub-workflows nest deeper than {MAX_NESTING} levels")
         return _load(child, (*chain, real), done)
 
-    done[real] = compile_document(doc, load_child)
-    return done[real]
+    try:
+        result = compile_document(doc, load_child)
+    except WorkflowInvalid as e:
+        if not problems:
+            raise
+        compiled = e.problems
+    else:
+        if not problems:
+            done[real] = result
+            return result
+        compiled = result[1]
+    # The schema's problems and the compiler's, but not those that would only
+    # repeat the schema's or follow from a value it found wrong.
+    compiled = [p for p in compiled if p.location.file != doc.file or not _follows(p.path, wrong)]
+    raise WorkflowInvalid(problems + compiled)
+
+
+# A wrong value under these keys changes what a job is or what it may refer to.
+_SHAPE = {"needs", "matrix", "repeat", "steps", "run", "image", "http", "llm", "uses", "with"}
+# A wrong value here changes what every job may refer to.
+_SCOPE = {("jobs",), ("inputs",), ("secrets",)}
+
+
+def _without(doc: loader.Document, wrong: list[tuple]) -> tuple[loader.Document, list[tuple]]:
+    """The document without the values the schema found wrong, so that the rest can be compiled.
+
+    A wrong item of a list takes its list along (the items after it keep their
+    places); a job or an input that is not a mapping becomes an empty one.  Only
+    the mappings and lists on the way to a removed value are copied.
+    """
+    data = doc.data
+    removed = []
+    for path in wrong:
+        while path and isinstance(_at(data, path[:-1]), list):
+            path = path[:-1]
+        removed.append(path)
+        parent = _at(data, path[:-1])
+        if path and isinstance(parent, dict) and path[-1] in parent:
+            data = _replaced(data, path, {} if len(path) == 2 and path[0] in ("jobs", "inputs") else _GONE)
+    return dataclasses.replace(doc, data=data), removed
+
+
+_GONE = object()
+
+
+def _replaced(data: Any, path: tuple, value: Any) -> Any:
+    """A copy of `data` with the value at `path` replaced (or removed, for _GONE); the rest shared."""
+    copied = dict(data) if isinstance(data, dict) else list(data)
+    if len(path) > 1:
+        copied[path[0]] = _replaced(data[path[0]], path[1:], value)
+    elif value is _GONE:
+        del copied[path[0]]
+    elif not isinstance(copied[path[0]], dict):
+        copied[path[0]] = value
+    return copied
+
+
+def _at(data: Any, path: tuple) -> Any:
+    for part in path:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _follows(path: tuple, wrong: list[tuple]) -> bool:
+    for bad in wrong:
+        if path[: len(bad)] == bad or bad in _SCOPE:
+            return True
+        shaping = len(bad) == 3 or bad[2:3] in (("matrix",), ("steps",))  # axes, step ids
+        if len(bad) > 2 and bad[0] == "jobs" and bad[2] in _SHAPE and shaping and path[:2] == bad[:2]:
+            return True
+    return False
 
 
 def content_hash(workflow: Workflow) -> str:

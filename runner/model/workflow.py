@@ -6,7 +6,7 @@ kept as `Template`s (or containers of them) and rendered by the scheduler.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -119,6 +119,61 @@ class Container:
         return {i for i in (self.image, *(s.image for s in self.services)) if isinstance(i, str)}
 
 
+class BodyKind(Enum):
+    JSON = "json"
+    TEXT = "body"
+    FORM = "form"
+
+
+@dataclass(frozen=True)
+class HttpSpec:
+    """An http job's request.  Each field holds its value checked (`runner.model.checks`)
+    or, where it holds a `${{ }}`, its templates, checked the same way once rendered."""
+
+    url: Any
+    method: Any = "GET"
+    headers: Any = None  # names to values
+    params: Any = None
+    body_kind: BodyKind | None = None  # None: no body
+    body: Any = None
+    timeout: Any = None  # seconds; None: the job's timeout, else the executor's default
+    expect: Any = None  # status codes; None: any 2xx
+    follow_redirects: Any = False
+    max_bytes: Any = 10 * 1024 * 1024
+    verify: Any = True  # or the path of a CA bundle, relative to the workspace
+    locations: Mapping[str, Location] = field(default_factory=dict)  # where each key is written
+
+    def value(self, key: str) -> Any:
+        """What the key `key` of `http:` compiled to (`json`, `body` and `form` to `body`)."""
+        return self.body if key in {kind.value for kind in BodyKind} else getattr(self, key)
+
+
+@dataclass(frozen=True)
+class LlmSpec:
+    """An llm job's chat completion, its fields as in `HttpSpec`."""
+
+    model: Any
+    prompt: Any = None
+    system: Any = None
+    messages: Any = None  # ((role, content), …)
+    base_url: Any = None  # requests go to <base_url>/chat/completions; None: the secret OPENAI_BASE_URL, else OpenAI's
+    api_key: Any = None  # None: the secret OPENAI_API_KEY
+    temperature: Any = None
+    max_tokens: Any = None
+    json: Any = False
+    timeout: Any = None
+    cost_per_1k_tokens: Any = None
+    locations: Mapping[str, Location] = field(default_factory=dict)
+
+    def value(self, key: str) -> Any:
+        return getattr(self, key)
+
+
+def spec_templates(spec: HttpSpec | LlmSpec | None):
+    if spec is not None:
+        yield from templates_in([getattr(spec, f.name) for f in fields(spec) if f.name != "locations"])
+
+
 @dataclass(frozen=True)
 class Job:
     id: str
@@ -135,14 +190,18 @@ class Job:
     outputs: Mapping[str, Any]
     location: Location
     container: Container | None = None
-    spec: Mapping[str, Any] = field(default_factory=dict)  # http / llm / with settings, compiled
+    http: HttpSpec | None = None
+    llm: LlmSpec | None = None
     workflow: "Workflow | None" = None  # what `uses` names, compiled
+    given: Mapping[str, Any] = field(default_factory=dict)  # `with`: the inputs given to `workflow`
     cache: CachePolicy | None = None  # None: never cached
 
     def templates(self):
         """Every template of the job, its steps' included."""
         yield from templates_in([self.condition, self.env, self.matrix, self.repeat, self.outputs,
-                                 self.continue_on_error, self.timeout, self.spec])
+                                 self.continue_on_error, self.timeout, self.given])
+        yield from spec_templates(self.http)
+        yield from spec_templates(self.llm)
         if self.container is not None:
             yield from templates_in([self.container.image, self.container.working_dir])
             for service in self.container.services:
