@@ -7,6 +7,7 @@ import json
 import os
 import sys
 
+from . import __version__
 from .errors import ExitStatus, Problem, RunnerError, Severity, UsageError, WorkflowInvalid
 
 EPILOG = """exit status: 0 success, 1 the run failed, 2 the workflow or command line is invalid
@@ -19,6 +20,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Run declarative YAML workflows, each job sandboxed in a Docker container.",
         epilog=EPILOG,
     )
+    parser.add_argument("--version", action="version", version=f"runner {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     validate = commands.add_parser("validate", help="check workflow files without running them", epilog=EPILOG)

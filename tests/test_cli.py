@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from importlib import metadata
 
+import runner
 from conftest import ROOT, cli, write
 
 BROKEN = """
@@ -87,3 +89,10 @@ def test_value_only_workflow_runs_without_docker(tmp_path):
     result = cli("run", path, "--output-json", tmp_path / "out.json", env={"DOCKER_HOST": "unix:///nonexistent.sock"})
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "out.json").read_text())["outputs"] == {"x": 42}
+
+
+def test_version_is_the_installed_distributions_and_exits_0():
+    result = cli("--version")
+    assert result.returncode == 0, result.stderr
+    # One version: runner.__version__, which the package metadata takes at build time.
+    assert result.stdout == f"runner {runner.__version__}\n" == f"runner {metadata.version('runner')}\n"
