@@ -95,4 +95,4 @@ def test_version_is_the_installed_distributions_and_exits_0():
     result = cli("--version")
     assert result.returncode == 0, result.stderr
     # One version: runner.__version__, which the package metadata takes at build time.
-    assert result.stdout == f"runner {runner.__version__}\n" == f"runner {metadata.version('runner')}\n"
+    assert result.stdout == f"runner {runner.__version__}\n" == f"runner {metadata.version('runner-workflows')}\n"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import runner
 from conftest import BUSYBOX, ROOT, installed, write
 
 IMAGE = "runner-test/runner:latest"
@@ -45,9 +46,11 @@ def docker_run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 def test_image_holds_the_installed_package_only(image):
     listing = docker_run("--entrypoint", "sh", image, "-c", "ls /opt/runner/lib/python3*/site-packages; ls /")
     assert "runner" in listing.stdout.split()
+    assert f"runner_workflows-{runner.__version__}.dist-info" in listing.stdout.split()
     assert "src" not in listing.stdout.split()
     schema = docker_run(image, "schema")
     assert schema.returncode == 0 and '"$id"' in schema.stdout
+    assert docker_run(image, "--version").stdout == f"runner {runner.__version__}\n"
 
 
 def test_runs_with_the_workspace_mounted_elsewhere(docker, image, tmp_path):
