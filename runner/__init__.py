@@ -4,7 +4,7 @@ The public API, re-exported from here and imported on first use so that the
 command line starts fast:
 
     load_workflow(path) -> (Workflow, warnings)   load, check and compile a file
-    execute(workflow, RunOptions) -> RunOutcome    run it to the end
+    await run_workflow(workflow, RunOptions) -> RunOutcome    run it to the end, in the caller's trio loop
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "load_workflow": ("runner.load.workflow", "load_workflow"),
-    "execute": ("runner.engine.run", "execute"),
+    "run_workflow": ("runner.engine.run", "run_workflow"),
+    "RunControl": ("runner.engine.control", "RunControl"),
     "RunOptions": ("runner.engine.run", "RunOptions"),
     "Workflow": ("runner.model.workflow", "Workflow"),
     "Result": ("runner.model.results", "Result"),

@@ -349,13 +349,15 @@ def _common(args, workflow, warnings) -> dict:
 def _execute(workflow, options, args) -> int:
     import gc
 
-    from runner.engine.run import execute
+    import trio
+
     from runner.model.results import Result
+    from runner.signals import run_until_signalled
 
     # The compiled workflow lives as long as this process: the cyclic collector
     # need not walk it again at every collection of the run.
     gc.freeze()
-    outcome = execute(workflow, options)
+    outcome = trio.run(run_until_signalled, workflow, options)
     kept = [r for r in outcome.nodes.values() if r.container]
     if kept:
         print(f"runner: {len(kept)} container{'s' if len(kept) != 1 else ''} kept for debugging; "

@@ -53,7 +53,6 @@ def run(tmp_path, text, *, inputs=None, secrets=None, concurrency=None, reporter
         reporter=recorder,
         run_dir=tmp_path / "run",
         concurrency=concurrency,
-        handle_signals=False,
     )
     clock = trio.testing.MockClock(autojump_threshold=0) if clock else None
     outcome = trio.run(scheduler.run, clock=clock)

@@ -14,14 +14,18 @@ import os
 import sys
 import secrets as random
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.errors import Problem, RunNotPossible, WorkflowInvalid
+import trio
+
+from runner.engine.control import RunControl
+from runner.errors import Interrupted, Problem, RunNotPossible, WorkflowInvalid
 from runner.masking import Masker
 from runner.model.workflow import JobKind, Workflow
-from runner.model.results import Result
+from runner.model.results import Result, RunOutcome
 from runner.report import Masking, Reporter, Reporters
 from runner.report.files import EventLog, StepLogs
 
@@ -36,7 +40,7 @@ class RunOptions:
     events: str | None = None
     output_json: str | None = None
     reporters: list[Reporter] = field(default_factory=list)
-    handle_signals: bool = True
+    control: RunControl | None = None  # how the caller cancels or stops the run from outside
     store: Any = None  # an open runner.history.store.Store (resume opens it first); else one is opened
     resume: Any = None  # runner.history.resume.ResumePlan: continue a recorded run
     only: Any = None  # runner.history.resume.OnlyPlan: the workflow is one job, with given values of others
@@ -78,22 +82,33 @@ def make_run_dir(state_dir: Path, run_id: str, exist_ok: bool = False) -> Path:
     return run_dir
 
 
-def execute(workflow: Workflow, options: RunOptions):
-    """Run a compiled workflow to the end, recording it in the state store, and return its RunOutcome."""
+async def run_workflow(workflow: Workflow, options: RunOptions) -> RunOutcome:
+    """Run a compiled workflow to the end in the caller's trio loop, recording it in the state store.
+
+    Cancelling the call from outside stops the run at once (as `RunControl.stop` does);
+    the run is then recorded as cancelled and the Cancelled exception goes on.
+    """
     from runner.history.store import Store
 
     state_dir = Path(options.store.directory).absolute() if options.store is not None else state_directory(workflow, options.state_dir)
     store = options.store or Store(state_dir)
     try:
-        return _execute(workflow, options, store, state_dir)
+        return await _run(workflow, options, store, state_dir)
+    except BaseExceptionGroup as group:
+        raise _alone(group) from None  # a RunNotPossible leaves as itself, not inside a nursery's group
     finally:
         if options.store is None:
             store.close()
 
 
-def _execute(workflow: Workflow, options: RunOptions, store, state_dir: Path):
-    import trio
+def _alone(error: BaseException) -> BaseException:
+    """The one exception inside nested groups of one, or the group itself."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
 
+
+async def _run(workflow: Workflow, options: RunOptions, store, state_dir: Path) -> RunOutcome:
     from runner.model.inputs import resolve
     from runner.report.recorder import Recorder
     from runner.engine.scheduler import Scheduler
@@ -108,100 +123,104 @@ def _execute(workflow: Workflow, options: RunOptions, store, state_dir: Path):
     for name, value in secret_values.items():
         if value in masker.too_short:
             print(f"runner: warning: secret `{name}` is shorter than 4 characters and cannot be masked", file=sys.stderr)
-    executors: dict[JobKind, Any] = {}
     run_id = plan.run_id if plan else new_run_id()
-    needs_docker = any(job.kind is JobKind.CONTAINER for w in scheduled.workflows() for job in w.jobs.values())
-    if needs_docker:
-        executors[JobKind.CONTAINER] = _container_executor(scheduled, options, run_id, masker)
-    if any(job.kind in (JobKind.HTTP, JobKind.LLM) for w in scheduled.workflows() for job in w.jobs.values()):
-        executors.update(_http_executors(secret_values))
-    run_dir = make_run_dir(state_dir, run_id, exist_ok=plan is not None)
-    if needs_docker:
-        # Both are mounted into job containers: the engine must be able to reach them.
-        for path in (workflow.directory, str(run_dir)):
-            executors[JobKind.CONTAINER].backend.host_path(os.path.abspath(path))
-    masked_inputs = masker.value(inputs)
-    attempt = store.begin_run(
-        run_id,
-        workflow=os.path.abspath(workflow.path),
-        name=workflow.name,
-        hash=options.digest or content_hash(workflow),
-        inputs=masked_inputs,
-        secret_inputs=[name for name in inputs if masked_inputs[name] != inputs[name]],
-        options={
-            "image_map": options.image_map,
-            "concurrency": options.concurrency,
-            **({"only": options.only.job} if options.only else {}),
-        },
-        command="resume" if plan else "only" if options.only else "run",
-    )
-    started = time.monotonic()
-    status, reason, outputs = RunStatus.FAILURE, "runner stopped by an error", None
-    recorder = Recorder(store, run_id, attempt, masker)
-    reporter: Reporter = Reporters([])
-    try:
-        reporters: list[Reporter] = [*options.reporters, StepLogs(run_dir / "logs", attempt, recorder.log_file)]
-        if options.events:
-            try:
-                reporters.append(EventLog(options.events))
-            except OSError as e:
-                raise RunNotPossible(f"cannot write the events file {options.events}: {e.strerror}") from None
-        # The recorder masks for itself: it must know which outputs held a secret.
-        reporter = Reporters([Masking(Reporters(reporters), masker), recorder])
-        scheduler = Scheduler(
-            scheduled,
-            run_id=run_id,
-            inputs=inputs,
-            secrets=secret_values,
-            executors=executors,
-            reporter=reporter,
-            run_dir=run_dir,
-            concurrency=options.concurrency,
-            handle_signals=options.handle_signals,
-            masker=masker,
-            restore=plan.restore if plan else None,
-            preset=options.only.preset if options.only else None,
-            cache=_cache(scheduled, store, run_id, secret_values, executors, options),
+    control = options.control or RunControl()
+    async with _executors(scheduled, options, run_id, masker, secret_values, control) as executors:
+        run_dir = make_run_dir(state_dir, run_id, exist_ok=plan is not None)
+        if JobKind.CONTAINER in executors:
+            # Both are mounted into job containers: the engine must be able to reach them.
+            for path in (workflow.directory, str(run_dir)):
+                executors[JobKind.CONTAINER].backend.host_path(os.path.abspath(path))
+        masked_inputs = masker.value(inputs)
+        attempt = store.begin_run(
+            run_id,
+            workflow=os.path.abspath(workflow.path),
+            name=workflow.name,
+            hash=options.digest or content_hash(workflow),
+            inputs=masked_inputs,
+            secret_inputs=[name for name in inputs if masked_inputs[name] != inputs[name]],
+            options={
+                "image_map": options.image_map,
+                "concurrency": options.concurrency,
+                **({"only": options.only.job} if options.only else {}),
+            },
+            command="resume" if plan else "only" if options.only else "run",
         )
-
-        async def run_and_close():
-            try:
-                async with trio.open_nursery() as removals:
-                    if JobKind.CONTAINER in executors:
-                        executors[JobKind.CONTAINER].removals = removals
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(_keep_flushing, recorder)
-                        outcome = await scheduler.run()
-                        nursery.cancel_scope.cancel()
-                return outcome
-            finally:
-                with trio.CancelScope(shield=True):
-                    for executor in executors.values():
-                        if hasattr(executor, "aclose"):
-                            await executor.aclose()  # what an executor keeps for the run: the HTTP client
-
+        started = time.monotonic()
+        status, reason, outputs = RunStatus.FAILURE, "runner stopped by an error", None
+        recorder = Recorder(store, run_id, attempt, masker)
+        reporter: Reporter = Reporters([])
         try:
-            outcome = trio.run(run_and_close)
-        except KeyboardInterrupt:
-            status, reason = RunStatus.CANCELLED, "interrupted"
-            raise
-        status = {Result.FAILURE: RunStatus.FAILURE, Result.CANCELLED: RunStatus.CANCELLED}.get(
-            outcome.status, RunStatus.SUCCESS
-        )
-        reason, outputs = masker.text(outcome.reason), masker.value(outcome.outputs)
-    finally:
-        reporter.close()
-        recorder.close()  # everything written before the run's end is
-        store.finish_run(run_id, attempt, status, reason, outputs, time.monotonic() - started)
+            reporters: list[Reporter] = [*options.reporters, StepLogs(run_dir / "logs", attempt, recorder.log_file)]
+            if options.events:
+                try:
+                    reporters.append(EventLog(options.events))
+                except OSError as e:
+                    raise RunNotPossible(f"cannot write the events file {options.events}: {e.strerror}") from None
+            # The recorder masks for itself: it must know which outputs held a secret.
+            reporter = Reporters([Masking(Reporters(reporters), masker), recorder])
+            scheduler = Scheduler(
+                scheduled,
+                run_id=run_id,
+                inputs=inputs,
+                secrets=secret_values,
+                executors=executors,
+                reporter=reporter,
+                run_dir=run_dir,
+                concurrency=options.concurrency,
+                control=control,
+                masker=masker,
+                restore=plan.restore if plan else None,
+                preset=options.only.preset if options.only else None,
+                cache=_cache(scheduled, store, run_id, secret_values, executors, options),
+            )
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_keep_flushing, recorder)
+                    outcome = await scheduler.run()
+                    nursery.cancel_scope.cancel()
+            except (KeyboardInterrupt, trio.Cancelled):
+                status, reason = RunStatus.CANCELLED, "interrupted"
+                raise
+            status = {Result.FAILURE: RunStatus.FAILURE, Result.CANCELLED: RunStatus.CANCELLED}.get(
+                outcome.status, RunStatus.SUCCESS
+            )
+            reason, outputs = masker.text(outcome.reason), masker.value(outcome.outputs)
+        finally:
+            reporter.close()
+            recorder.close()  # everything written before the run's end is
+            store.finish_run(run_id, attempt, status, reason, outputs, time.monotonic() - started)
     if options.output_json:
         _write_json(options.output_json, masker.value(outcome.summary()))
     return outcome
 
 
+@asynccontextmanager
+async def _executors(workflow: Workflow, options: RunOptions, run_id: str, masker: Masker,
+                     secret_values: dict[str, str], control: RunControl):
+    """The executors the workflow's jobs need, with what they keep for the run, released at its end."""
+    executors: dict[JobKind, Any] = {}
+    try:
+        async with trio.open_nursery() as removals:  # a run ends once its containers are removed
+            with trio.CancelScope() as setup:
+                control.on_cancel(lambda reason: setup.cancel())
+                control.stops(setup)
+                if any(job.kind is JobKind.CONTAINER for w in workflow.workflows() for job in w.jobs.values()):
+                    executors[JobKind.CONTAINER] = await _container_executor(workflow, options, run_id, masker, removals)
+            if setup.cancelled_caught:
+                raise Interrupted(control.signal)
+            if any(job.kind in (JobKind.HTTP, JobKind.LLM) for w in workflow.workflows() for job in w.jobs.values()):
+                executors.update(_http_executors(secret_values))
+            yield executors
+    finally:
+        with trio.CancelScope(shield=True):
+            for executor in executors.values():
+                if hasattr(executor, "aclose"):
+                    await executor.aclose()  # what an executor keeps for the run: the HTTP client
+
+
 async def _keep_flushing(recorder) -> None:
     """Write waiting transitions of a run whose nodes are busy, so that the store is never far behind."""
-    import trio
-
     while True:
         await trio.sleep(0.1)
         if recorder.dirty:
@@ -239,7 +258,7 @@ def _http_executors(secret_values: dict[str, str]) -> dict[JobKind, Any]:
     return {JobKind.HTTP: HttpExecutor(session), JobKind.LLM: LlmExecutor(session)}
 
 
-def _container_executor(workflow: Workflow, options: RunOptions, run_id: str, masker: Masker):
+async def _container_executor(workflow: Workflow, options: RunOptions, run_id: str, masker: Masker, removals):
     from runner.executors.container import ContainerExecutor
     from runner.backends.docker import DockerBackend, connect
 
@@ -251,37 +270,32 @@ def _container_executor(workflow: Workflow, options: RunOptions, run_id: str, ma
         # that was killed, or kept for debugging by an earlier attempt.
         backend.remove_run(run_id)
     executor = ContainerExecutor(
-        backend, run_id, options.image_map, keep_on_failure=options.keep_on_failure, masker=masker
+        backend, run_id, options.image_map, keep_on_failure=options.keep_on_failure, masker=masker, removals=removals
     )
-    _check_images(workflow, backend, executor)
+    await _check_images(workflow, backend, executor)
     return executor
 
 
-def _check_images(workflow: Workflow, backend, executor) -> None:
+async def _check_images(workflow: Workflow, backend, executor) -> None:
     """Every image named in the file is there (or can be pulled) before anything runs."""
-    import trio
-
     from runner.backends.base import BackendError
 
     missing: list[str] = []
 
-    async def check_all():
-        async def check(image: str):
-            try:
-                await backend.ensure_image(executor.image_for(image))
-            except BackendError as e:
-                jobs = [
-                    f"{w.path}: {j.id}" if w is not workflow else j.id
-                    for w in workflow.workflows()
-                    for j in w.jobs.values()
-                    if j.container and j.container.image == image
-                ]
-                missing.append(f"{e} (used by {', '.join(jobs)})")
+    async def check(image: str):
+        try:
+            await backend.ensure_image(executor.image_for(image))
+        except BackendError as e:
+            jobs = [
+                f"{w.path}: {j.id}" if w is not workflow else j.id
+                for w in workflow.workflows()
+                for j in w.jobs.values()
+                if j.container and j.container.image == image
+            ]
+            missing.append(f"{e} (used by {', '.join(jobs)})")
 
-        async with trio.open_nursery() as nursery:
-            for image in sorted(workflow.images()):
-                nursery.start_soon(check, image)
-
-    trio.run(check_all)
+    async with trio.open_nursery() as nursery:
+        for image in sorted(workflow.images()):
+            nursery.start_soon(check, image)
     if missing:
         raise RunNotPossible("\n".join(missing))

@@ -1,16 +1,16 @@
 """Run a compiled workflow with trio: each node starts as soon as its needs have finished.
 
 One task per running node, a capacity limiter for `concurrency`, and a cancel
-scope per node so that cancelling the run (fail_fast, run timeout, Ctrl-C)
-stops what runs while jobs with `if: always()` still get their turn.  A second
-Ctrl-C stops those too.  Value jobs are evaluated inline: they cost no task.
+scope per node so that cancelling the run (fail_fast, run timeout, the caller's
+`RunControl.cancel`) stops what runs while jobs with `if: always()` still get
+their turn; `RunControl.stop` stops those too.  Value jobs are evaluated
+inline: they cost no task.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import signal
 import time
 from collections import deque
 from contextlib import nullcontext
@@ -28,6 +28,7 @@ from runner.model.workflow import Job, JobKind, Workflow
 from runner.model.results import Result
 from runner.report import Prefixed, Reporter
 from runner.model.results import NodeRecord, NodeState, RunOutcome, file_name
+from runner.engine.control import RunControl
 from runner.engine.state import RunState
 from runner.expr.templates import (
     CONDITION_FUNCTIONS,
@@ -37,10 +38,6 @@ from runner.expr.templates import (
     templates_in,
     to_text,
 )
-
-
-# After Ctrl-C or SIGTERM, how long jobs with `if: always()` may still run.
-CLEANUP_GRACE = 5.0
 
 
 class Scheduler:
@@ -55,7 +52,7 @@ class Scheduler:
         reporter: Reporter,
         run_dir: Path,
         concurrency: int | None = None,
-        handle_signals: bool = True,
+        control: RunControl | None = None,
         limiter: trio.CapacityLimiter | None = None,
         workspace: Path | None = None,
         prefix: str = "",
@@ -73,7 +70,7 @@ class Scheduler:
         self.reporter = reporter
         self.run_dir = run_dir
         self.concurrency = concurrency or workflow.concurrency or os.cpu_count() or 1
-        self.handle_signals = handle_signals
+        self.control = control  # the caller's: cancels or stops the run from outside
         self.state = RunState(run_id, reporter)
         self.jobs: dict[str, NodeRecord] = {}
         self.instances: dict[str, list[str]] = {}
@@ -86,7 +83,6 @@ class Scheduler:
         self.cancelled = False
         self.cancel_reason = ""
         self.failure_reason = ""
-        self.signal: int | None = None
         self._running: set[trio.CancelScope] = set()
         self._nursery: trio.Nursery | None = None
         self._hard: trio.CancelScope | None = None
@@ -108,7 +104,6 @@ class Scheduler:
             prefix=f"{node_id}/",
             run_dir=self.run_dir,
             concurrency=self.concurrency,
-            handle_signals=False,
             masker=self.masker,
             limiter=self.limiter,
             workspace=self.workspace,
@@ -136,11 +131,12 @@ class Scheduler:
         except TemplateError as e:
             self.failure_reason = f"env: {e}"
         async with trio.open_nursery() as outer:
-            if self.handle_signals:
-                await outer.start(self._watch_signals)
             if self.workflow.timeout:
                 outer.start_soon(self._run_deadline, self.workflow.timeout)
             with trio.CancelScope() as self._hard:
+                if self.control is not None:
+                    self.control.on_cancel(self.cancel_run)
+                    self.control.stops(self._hard)
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     if self.failure_reason:
@@ -158,27 +154,6 @@ class Scheduler:
             scope.cancel()
         for child in self._children:
             child.cancel_run(reason)
-
-    async def _watch_signals(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """First SIGINT or SIGTERM: cancel the run, giving cleanup jobs CLEANUP_GRACE; second: stop now."""
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            task_status.started()
-            async with trio.open_nursery() as grace:
-                async for signum in signals:
-                    if self.signal is None:
-                        self.signal = signum
-                        self.cancel_run(f"interrupted by {signal.Signals(signum).name}")
-                        grace.start_soon(self._stop_after, CLEANUP_GRACE)
-                    else:
-                        self._stop_now()
-
-    async def _stop_after(self, seconds: float) -> None:
-        await trio.sleep(seconds)
-        self._stop_now()
-
-    def _stop_now(self) -> None:
-        if self._hard is not None:
-            self._hard.cancel()
 
     async def _run_deadline(self, seconds: float) -> None:
         await trio.sleep(seconds)
@@ -515,7 +490,7 @@ class Scheduler:
                 self.state.transition(record, NodeState.CANCELLED, reason=self.cancel_reason or "cancelled")
         failed = [r for r in self.jobs.values() if r.state is NodeState.FAILED and not r.continue_on_error]
         reason = self.failure_reason
-        if self.signal is not None:
+        if self.control is not None and self.control.cancelled:
             status = Result.CANCELLED
             reason = self.cancel_reason
         elif failed or self.failure_reason:
@@ -543,7 +518,7 @@ class Scheduler:
             nodes=self.state.nodes,
             duration=time.monotonic() - self.state.started,
             reason=reason,
-            signal=self.signal,
+            signal=self.control.signal if self.control is not None else None,
             instances=self.instances,
             usage=add_usage(*(r.usage for r in self.jobs.values())),
         )

@@ -64,13 +64,14 @@ class ContainerExecutor:
         image_map: Mapping[str, str] | None = None,
         keep_on_failure: bool = False,
         masker: Masker | None = None,
+        removals: trio.Nursery | None = None,
     ):
         self.backend = backend
         self.run_id = run_id
         self.image_map = dict(image_map or {})
         self.keep_on_failure = keep_on_failure
         self.masker = masker  # knows the secrets, those computed from them included
-        self.removals: trio.Nursery | None = None  # where removals run, when the run provides one
+        self.removals = removals  # where removals run in the background, when the run provides one
         self.kept: dict[str, str] = {}  # name → id of containers kept for debugging
 
     def image_for(self, image: str) -> str:
