@@ -44,7 +44,7 @@ def run(tmp_path, text, *, inputs=None, secrets=None, concurrency=None, reporter
     workflow, _ = load_workflow(write(tmp_path, text))
     backend = FakeBackend()
     recorder = reporter or Recorder()
-    scheduler = Scheduler(
+    scheduler = Scheduler.for_run(
         workflow,
         run_id="test",
         inputs=resolve(workflow, inputs or {}),

@@ -24,7 +24,8 @@ import trio
 from runner.engine.control import RunControl
 from runner.errors import Interrupted, Problem, RunNotPossible, WorkflowInvalid
 from runner.masking import Masker
-from runner.model.workflow import JobKind, Workflow
+from runner.engine.plan import needed
+from runner.model.workflow import Job, JobKind, Workflow
 from runner.model.results import Result, RunOutcome
 from runner.report import Masking, Reporter, Reporters
 from runner.report.files import EventLog, StepLogs
@@ -47,6 +48,7 @@ class RunOptions:
     use_cache: bool = True  # False: --no-cache
     keep_on_failure: bool = False
     digest: str = ""  # the workflow's content hash, taken when it was loaded
+    targets: list[str] = field(default_factory=list)  # --target: run these jobs and what they need; skip the rest
 
 
 def new_run_id() -> str:
@@ -143,6 +145,7 @@ async def _run(workflow: Workflow, options: RunOptions, store, state_dir: Path) 
                 "image_map": options.image_map,
                 "concurrency": options.concurrency,
                 **({"only": options.only.job} if options.only else {}),
+                **({"targets": options.targets} if options.targets else {}),
             },
             command="resume" if plan else "only" if options.only else "run",
         )
@@ -159,7 +162,7 @@ async def _run(workflow: Workflow, options: RunOptions, store, state_dir: Path) 
                     raise RunNotPossible(f"cannot write the events file {options.events}: {e.strerror}") from None
             # The recorder masks for itself: it must know which outputs held a secret.
             reporter = Reporters([Masking(Reporters(reporters), masker), recorder])
-            scheduler = Scheduler(
+            scheduler = Scheduler.for_run(
                 scheduled,
                 run_id=run_id,
                 inputs=inputs,
@@ -172,6 +175,7 @@ async def _run(workflow: Workflow, options: RunOptions, store, state_dir: Path) 
                 masker=masker,
                 restore=plan.restore if plan else None,
                 preset=options.only.preset if options.only else None,
+                targets=options.targets,
                 cache=_cache(scheduled, store, run_id, secret_values, executors, options),
             )
             try:
@@ -198,18 +202,19 @@ async def _run(workflow: Workflow, options: RunOptions, store, state_dir: Path) 
 @asynccontextmanager
 async def _executors(workflow: Workflow, options: RunOptions, run_id: str, masker: Masker,
                      secret_values: dict[str, str], control: RunControl):
-    """The executors the workflow's jobs need, with what they keep for the run, released at its end."""
+    """The executors the jobs the run may start need, with what they keep for the run, released at its end."""
+    used = _used(workflow, needed(workflow, options.targets) if options.targets else None)
     executors: dict[JobKind, Any] = {}
     try:
         async with trio.open_nursery() as removals:  # a run ends once its containers are removed
             with trio.CancelScope() as setup:
                 control.on_cancel(lambda reason: setup.cancel())
                 control.stops(setup)
-                if any(job.kind is JobKind.CONTAINER for w in workflow.workflows() for job in w.jobs.values()):
-                    executors[JobKind.CONTAINER] = await _container_executor(workflow, options, run_id, masker, removals)
+                if any(job.kind is JobKind.CONTAINER for _, job in used):
+                    executors[JobKind.CONTAINER] = await _container_executor(workflow, used, options, run_id, masker, removals)
             if setup.cancelled_caught:
                 raise Interrupted(control.signal)
-            if any(job.kind in (JobKind.HTTP, JobKind.LLM) for w in workflow.workflows() for job in w.jobs.values()):
+            if any(job.kind in (JobKind.HTTP, JobKind.LLM) for _, job in used):
                 executors.update(_http_executors(secret_values))
             yield executors
     finally:
@@ -217,6 +222,17 @@ async def _executors(workflow: Workflow, options: RunOptions, run_id: str, maske
             for executor in executors.values():
                 if hasattr(executor, "aclose"):
                     await executor.aclose()  # what an executor keeps for the run: the HTTP client
+
+
+def _used(workflow: Workflow, wanted: set[str] | None) -> list[tuple[Workflow, Job]]:
+    """Every job the run may start, with its workflow: the wanted ones, and all of the workflows they use."""
+    used = []
+    for job in workflow.jobs.values():
+        if wanted is None or job.id in wanted:
+            used.append((workflow, job))
+            if job.workflow is not None:
+                used.extend((w, j) for w in job.workflow.workflows() for j in w.jobs.values())
+    return used
 
 
 async def _keep_flushing(recorder) -> None:
@@ -258,7 +274,7 @@ def _http_executors(secret_values: dict[str, str]) -> dict[JobKind, Any]:
     return {JobKind.HTTP: HttpExecutor(session), JobKind.LLM: LlmExecutor(session)}
 
 
-async def _container_executor(workflow: Workflow, options: RunOptions, run_id: str, masker: Masker, removals):
+async def _container_executor(workflow: Workflow, used: list, options: RunOptions, run_id: str, masker: Masker, removals):
     from runner.executors.container import ContainerExecutor
     from runner.backends.docker import DockerBackend, connect
 
@@ -272,12 +288,12 @@ async def _container_executor(workflow: Workflow, options: RunOptions, run_id: s
     executor = ContainerExecutor(
         backend, run_id, options.image_map, keep_on_failure=options.keep_on_failure, masker=masker, removals=removals
     )
-    await _check_images(workflow, backend, executor)
+    await _check_images(workflow, used, backend, executor)
     return executor
 
 
-async def _check_images(workflow: Workflow, backend, executor) -> None:
-    """Every image named in the file is there (or can be pulled) before anything runs."""
+async def _check_images(workflow: Workflow, used: list, backend, executor) -> None:
+    """Every image named in the file that the run may use is there (or can be pulled) before anything runs."""
     from runner.backends.base import BackendError
 
     missing: list[str] = []
@@ -286,16 +302,12 @@ async def _check_images(workflow: Workflow, backend, executor) -> None:
         try:
             await backend.ensure_image(executor.image_for(image))
         except BackendError as e:
-            jobs = [
-                f"{w.path}: {j.id}" if w is not workflow else j.id
-                for w in workflow.workflows()
-                for j in w.jobs.values()
-                if j.container and j.container.image == image
-            ]
+            jobs = [f"{w.path}: {j.id}" if w is not workflow else j.id for w, j in used if j.container and j.container.image == image]
             missing.append(f"{e} (used by {', '.join(jobs)})")
 
     async with trio.open_nursery() as nursery:
-        for image in sorted(workflow.images()):
+        # Images named by an expression are known only when their job runs.
+        for image in sorted({j.container.image for _, j in used if j.container and isinstance(j.container.image, str)}):
             nursery.start_soon(check, image)
     if missing:
         raise RunNotPossible("\n".join(missing))

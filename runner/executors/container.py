@@ -27,7 +27,9 @@ from typing import Any, Callable, Mapping
 import trio
 
 from runner.backends.base import DEFAULT_PIDS, DISAPPEARED, KEPT_PREFIX, Backend, BackendError, ContainerSpec
+from runner.model import fields
 from runner.model.durations import format_duration
+from runner.model.fields import FieldError
 from runner.masking import Masker
 from runner.model.results import Result
 from runner.model.workflow import Step
@@ -183,12 +185,17 @@ class ContainerExecutor:
                 self._record(done, step, Result.SKIPPED, {})
                 continue
             timed_out = False
-            with trio.move_on_after(step.timeout if step.timeout is not None else float("inf")) as deadline:
-                result, outputs, reason = await self._step(node, box, step, scope, done)
-            if deadline.cancelled_caught:
-                timed_out = True
-                result, outputs = Result.FAILURE, {}
-                reason = f"step `{step.label}` timed out after {format_duration(step.timeout)}"
+            try:
+                timeout = fields.duration(step.timeout, scope)
+            except FieldError as e:
+                result, outputs, reason = Result.FAILURE, {}, str(e)
+            else:
+                with trio.move_on_after(timeout if timeout is not None else float("inf")) as deadline:
+                    result, outputs, reason = await self._step(node, box, step, scope, done)
+                if deadline.cancelled_caught:
+                    timed_out = True
+                    result, outputs = Result.FAILURE, {}
+                    reason = f"step `{step.label}` timed out after {format_duration(timeout)}"
             self._record(done, step, result, outputs)
             if result is Result.FAILURE and not _truthy(step.continue_on_error, scope):
                 done.failed = True

@@ -18,7 +18,7 @@ import json
 import math
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -28,6 +28,8 @@ from jinja2.exceptions import SecurityError, TemplateError as JinjaTemplateError
 from jinja2.parser import Parser
 from jinja2.runtime import Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from runner.errors import Location
 
 OPEN, CLOSE = "${{", "}}"
 MAX_RESULT_ITEMS = 1_000_000
@@ -165,6 +167,7 @@ class Template:
     """A field's text split into literal parts and expressions."""
 
     parts: tuple  # str | Expression
+    location: Location | None = field(default=None, compare=False, repr=False)  # where the field is written
 
     @property
     def expressions(self) -> tuple[Expression, ...]:

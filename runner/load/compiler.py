@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections import deque
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
@@ -77,7 +78,7 @@ class _Compiler:
             if "${{" not in value:
                 return value
             try:
-                return parse_template(value)
+                return replace(parse_template(value), location=self.where(path))
             except TemplateError as e:
                 self.error(path, str(e))
                 return None
@@ -91,7 +92,7 @@ class _Compiler:
         if value is None:
             return None
         try:
-            return parse_condition(value)
+            return replace(parse_condition(value), location=self.where(path))
         except TemplateError as e:
             self.error(path, str(e))
             return None
