@@ -82,8 +82,13 @@ class Lifecycle:
 
     def value(self, job: Job, record: NodeRecord) -> None:
         """A value job without matrix or repeat: its outputs, evaluated at once."""
-        self.state.transition(record, NodeState.RUNNING)
         scope = self.scope()
+        try:
+            continue_on_error, _ = self._settings(job, scope)
+        except FieldError as e:
+            self.state.transition(record, NodeState.FAILED, reason=str(e))
+            return
+        self.state.transition(record, NodeState.RUNNING, continue_on_error=continue_on_error)
         try:
             outputs = render_value(dict(job.outputs), scope)
             self._taint(job, outputs)
@@ -91,6 +96,11 @@ class Lifecycle:
             self.state.transition(record, NodeState.FAILED, reason=f"outputs: {e}", attempts=1)
             return
         self.state.transition(record, NodeState.SUCCEEDED, outputs=outputs, attempts=1)
+
+    def _settings(self, job: Job, scope: dict[str, Any]) -> tuple[bool, float | None]:
+        """The job's env (added to `scope`), continue_on_error and timeout; FieldError."""
+        scope["env"] = {**self.env, **fields.text_mapping(job.env, scope, "env")}
+        return fields.truth(job.continue_on_error, scope, "continue_on_error"), fields.duration(job.timeout, scope)
 
     async def run(self, job: Job, record: NodeRecord) -> None:
         """Run a job that its plan lets start, to its final state (unless cancelled from outside)."""
@@ -162,9 +172,7 @@ class Lifecycle:
         scope = self.scope()
         scope["matrix"] = matrix or {}
         try:
-            scope["env"] = {**self.env, **fields.text_mapping(job.env, scope, "env")}
-            continue_on_error = fields.truth(job.continue_on_error, scope, "continue_on_error")
-            timeout = fields.duration(job.timeout, scope)
+            continue_on_error, timeout = self._settings(job, scope)
         except FieldError as e:
             self.state.transition(record, NodeState.FAILED, reason=str(e))
             return

@@ -111,39 +111,11 @@ class RunOutcome:
 
     def summary(self) -> dict[str, Any]:
         """The `--output-json` document."""
-        jobs = {}
-        for job_id, record in self.jobs.items():
-            entry = {
-                "result": record.result.value if record.result else None,
-                "outputs": record.outputs,
-                "reason": record.reason,
-                "attempts": record.attempts,
-                "duration_s": round(record.duration, 3),
-            }
-            if record.continue_on_error and record.result is Result.FAILURE:
-                entry["continue_on_error"] = True
-            if record.children is not None:
-                entry["jobs"] = record.children
-            if record.usage:
-                entry["usage"] = record.usage
-            for name in ("cached_from", "kept_from", "container"):
-                if getattr(record, name) is not None:
-                    entry[name] = getattr(record, name)
-            if job_id in self.instances:
-                entry["instances"] = {
-                    node_id: {
-                        "matrix": self.nodes[node_id].matrix,
-                        "result": self.nodes[node_id].result.value if self.nodes[node_id].result else None,
-                        "reason": self.nodes[node_id].reason,
-                        **({"usage": self.nodes[node_id].usage} if self.nodes[node_id].usage else {}),
-                    }
-                    for node_id in self.instances[job_id]
-                }
-            jobs[job_id] = entry
-        summary = {"run_id": self.run_id, "status": self.status.value, "outputs": self.outputs, "jobs": jobs}
-        if self.reason:
-            summary["reason"] = self.reason
-        if self.usage:
-            summary["usage"] = self.usage
-        summary["duration_s"] = round(self.duration, 3)
-        return summary
+        from runner.model.summary import run_document
+
+        listed = [record for job_id, record in self.jobs.items()]
+        listed += [self.nodes[node_id] for job_id in self.jobs for node_id in self.instances.get(job_id, ())]
+        return run_document(
+            run_id=self.run_id, status=self.status.value, outputs=self.outputs, nodes=listed,
+            duration=self.duration, reason=self.reason, usage=self.usage,
+        )
