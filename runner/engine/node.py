@@ -19,7 +19,7 @@ import trio
 
 from runner.engine.plan import Cancellation, mentions
 from runner.engine.state import RunState
-from runner.executors import Executor, NodeRun, Outcome, add_usage
+from runner.executors import Executor, NodeFailed, NodeRun, Outcome, add_usage
 from runner.expr.matrix import MatrixError, expand, label
 from runner.expr.templates import Template, TemplateError, render_value, templates_in, to_text
 from runner.masking import Masker
@@ -301,8 +301,11 @@ class Lifecycle:
             directory=self.run_dir / "nodes" / file_name(self.prefix + record.id),
             workspace=self.workspace,
         )
-        with trio.move_on_after(timeout if timeout is not None else math.inf) as deadline:
-            return await executor.run(node)
+        with trio.move_on_after(timeout if timeout is not None else math.inf):
+            try:
+                return await executor.run(node)
+            except NodeFailed as e:
+                return Outcome(Result.FAILURE, str(e))
         return Outcome(Result.FAILURE, f"timed out after {format_duration(timeout)}", retryable=node.timeout_retryable)
 
 

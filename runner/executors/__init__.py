@@ -1,9 +1,12 @@
-"""Executors carry out one node's action; the scheduler owns everything around it.
+"""Executors carry out one node's action; the engine owns everything around it.
 
-The scheduler handles the shared lifecycle (condition, timeout, retry,
-continue_on_error, outputs, state); an executor only does what differs by kind:
-run steps in a container, send a request.  It gets a `NodeRun` with everything
-it needs already resolved and returns an `Outcome`; it never sees YAML.
+The engine's node lifecycle (`engine/node.py`) handles condition, timeout,
+retry, continue_on_error, outputs and state; an executor only does what differs
+by kind: run steps in a container, send a request.  It gets a `NodeRun` with
+everything it needs already resolved and returns an `Outcome`; it never sees
+YAML.  Its own failures derive from `NodeFailed`: one raised out of `run` fails
+the attempt with its text as the reason.  No library's exception leaves an
+executor.
 """
 
 from __future__ import annotations
@@ -14,6 +17,10 @@ from typing import Any, Callable, Protocol
 
 from runner.model.workflow import Job
 from runner.model.results import Result
+
+
+class NodeFailed(Exception):
+    """A node's action failed; the text says why, for the user."""
 
 
 @dataclass

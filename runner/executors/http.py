@@ -40,7 +40,7 @@ from runner.model.durations import format_duration, parse_duration
 from runner.masking import MASK, Masker
 from runner.model.results import Result
 from runner.expr.templates import TemplateError, render_value, to_text
-from runner.executors import NodeRun, Outcome
+from runner.executors import NodeFailed, NodeRun, Outcome
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 IDEMPOTENT = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")  # retried unless `retry.on_methods` says otherwise
@@ -53,11 +53,11 @@ CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "cookie")
 USER_AGENT = "runner/0.1"
 
 
-class SpecError(Exception):
+class SpecError(NodeFailed):
     """A request the workflow describes cannot be made; the message says why."""
 
 
-class RequestFailed(Exception):
+class RequestFailed(NodeFailed):
     """No usable response: the connection, the deadline or a limit failed the request.
 
     `message` names the request (`GET https://…: timed out …`), `cause` only

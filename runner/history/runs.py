@@ -15,8 +15,7 @@ from typing import Any, TextIO
 
 from runner.model.durations import format_duration
 from runner.errors import RunNotPossible, UsageError
-from runner.model.results import NodeRecord, NodeState, RunStatus, file_name
-from runner.model.summary import run_document
+from runner.model.results import NodeRecord, NodeState, RunStatus, file_name, run_document
 from runner.history.store import Store, loads
 
 
