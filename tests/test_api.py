@@ -4,13 +4,14 @@ workflow inside the caller's own trio loop."""
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 
 import trio
 
 import runner
-from conftest import write
+from conftest import cli, write
 
 
 def test_every_exported_name_resolves():
@@ -63,3 +64,22 @@ def test_many_workflows_run_in_one_trio_loop_and_one_is_cancelled_from_outside(t
     assert all(o.status is runner.Result.SUCCESS for n, o in outcomes.items() if n != 99)
     assert outcomes[99].status is runner.Result.CANCELLED
     assert outcomes[99].jobs["a"].reason == "not wanted"
+
+
+def test_cancelling_the_call_stops_the_run_at_once_and_records_it_as_cancelled(tmp_path):
+    write(tmp_path, """
+        version: 1
+        jobs:
+          poll: {repeat: {until: "${{ false }}", max: 100, delay: 10s}, outputs: {x: 1}}
+    """)
+    workflow, _ = runner.load_workflow(tmp_path / "workflow.yml")
+    options = runner.RunOptions(state_dir=str(tmp_path / "state"))
+
+    async def main():
+        with trio.move_on_after(0.5) as scope:
+            await runner.run_workflow(workflow, options)
+        return scope.cancelled_caught
+
+    assert trio.run(main)
+    listed = cli("runs", "list", "--format", "json", "--state-dir", tmp_path / "state")
+    assert [run["status"] for run in json.loads(listed.stdout)] == ["cancelled"]

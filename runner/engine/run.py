@@ -183,8 +183,10 @@ async def _run(workflow: Workflow, options: RunOptions, store, state_dir: Path) 
                     nursery.start_soon(_keep_flushing, recorder)
                     outcome = await scheduler.run()
                     nursery.cancel_scope.cancel()
-            except (KeyboardInterrupt, trio.Cancelled):
-                status, reason = RunStatus.CANCELLED, "interrupted"
+            except BaseException as e:
+                stopped = (KeyboardInterrupt, trio.Cancelled)
+                if isinstance(e, stopped) or isinstance(e, BaseExceptionGroup) and e.split(stopped)[1] is None:
+                    status, reason = RunStatus.CANCELLED, "interrupted"
                 raise
             status = {Result.FAILURE: RunStatus.FAILURE, Result.CANCELLED: RunStatus.CANCELLED}.get(
                 outcome.status, RunStatus.SUCCESS
