@@ -122,6 +122,10 @@ def _run_options(parser: argparse.ArgumentParser, state_dir_help: str) -> None:
     parser.add_argument("--quiet", "-q", action="store_true", help="print only failures and the final status")
     parser.add_argument("--no-cache", action="store_true", help="run cached jobs anyway (their entries are refreshed)")
     parser.add_argument(
+        "--target", action="append", default=[], metavar="JOB",
+        help="run JOB and the jobs it needs, transitively; the others are skipped (repeatable)",
+    )
+    parser.add_argument(
         "--keep-on-failure", action="store_true",
         help="leave a failed job's container running, to enter it with `docker exec`; `runner runs clean ID` removes it",
     )
@@ -308,6 +312,8 @@ def _run(args, given: dict | None = None) -> int:
     for flag, name in ((args.force, "--force"), (args.from_job, "--from")):
         if flag:
             raise UsageError(f"{name} goes with --resume ID (or `runner resume ID`)")
+    if args.target and args.only:
+        raise UsageError("--only runs one job with given values; --target runs jobs with what they need: use one of them")
     if (args.set or args.from_run) and not args.only:
         raise UsageError("--set and --from-run give the values that --only JOB uses; add --only JOB")
     workflow, warnings = load_workflow(args.file)
@@ -372,6 +378,7 @@ def _common(args, workflow, warnings) -> dict:
         output_json=args.output_json,
         reporters=[reporter],
         use_cache=not args.no_cache,
+        targets=args.target,
         keep_on_failure=args.keep_on_failure,
         backend=backend_name(args.backend),
     )
@@ -393,13 +400,15 @@ def _check_writable(option: str, path: str) -> None:
 def _execute(workflow, options, args) -> int:
     import gc
 
-    from runner.engine.run import execute
+    import trio
+
     from runner.model.results import Result
+    from runner.signals import run_until_signalled
 
     # The compiled workflow lives as long as this process: the cyclic collector
     # need not walk it again at every collection of the run.
     gc.freeze()
-    outcome = execute(workflow, options)
+    outcome = trio.run(run_until_signalled, workflow, options)
     kept = [r for r in outcome.nodes.values() if r.container]
     if kept:
         print(f"runner: {len(kept)} container{'s' if len(kept) != 1 else ''} kept for debugging; "

@@ -3,8 +3,9 @@
     RunnerError                 every error runner reports; carries an exit status
     ├── WorkflowInvalid         the workflow file has problems (exit 2, nothing ran)
     ├── UsageError              the command line is wrong (exit 2, nothing ran)
-    └── RunNotPossible          the run cannot be carried out: engine unreachable,
+    ├── RunNotPossible          the run cannot be carried out: engine unreachable,
                                 image missing, state directory unwritable (exit 3)
+    └── Interrupted             stopped by a signal before its first job started (exit 130, 143)
 
 Errors from libraries (ruamel.yaml, jsonschema, jinja2, docker) are translated
 into these at the boundary of the module that calls the library.
@@ -105,3 +106,9 @@ class UsageError(RunnerError):
 
 class RunNotPossible(RunnerError):
     exit_status = ExitStatus.NOT_POSSIBLE
+
+
+class Interrupted(RunnerError):
+    def __init__(self, signal: int | None):
+        self.exit_status = ExitStatus.TERMINATED if signal == 15 else ExitStatus.INTERRUPTED
+        super().__init__("interrupted")

@@ -8,13 +8,15 @@ import json
 import ssl
 import subprocess
 import threading
+
+import trio
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 from conftest import write
-from runner.engine.run import RunOptions, execute
+from runner.engine.run import RunOptions, run_workflow
 from runner.load.workflow import load_workflow
 
 
@@ -149,7 +151,6 @@ def run(tmp_path, text, monkeypatch=None, secrets=None, inputs=None) -> Run:
     out, events = tmp_path / "out.json", tmp_path / "events.jsonl"
     options = RunOptions(
         inputs=inputs or {}, state_dir=str(tmp_path / "state"), events=str(events), output_json=str(out),
-        handle_signals=False,
     )
-    outcome = execute(workflow, options)
+    outcome = trio.run(run_workflow, workflow, options)
     return Run(outcome, json.loads(out.read_text()), [json.loads(line) for line in events.read_text().splitlines()])

@@ -2,7 +2,7 @@
 
 Status codes, redirects, slow and endless bodies, Retry-After, non-JSON bodies
 and TLS with a self-signed certificate, each served by a real server in a
-thread; runs go through runner.engine.run.execute (or the CLI, where the exit
+thread; runs go through runner.engine.run.run_workflow (or the CLI, where the exit
 status, the console or a signal matter).
 """
 

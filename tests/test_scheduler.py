@@ -44,7 +44,7 @@ def run(tmp_path, text, *, inputs=None, secrets=None, concurrency=None, reporter
     workflow, _ = load_workflow(write(tmp_path, text))
     backend = FakeBackend()
     recorder = reporter or Recorder()
-    scheduler = Scheduler(
+    scheduler = Scheduler.for_run(
         workflow,
         run_id="test",
         inputs=resolve(workflow, inputs or {}),
@@ -53,7 +53,6 @@ def run(tmp_path, text, *, inputs=None, secrets=None, concurrency=None, reporter
         reporter=recorder,
         run_dir=tmp_path / "run",
         concurrency=concurrency,
-        handle_signals=False,
     )
     clock = trio.testing.MockClock(autojump_threshold=0) if clock else None
     outcome = trio.run(scheduler.run, clock=clock)

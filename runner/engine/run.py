@@ -14,14 +14,19 @@ import os
 import sys
 import secrets as random
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.errors import Problem, RunNotPossible, WorkflowInvalid
+import trio
+
+from runner.engine.control import RunControl
+from runner.errors import Interrupted, Problem, RunNotPossible, WorkflowInvalid
 from runner.masking import Masker
-from runner.model.workflow import JobKind, Workflow
-from runner.model.results import Result
+from runner.engine.plan import needed
+from runner.model.workflow import Job, JobKind, Workflow
+from runner.model.results import Result, RunOutcome
 from runner.report import Masking, Reporter, Reporters
 from runner.report.files import EventLog, StepLogs, StepSummaries
 
@@ -36,13 +41,14 @@ class RunOptions:
     events: str | None = None
     output_json: str | None = None
     reporters: list[Reporter] = field(default_factory=list)
-    handle_signals: bool = True
+    control: RunControl | None = None  # how the caller cancels or stops the run from outside
     store: Any = None  # an open runner.history.store.Store (resume opens it first); else one is opened
     resume: Any = None  # runner.history.resume.ResumePlan: continue a recorded run
     only: Any = None  # runner.history.resume.OnlyPlan: the workflow is one job, with given values of others
     use_cache: bool = True  # False: --no-cache
     keep_on_failure: bool = False
     digest: str = ""  # the workflow's content hash, taken when it was loaded
+    targets: list[str] = field(default_factory=list)  # --target: run these jobs and what they need; skip the rest
     backend: str = "docker"  # what runs container jobs: runner.backends.BACKENDS
     workspace: str | None = None  # --workspace; else the repository holding the workflow (engine/workspace.py)
 
@@ -69,10 +75,13 @@ def state_directory(workflow: Workflow, option: str | None, workspace: str | Pat
     Its real path: a node's scratch directory in it is mounted into the node's
     container, and where it lies inside the workspace it is hidden from jobs.
     """
+    from runner.engine.workspace import find_workspace
     from runner.history.store import project_state_dir
 
     chosen = option or os.environ.get("RUNNER_STATE_DIR")
-    return (Path(chosen) if chosen else project_state_dir(workspace or workflow.directory)).resolve()
+    if chosen:
+        return Path(chosen).resolve()
+    return project_state_dir(workspace or find_workspace(workflow.directory)).resolve()
 
 
 def make_run_dir(state_dir: Path, run_id: str, exist_ok: bool = False) -> Path:
@@ -87,42 +96,58 @@ def make_run_dir(state_dir: Path, run_id: str, exist_ok: bool = False) -> Path:
     return run_dir
 
 
-def _keep_private(executor, state_dir: Path, workspace: str) -> None:
-    """No job may read or write runner's state: where it lies in the workspace, jobs see an empty directory."""
+def private_directories(state_dir: Path, workspace: Path) -> tuple[Path, ...]:
+    """What no job may read or write: runner's state. Where it lies in the workspace, jobs see an empty directory."""
     real = os.path.realpath(state_dir)
     if real == os.path.realpath(workspace):
         raise RunNotPossible(
             f"the state directory {state_dir} is the workspace, which jobs can write; "
             "name another with --state-dir, or leave it out"
         )
-    executor.private = (Path(real),)
+    return (Path(real),)
 
 
-def execute(workflow: Workflow, options: RunOptions):
-    """Run a compiled workflow to the end, recording it in the state store, and return its RunOutcome."""
+async def run_workflow(workflow: Workflow, options: RunOptions) -> RunOutcome:
+    """Run a compiled workflow to the end in the caller's trio loop, recording it in the state store.
+
+    Cancelling the call from outside stops the run at once (as `RunControl.stop` does);
+    the run is then recorded as cancelled and the Cancelled exception goes on.
+    """
+    from runner.engine.workspace import find_workspace
     from runner.history.store import Store
 
-    state_dir = Path(options.store.directory).absolute() if options.store is not None else state_directory(workflow, options.state_dir)
+    recorded = options.resume.options.get("workspace") if options.resume is not None else None
+    workspace = find_workspace(workflow.directory, options.workspace or recorded)
+    state_dir = (
+        Path(options.store.directory).absolute() if options.store is not None
+        else state_directory(workflow, options.state_dir, workspace)
+    )
     store = options.store or Store(state_dir)
     try:
-        return _execute(workflow, options, store, state_dir)
+        return await _run(workflow, options, store, state_dir, workspace)
+    except BaseExceptionGroup as group:
+        raise _alone(group) from None  # a RunNotPossible leaves as itself, not inside a nursery's group
     finally:
         if options.store is None:
             store.close()
 
 
-def _execute(workflow: Workflow, options: RunOptions, store, state_dir: Path):
-    import trio
+def _alone(error: BaseException) -> BaseException:
+    """The one exception inside nested groups of one, or the group itself."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
 
+
+async def _run(workflow: Workflow, options: RunOptions, store, state_dir: Path, workspace: Path) -> RunOutcome:
+    from runner.engine.workspace import git_facts, uses_git
     from runner.model.inputs import resolve
     from runner.report.recorder import Recorder
     from runner.engine.scheduler import Scheduler
     from runner.model.results import RunStatus
     from runner.load.workflow import content_hash
-    from runner.engine.workspace import find_workspace, git_facts, uses_git
 
     plan = options.resume
-    workspace = find_workspace(workflow.directory, options.workspace or (plan.options.get("workspace") if plan else None))
     scheduled = options.only.workflow if options.only is not None else workflow  # --only: one job
     inputs = resolve(workflow, plan.inputs if plan else options.inputs, options.inputs_source)
     secret_values = read_secrets(scheduled)
@@ -130,107 +155,130 @@ def _execute(workflow: Workflow, options: RunOptions, store, state_dir: Path):
     for name, value in secret_values.items():
         if value in masker.too_short:
             print(f"runner: warning: secret `{name}` is shorter than 4 characters and cannot be masked", file=sys.stderr)
-    executors: dict[JobKind, Any] = {}
     run_id = plan.run_id if plan else new_run_id()
-    needs_docker = any(job.kind is JobKind.CONTAINER for w in scheduled.workflows() for job in w.jobs.values())
-    if needs_docker:
-        executors[JobKind.CONTAINER] = _container_executor(scheduled, options, run_id, masker)
-    if any(job.kind in (JobKind.HTTP, JobKind.LLM) for w in scheduled.workflows() for job in w.jobs.values()):
-        executors.update(_http_executors(secret_values))
-    run_dir = make_run_dir(state_dir, run_id, exist_ok=plan is not None)
-    if needs_docker:
-        # Both are mounted into job containers: the engine must be able to reach them.
-        for path in (str(workspace), str(run_dir)):
-            executors[JobKind.CONTAINER].backend.host_path(os.path.abspath(path))
-        _keep_private(executors[JobKind.CONTAINER], state_dir, str(workspace))
-    masked_inputs = masker.value(inputs, numbers=True)
-    attempt = store.begin_run(
-        run_id,
-        workflow=os.path.abspath(workflow.path),
-        name=workflow.name,
-        hash=options.digest or content_hash(workflow),
-        inputs=masked_inputs,
-        secret_inputs=[name for name in inputs if masked_inputs[name] != inputs[name]],
-        options={
-            "image_map": options.image_map,
-            "concurrency": options.concurrency,
-            "backend": options.backend,
-            "workspace": str(workspace),
-            **({"only": options.only.job} if options.only else {}),
-        },
-        command="resume" if plan else "only" if options.only else "run",
-    )
-    started = time.monotonic()
-    status, reason, outputs = RunStatus.FAILURE, "runner stopped by an error", None
-    recorder = Recorder(store, run_id, attempt, masker)
-    reporter: Reporter = Reporters([])
-    try:
-        reporters: list[Reporter] = [
-            *options.reporters, StepLogs(run_dir / "logs", attempt, recorder.log_file), StepSummaries(run_dir / "summaries"),
-        ]
-        if options.events:
-            try:
-                reporters.append(EventLog(options.events))
-            except OSError as e:
-                raise RunNotPossible(f"cannot write the events file {options.events}: {e.strerror}") from None
-        # The recorder masks for itself: it must know which outputs held a secret.
-        reporter = Reporters([Masking(Reporters(reporters), masker), recorder])
-        scheduler = Scheduler(
-            scheduled,
-            run_id=run_id,
-            inputs=inputs,
-            secrets=secret_values,
-            executors=executors,
-            reporter=reporter,
-            run_dir=run_dir,
-            concurrency=options.concurrency,
-            handle_signals=options.handle_signals,
-            masker=masker,
-            restore=plan.restore if plan else None,
-            preset=options.only.preset if options.only else None,
-            cache=_cache(scheduled, store, run_id, secret_values, masker, executors, options),
-            workspace=workspace,
-            git=git_facts(workspace) if uses_git(scheduled) else None,
+    control = options.control or RunControl()
+    private = private_directories(state_dir, workspace)
+    async with _executors(scheduled, options, run_id, masker, secret_values, control, private) as executors:
+        run_dir = make_run_dir(state_dir, run_id, exist_ok=plan is not None)
+        if JobKind.CONTAINER in executors:
+            # Both are mounted into job containers: the engine must be able to reach them.
+            for path in (str(workspace), str(run_dir)):
+                executors[JobKind.CONTAINER].backend.host_path(os.path.abspath(path))
+        masked_inputs = masker.value(inputs, numbers=True)
+        attempt = store.begin_run(
+            run_id,
+            workflow=os.path.abspath(workflow.path),
+            name=workflow.name,
+            hash=options.digest or content_hash(workflow),
+            inputs=masked_inputs,
+            secret_inputs=[name for name in inputs if masked_inputs[name] != inputs[name]],
+            options={
+                "image_map": options.image_map,
+                "concurrency": options.concurrency,
+                "backend": options.backend,
+                "workspace": str(workspace),
+                **({"only": options.only.job} if options.only else {}),
+                **({"targets": options.targets} if options.targets else {}),
+            },
+            command="resume" if plan else "only" if options.only else "run",
         )
-
-        async def run_and_close():
-            try:
-                async with trio.open_nursery() as removals:
-                    if JobKind.CONTAINER in executors:
-                        executors[JobKind.CONTAINER].removals = removals
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(_keep_flushing, recorder)
-                        outcome = await scheduler.run()
-                        nursery.cancel_scope.cancel()
-                return outcome
-            finally:
-                with trio.CancelScope(shield=True):
-                    for executor in executors.values():
-                        if hasattr(executor, "aclose"):
-                            await executor.aclose()  # what an executor keeps for the run: the HTTP client
-
+        started = time.monotonic()
+        status, reason, outputs = RunStatus.FAILURE, "runner stopped by an error", None
+        recorder = Recorder(store, run_id, attempt, masker)
+        reporter: Reporter = Reporters([])
         try:
-            outcome = trio.run(run_and_close)
-        except KeyboardInterrupt:
-            status, reason = RunStatus.CANCELLED, "interrupted"
-            raise
-        status = {Result.FAILURE: RunStatus.FAILURE, Result.CANCELLED: RunStatus.CANCELLED}.get(
-            outcome.status, RunStatus.SUCCESS
-        )
-        reason, outputs = masker.text(outcome.reason), masker.value(outcome.outputs, numbers=True)
-    finally:
-        reporter.close()
-        recorder.close()  # everything written before the run's end is
-        store.finish_run(run_id, attempt, status, reason, outputs, time.monotonic() - started)
+            reporters: list[Reporter] = [
+                *options.reporters, StepLogs(run_dir / "logs", attempt, recorder.log_file),
+                StepSummaries(run_dir / "summaries"),
+            ]
+            if options.events:
+                try:
+                    reporters.append(EventLog(options.events))
+                except OSError as e:
+                    raise RunNotPossible(f"cannot write the events file {options.events}: {e.strerror}") from None
+            # The recorder masks for itself: it must know which outputs held a secret.
+            reporter = Reporters([Masking(Reporters(reporters), masker), recorder])
+            scheduler = Scheduler.for_run(
+                scheduled,
+                run_id=run_id,
+                inputs=inputs,
+                secrets=secret_values,
+                executors=executors,
+                reporter=reporter,
+                run_dir=run_dir,
+                concurrency=options.concurrency,
+                control=control,
+                masker=masker,
+                restore=plan.restore if plan else None,
+                preset=options.only.preset if options.only else None,
+                targets=options.targets,
+                cache=_cache(scheduled, store, run_id, secret_values, masker, executors, options),
+                workspace=workspace,
+                git=git_facts(workspace) if uses_git(scheduled) else None,
+            )
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_keep_flushing, recorder)
+                    outcome = await scheduler.run()
+                    nursery.cancel_scope.cancel()
+            except BaseException as e:
+                stopped = (KeyboardInterrupt, trio.Cancelled)
+                if isinstance(e, stopped) or isinstance(e, BaseExceptionGroup) and e.split(stopped)[1] is None:
+                    status, reason = RunStatus.CANCELLED, "interrupted"
+                raise
+            status = {Result.FAILURE: RunStatus.FAILURE, Result.CANCELLED: RunStatus.CANCELLED}.get(
+                outcome.status, RunStatus.SUCCESS
+            )
+            reason, outputs = masker.text(outcome.reason), masker.value(outcome.outputs, numbers=True)
+        finally:
+            reporter.close()
+            recorder.close()  # everything written before the run's end is
+            store.finish_run(run_id, attempt, status, reason, outputs, time.monotonic() - started)
     if options.output_json:
         _write_json(options.output_json, masker.value(outcome.summary()))
     return outcome
 
 
+@asynccontextmanager
+async def _executors(workflow: Workflow, options: RunOptions, run_id: str, masker: Masker,
+                     secret_values: dict[str, str], control: RunControl, private: tuple[Path, ...]):
+    """The executors the jobs the run may start need, with what they keep for the run, released at its end."""
+    used = _used(workflow, needed(workflow, options.targets) if options.targets else None)
+    executors: dict[JobKind, Any] = {}
+    try:
+        async with trio.open_nursery() as removals:  # a run ends once its containers are removed
+            with trio.CancelScope() as setup:
+                control.on_cancel(lambda reason: setup.cancel())
+                control.stops(setup)
+                if any(job.kind is JobKind.CONTAINER for _, job in used):
+                    executors[JobKind.CONTAINER] = await _container_executor(
+                        workflow, used, options, run_id, masker, removals, private
+                    )
+            if setup.cancelled_caught:
+                raise Interrupted(control.signal)
+            if any(job.kind in (JobKind.HTTP, JobKind.LLM) for _, job in used):
+                executors.update(_http_executors(secret_values))
+            yield executors
+    finally:
+        with trio.CancelScope(shield=True):
+            for executor in executors.values():
+                if hasattr(executor, "aclose"):
+                    await executor.aclose()  # what an executor keeps for the run: the HTTP client
+
+
+def _used(workflow: Workflow, wanted: set[str] | None) -> list[tuple[Workflow, Job]]:
+    """Every job the run may start, with its workflow: the wanted ones, and all of the workflows they use."""
+    used = []
+    for job in workflow.jobs.values():
+        if wanted is None or job.id in wanted:
+            used.append((workflow, job))
+            if job.workflow is not None:
+                used.extend((w, j) for w in job.workflow.workflows() for j in w.jobs.values())
+    return used
+
+
 async def _keep_flushing(recorder) -> None:
     """Write waiting transitions of a run whose nodes are busy, so that the store is never far behind."""
-    import trio
-
     while True:
         await trio.sleep(0.1)
         if recorder.dirty:
@@ -269,9 +317,10 @@ def _http_executors(secret_values: dict[str, str]) -> dict[JobKind, Any]:
     return {JobKind.HTTP: HttpExecutor(session), JobKind.LLM: LlmExecutor(session)}
 
 
-def _container_executor(workflow: Workflow, options: RunOptions, run_id: str, masker: Masker):
-    from runner.executors.container import ContainerExecutor
+async def _container_executor(workflow: Workflow, used: list, options: RunOptions, run_id: str, masker: Masker, removals,
+                              private: tuple[Path, ...]):
     from runner.backends import open_backend
+    from runner.executors.container import ContainerExecutor
 
     threads = 2 * (options.concurrency or workflow.concurrency or os.cpu_count() or 1) + 8
     backend = open_backend(options.backend, threads)
@@ -283,37 +332,29 @@ def _container_executor(workflow: Workflow, options: RunOptions, run_id: str, ma
         # that was killed, or kept for debugging by an earlier attempt.
         backend.remove_run(run_id)
     executor = ContainerExecutor(
-        backend, run_id, options.image_map, keep_on_failure=options.keep_on_failure, masker=masker
+        backend, run_id, options.image_map, keep_on_failure=options.keep_on_failure, masker=masker, removals=removals,
+        private=private,
     )
-    _check_images(workflow, backend, executor)
+    await _check_images(workflow, used, backend, executor)
     return executor
 
 
-def _check_images(workflow: Workflow, backend, executor) -> None:
-    """Every image named in the file is there (or can be pulled) before anything runs."""
-    import trio
-
+async def _check_images(workflow: Workflow, used: list, backend, executor) -> None:
+    """Every image named in the file that the run may use is there (or can be pulled) before anything runs."""
     from runner.backends.base import BackendError
 
     missing: list[str] = []
 
-    async def check_all():
-        async def check(image: str):
-            try:
-                await backend.ensure_image(executor.image_for(image))
-            except BackendError as e:
-                jobs = [
-                    f"{w.path}: {j.id}" if w is not workflow else j.id
-                    for w in workflow.workflows()
-                    for j in w.jobs.values()
-                    if j.container and image in j.container.images()
-                ]
-                missing.append(f"{e} (used by {', '.join(jobs)})")
+    async def check(image: str):
+        try:
+            await backend.ensure_image(executor.image_for(image))
+        except BackendError as e:
+            jobs = [f"{w.path}: {j.id}" if w is not workflow else j.id for w, j in used if j.container and image in j.container.images()]
+            missing.append(f"{e} (used by {', '.join(jobs)})")
 
-        async with trio.open_nursery() as nursery:
-            for image in sorted(workflow.images()):
-                nursery.start_soon(check, image)
-
-    trio.run(check_all)
+    async with trio.open_nursery() as nursery:
+        # Images named by an expression are known only when their job runs.
+        for image in sorted({image for _, j in used if j.container for image in j.container.images()}):
+            nursery.start_soon(check, image)
     if missing:
         raise RunNotPossible("\n".join(missing))

@@ -1,9 +1,12 @@
-"""Executors carry out one node's action; the scheduler owns everything around it.
+"""Executors carry out one node's action; the engine owns everything around it.
 
-The scheduler handles the shared lifecycle (condition, timeout, retry,
-continue_on_error, outputs, state); an executor only does what differs by kind:
-run steps in a container, send a request.  It gets a `NodeRun` with everything
-it needs already resolved and returns an `Outcome`; it never sees YAML.
+The engine's node lifecycle (`engine/node.py`) handles condition, timeout,
+retry, continue_on_error, outputs and state; an executor only does what differs
+by kind: run steps in a container, send a request.  It gets a `NodeRun` with
+everything it needs already resolved and returns an `Outcome`; it never sees
+YAML.  Its own failures derive from `NodeFailed`: one raised out of `run` fails
+the attempt with its text as the reason.  No library's exception leaves an
+executor.
 """
 
 from __future__ import annotations
@@ -14,6 +17,10 @@ from typing import Any, Callable, Protocol
 
 from runner.model.workflow import Job
 from runner.model.results import Result
+
+
+class NodeFailed(Exception):
+    """A node's action failed; the text says why, for the user."""
 
 
 @dataclass
@@ -45,22 +52,6 @@ class Outcome:
     retry_after: float | None = None  # the least wait before the next attempt (Retry-After), in seconds
     usage: dict[str, Any] | None = None  # tokens used (llm): prompt_tokens, completion_tokens, total_tokens, cost
     kept: str | None = None  # the name of a failed job's container left running (--keep-on-failure)
-
-
-USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost")
-
-
-def add_usage(*usages: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The sum of token counts (and costs), or None if none of them counts anything."""
-    present = [u for u in usages if u]
-    if not present:
-        return None
-    total: dict[str, Any] = {}
-    for key in USAGE_KEYS:
-        values = [u[key] for u in present if u.get(key) is not None]
-        if values:
-            total[key] = round(sum(values), 6) if key == "cost" else sum(values)
-    return total
 
 
 class Executor(Protocol):

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import re
 
+from runner.executors import NodeFailed
+
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 
 
-class CommandFileError(Exception):
+class CommandFileError(NodeFailed):
     pass
 
 

@@ -30,7 +30,9 @@ from typing import Any, Callable, Mapping
 import trio
 
 from runner.backends.base import DEFAULT_PIDS, DISAPPEARED, KEPT_PREFIX, Backend, BackendError, ContainerSpec
+from runner.model import fields
 from runner.model.durations import format_duration
+from runner.model.fields import FieldError
 from runner.masking import Masker
 from runner.model.results import Result
 from runner.model.workflow import Step
@@ -79,16 +81,18 @@ class ContainerExecutor:
         image_map: Mapping[str, str] | None = None,
         keep_on_failure: bool = False,
         masker: Masker | None = None,
+        removals: trio.Nursery | None = None,
+        private: tuple[Path, ...] = (),
     ):
         self.backend = backend
         self.run_id = run_id
         self.image_map = dict(image_map or {})
         self.keep_on_failure = keep_on_failure
         self.masker = masker  # knows the secrets, those computed from them included
-        self.removals: trio.Nursery | None = None  # where removals run, when the run provides one
+        self.removals = removals  # where removals run in the background, when the run provides one
         self.kept: dict[str, str] = {}  # name → id of containers kept for debugging
         # Host directories no job may see (runner's state): hidden where they lie in the workspace.
-        self.private: tuple[Path, ...] = ()
+        self.private = private
 
     def image_for(self, image: str) -> str:
         """The image to run for `image`: an exact `--image-map` entry, else one for its repository (every tag)."""
@@ -218,12 +222,17 @@ class ContainerExecutor:
                 self._record(done, step, Result.SKIPPED, {})
                 continue
             timed_out = False
-            with trio.move_on_after(step.timeout if step.timeout is not None else float("inf")) as deadline:
-                result, outputs, reason = await self._step(node, box, step, scope, done)
-            if deadline.cancelled_caught:
-                timed_out = True
-                result, outputs = Result.FAILURE, {}
-                reason = f"step `{step.label}` timed out after {format_duration(step.timeout)}"
+            try:
+                timeout = fields.duration(step.timeout, scope)
+            except FieldError as e:
+                result, outputs, reason = Result.FAILURE, {}, str(e)
+            else:
+                with trio.move_on_after(timeout if timeout is not None else float("inf")) as deadline:
+                    result, outputs, reason = await self._step(node, box, step, scope, done)
+                if deadline.cancelled_caught:
+                    timed_out = True
+                    result, outputs = Result.FAILURE, {}
+                    reason = f"step `{step.label}` timed out after {format_duration(timeout)}"
             self._record(done, step, result, outputs)
             if result is Result.FAILURE and _truthy(step.continue_on_error, scope):
                 # Tolerated, and still visible: in the step's log and the node's reason.

@@ -40,7 +40,7 @@ from runner.masking import MASK, Masker
 from runner.model.results import Result
 from runner.model.workflow import BodyKind, HttpSpec, LlmSpec
 from runner.expr.templates import TemplateError, render_value, templates_in
-from runner.executors import NodeRun, Outcome
+from runner.executors import NodeFailed, NodeRun, Outcome
 from runner.executors.response import Headers, Response
 
 IDEMPOTENT = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")  # retried unless `retry.on_methods` says otherwise
@@ -52,11 +52,11 @@ CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "cookie")
 USER_AGENT = "runner/0.1"
 
 
-class SpecError(Exception):
+class SpecError(NodeFailed):
     """A request the workflow describes cannot be made; the message says why and where it is written."""
 
 
-class RequestFailed(Exception):
+class RequestFailed(NodeFailed):
     """No usable response: the connection, the deadline or a limit failed the request.
 
     `message` names the request (`GET https://…: timed out …`), `cause` only

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shlex
 from typing import Any, Mapping
 
+from runner.executors import NodeFailed
 from runner.expr.templates import Template, to_text
 
 # shell → (command, file suffix, how the script refers to an environment variable)
@@ -23,7 +24,7 @@ _CUSTOM = ([], "", "${{{name}}}")
 VARIABLE_PREFIX = "RUNNER_EXPR_"
 
 
-class ScriptError(Exception):
+class ScriptError(NodeFailed):
     pass
 
 

@@ -29,6 +29,8 @@ from jinja2.parser import Parser
 from jinja2.runtime import Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from runner.errors import Location
+
 OPEN, CLOSE = "${{", "}}"
 MAX_RESULT_ITEMS = 1_000_000
 MAX_EXPONENT_BITS = 4096
@@ -174,6 +176,7 @@ class Template:
     """A field's text split into literal parts and expressions."""
 
     parts: tuple  # str | Expression
+    location: Location | None = field(default=None, compare=False, repr=False)  # where the field is written
 
     @property
     def expressions(self) -> tuple[Expression, ...]:

@@ -15,9 +15,9 @@ from typing import Any, TextIO
 
 from runner.model.durations import format_duration
 from runner.errors import RunNotPossible, UsageError
-from runner.model.results import file_name
-from runner.model.results import RunStatus
+from runner.model.results import NodeRecord, NodeState, RunStatus, add_usage, file_name, run_document
 from runner.history.store import Store, loads
+from runner.report.console import usage_text
 
 
 def _when(t: float | None) -> str:
@@ -89,55 +89,32 @@ def show_document(store: Store, run: dict) -> dict[str, Any]:
         nodes = store.nodes(run["id"])
         attempts = store.attempts(run["id"])
     holder = store.lock_holder(run["id"])
-    jobs: dict[str, Any] = {}
-    instances: dict[str, dict] = {}
-    for n in nodes:
-        entry = {
-            "result": _result(n["state"]),
-            "outputs": loads(n["outputs"]),
-            "reason": n["reason"],
-            "attempts": n["attempts"],
-            "duration_s": round(n["duration"], 3),
-        }
-        if n["secret"]:
-            entry["outputs_masked"] = True
-        for name in ("cached_from", "kept_from", "container"):
-            if n[name] is not None:
-                entry[name] = n[name]
-        if n["usage"]:
-            entry["usage"] = loads(n["usage"])
-        if n["node"] == n["job"]:
-            if n["children"]:
-                entry["jobs"] = loads(n["children"])
-            jobs[n["node"]] = entry
-        elif "/" not in n["job"]:  # a matrix instance (a sub-workflow's nodes are in its job's `jobs`)
-            entry["matrix"] = loads(n["matrix"])
-            instances.setdefault(n["job"], {})[n["node"]] = entry
-    for job_id, found in instances.items():
-        if job_id in jobs:
-            jobs[job_id]["instances"] = found
+    records = [_record(n) for n in nodes if n["node"] == n["job"] or "/" not in n["job"]]
+    durations = {n["node"]: n["duration"] for n in nodes}
+    document = run_document(
+        run_id=run["id"], status=status.value, outputs=loads(run["outputs"]), nodes=records,
+        duration=_run_duration(store, run, status), reason=run["reason"],
+        node_duration=lambda record: durations[record.id], masked={n["node"] for n in nodes if n["secret"]},
+        usage=add_usage(*(r.usage for r in records if r.id == r.job_id)),
+    )
     summaries = store.directory / "runs" / run["id"] / "summaries"
-    for node_id, entry in _entries(jobs):
+    for node_id, entry in _entries(document["jobs"]):
         path = summaries / f"{file_name(node_id)}.md"
         if path.is_file():
             entry["summary"] = path.read_text(encoding="utf-8", errors="replace")
     return {
-        "run_id": run["id"],
+        **document,
+        "reason": run["reason"],
         "workflow": run["workflow"],
         "name": run["name"],
         "hash": run["hash"],
-        "status": status.value,
-        "reason": run["reason"],
         "inputs": loads(run["inputs"]),
-        "outputs": loads(run["outputs"]),
         "started": run["started"],
-        "duration_s": round(_run_duration(store, run, status), 3),
         "attempts": [
             {k: a[k] for k in ("attempt", "command", "status", "reason", "started", "finished", "host", "pid")}
             for a in attempts
         ],
         **({"held_by": str(holder)} if holder else {}),
-        "jobs": jobs,
     }
 
 
@@ -146,8 +123,13 @@ def _entries(jobs: dict[str, Any]) -> list[tuple[str, dict]]:
     return [*jobs.items(), *((n, i) for j in jobs.values() for n, i in j.get("instances", {}).items())]
 
 
-def _result(state: str) -> str | None:
-    return {"succeeded": "success", "failed": "failure", "skipped": "skipped", "cancelled": "cancelled"}.get(state, state)
+def _record(row: dict[str, Any]) -> NodeRecord:
+    """A node as the store recorded it."""
+    return NodeRecord(
+        row["node"], row["job"], loads(row["matrix"]), NodeState(row["state"]), loads(row["outputs"]), row["reason"],
+        row["attempts"], bool(row["continue_on_error"]), children=loads(row["children"]), usage=loads(row["usage"]),
+        cached_from=row["cached_from"], kept_from=row["kept_from"], container=row["container"],
+    )
 
 
 def show_run(store: Store, run: dict, fmt: str, out: TextIO = sys.stdout) -> None:
@@ -163,6 +145,8 @@ def show_run(store: Store, run: dict, fmt: str, out: TextIO = sys.stdout) -> Non
     p(f"hash      {doc['hash'][:12]}")
     if doc.get("held_by"):
         p(f"in use by {doc['held_by']}")
+    if doc.get("usage"):
+        p(f"usage     {usage_text(doc['usage'])}")
     if doc["inputs"]:
         p("inputs    " + ", ".join(f"{k}={_text(v)}" for k, v in doc["inputs"].items()))
     if len(doc["attempts"]) > 1:
@@ -190,16 +174,16 @@ def show_run(store: Store, run: dict, fmt: str, out: TextIO = sys.stdout) -> Non
         p(f"containers kept for debugging (remove them with `runner runs clean {doc['run_id']}`)")
         for node_id, name in kept.items():
             p(f"  {node_id}: docker exec -it {name} sh")
-    if doc["outputs"]:
-        p()
-        p("outputs")
-        for name, value in doc["outputs"].items():
-            p(f"  {name}: {_text(value)}")
     for node_id, entry in _entries(doc["jobs"]):
         if entry.get("summary"):
             p()
             p(f"summary of {node_id}:")
             p(entry["summary"].rstrip("\n"))
+    if doc["outputs"]:
+        p()
+        p("outputs")
+        for name, value in doc["outputs"].items():
+            p(f"  {name}: {_text(value)}")
 
 
 def _text(value: Any) -> str:

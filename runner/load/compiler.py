@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections import deque
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
@@ -89,7 +90,7 @@ class _Compiler:
             if "${{" not in value:
                 return value
             try:
-                return parse_template(value)
+                return replace(parse_template(value), location=self.where(path))
             except TemplateError as e:
                 self.error(path, str(e), offset=e.offset)
                 return e.partial  # what could be read, so that its names are checked too
@@ -103,7 +104,7 @@ class _Compiler:
         if value is None:
             return None
         try:
-            return parse_condition(value)
+            return replace(parse_condition(value), location=self.where(path))
         except TemplateError as e:
             self.error(path, str(e))
             return e.partial

@@ -10,7 +10,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Callable, Collection, Iterable
 
 
 class Result(Enum):
@@ -53,6 +53,22 @@ class RunStatus(Enum):
     FAILURE = "failure"
     CANCELLED = "cancelled"
     KILLED = "killed"  # a run (or attempt) whose runner was killed: it says `running`, its lock holder is gone
+
+
+USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost")
+
+
+def add_usage(*usages: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The sum of token counts (and costs), or None if none of them counts anything."""
+    present = [u for u in usages if u]
+    if not present:
+        return None
+    total: dict[str, Any] = {}
+    for key in USAGE_KEYS:
+        values = [u[key] for u in present if u.get(key) is not None]
+        if values:
+            total[key] = round(sum(values), 6) if key == "cost" else sum(values)
+    return total
 
 
 @dataclass
@@ -111,39 +127,70 @@ class RunOutcome:
 
     def summary(self) -> dict[str, Any]:
         """The `--output-json` document."""
-        jobs = {}
-        for job_id, record in self.jobs.items():
-            entry = {
-                "result": record.result.value if record.result else None,
-                "outputs": record.outputs,
-                "reason": record.reason,
-                "attempts": record.attempts,
-                "duration_s": round(record.duration, 3),
-            }
-            if record.continue_on_error and record.result is Result.FAILURE:
-                entry["continue_on_error"] = True
-            if record.children is not None:
-                entry["jobs"] = record.children
-            if record.usage:
-                entry["usage"] = record.usage
-            for name in ("cached_from", "kept_from", "container"):
-                if getattr(record, name) is not None:
-                    entry[name] = getattr(record, name)
-            if job_id in self.instances:
-                entry["instances"] = {
-                    node_id: {
-                        "matrix": self.nodes[node_id].matrix,
-                        "result": self.nodes[node_id].result.value if self.nodes[node_id].result else None,
-                        "reason": self.nodes[node_id].reason,
-                        **({"usage": self.nodes[node_id].usage} if self.nodes[node_id].usage else {}),
-                    }
-                    for node_id in self.instances[job_id]
-                }
-            jobs[job_id] = entry
-        summary = {"run_id": self.run_id, "status": self.status.value, "outputs": self.outputs, "jobs": jobs}
-        if self.reason:
-            summary["reason"] = self.reason
-        if self.usage:
-            summary["usage"] = self.usage
-        summary["duration_s"] = round(self.duration, 3)
-        return summary
+        listed = [record for job_id, record in self.jobs.items()]
+        listed += [self.nodes[node_id] for job_id in self.jobs for node_id in self.instances.get(job_id, ())]
+        return run_document(
+            run_id=self.run_id, status=self.status.value, outputs=self.outputs, nodes=listed,
+            duration=self.duration, reason=self.reason, usage=self.usage,
+        )
+
+
+# -- the run's document: --output-json, `runs show --format json`, and the API build it here alone
+
+
+def run_document(
+    *,
+    run_id: str,
+    status: str,
+    outputs: Any,
+    nodes: Iterable[NodeRecord],
+    duration: float,
+    reason: str = "",
+    usage: dict | None = None,
+    node_duration: Callable[[NodeRecord], float] = lambda record: record.duration,
+    masked: Collection[str] = (),
+) -> dict[str, Any]:
+    """`nodes`: every job's record and every matrix instance's, in the order they are listed.
+
+    `masked` names the nodes whose outputs held a secret and are shown masked.
+    """
+    jobs: dict[str, Any] = {}
+    instances: dict[str, dict[str, Any]] = {}
+    for record in nodes:
+        entry = _entry(record, node_duration(record), record.id in masked)
+        if record.id == record.job_id:
+            jobs[record.id] = entry
+        else:
+            instances.setdefault(record.job_id, {})[record.id] = {"matrix": record.matrix, **entry}
+    for job_id, found in instances.items():
+        if job_id in jobs:
+            jobs[job_id]["instances"] = found
+    document: dict[str, Any] = {"run_id": run_id, "status": status, "outputs": outputs, "jobs": jobs}
+    if reason:
+        document["reason"] = reason
+    if usage:
+        document["usage"] = usage
+    document["duration_s"] = round(duration, 3)
+    return document
+
+
+def _entry(record: NodeRecord, duration: float, masked: bool) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "result": record.result.value if record.result else None,
+        "outputs": record.outputs,
+        "reason": record.reason,
+        "attempts": record.attempts,
+        "duration_s": round(duration, 3),
+    }
+    if masked:
+        entry["outputs_masked"] = True
+    if record.continue_on_error and record.result is Result.FAILURE:
+        entry["continue_on_error"] = True
+    if record.children is not None:
+        entry["jobs"] = record.children
+    if record.usage:
+        entry["usage"] = record.usage
+    for name in ("cached_from", "kept_from", "container"):
+        if getattr(record, name) is not None:
+            entry[name] = getattr(record, name)
+    return entry

@@ -1,0 +1,50 @@
+"""How whoever runs a workflow stops it from outside: the CLI on SIGINT or SIGTERM, a server on request.
+
+`cancel(reason)` cancels the run as a failure with fail_fast does: what runs
+is stopped and jobs with `if: always()` still get their turn.  `stop()` ends
+everything at once.  A control given before the run starts takes effect when
+it does.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import trio
+
+
+class RunControl:
+    def __init__(self) -> None:
+        self.reason = ""  # why the run was cancelled from outside; empty while it was not
+        self.signal: int | None = None  # the signal that cancelled it, if one did
+        self.stopped = False
+        self._cancels: list[Callable[[str], None]] = []
+        self._scopes: list[trio.CancelScope] = []
+
+    @property
+    def cancelled(self) -> bool:
+        return bool(self.reason)
+
+    def cancel(self, reason: str, signal: int | None = None) -> None:
+        if self.cancelled:
+            return
+        self.reason, self.signal = reason, signal
+        for cancel in self._cancels:
+            cancel(reason)
+
+    def stop(self) -> None:
+        self.stopped = True
+        for scope in self._scopes:
+            scope.cancel()
+
+    def on_cancel(self, cancel: Callable[[str], None]) -> None:
+        """`cancel(reason)` is called when the run is cancelled, at once if it already is."""
+        self._cancels.append(cancel)
+        if self.cancelled:
+            cancel(self.reason)
+
+    def stops(self, scope: trio.CancelScope) -> None:
+        """`stop()` cancels `scope`, at once if the run is already stopped."""
+        self._scopes.append(scope)
+        if self.stopped:
+            scope.cancel()

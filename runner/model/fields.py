@@ -1,0 +1,67 @@
+"""A field's value at the moment it is used: its templates rendered, checked, and any error located.
+
+The compiler checks every literal value; a value that comes from a template
+can only be checked once it is rendered.  Whoever uses such a field renders it
+here, so that a value the field does not take is a `FieldError` whose text
+names the file, line and column where the field is written
+(`workflow.yml:3:10: timeout: "soon" is not a duration`), never a crash.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+from runner.expr.templates import Template, TemplateError, render_value, templates_in, to_text
+from runner.model.durations import parse_duration
+
+
+class FieldError(Exception):
+    """A field's value, rendered where it is used, is not one the field takes; the text is located."""
+
+
+def render(value: Any, scope: Mapping[str, Any], name: str) -> Any:
+    """`value` with its templates rendered in `scope`."""
+    try:
+        return render_value(value, scope)
+    except TemplateError as e:
+        raise FieldError(_located(value, f"{name}: {e}")) from None
+
+
+def duration(value: Any, scope: Mapping[str, Any], name: str = "timeout") -> float | None:
+    """Seconds, or None for a field that is not set."""
+    rendered = render(value, scope, name)
+    if rendered is None:
+        return None
+    try:
+        return parse_duration(rendered)
+    except ValueError:
+        shown = json.dumps(rendered if isinstance(rendered, str) else to_text(rendered))
+        raise FieldError(_located(value, f"{name}: {shown} is not a duration")) from None
+
+
+def count(value: Any, scope: Mapping[str, Any], name: str) -> int | None:
+    """A whole number above 0, or None for a field that is not set."""
+    rendered = render(value, scope, name)
+    if rendered is None:
+        return None
+    text = to_text(rendered).strip()
+    if isinstance(rendered, bool) or not text.isdigit() or int(text) < 1:
+        raise FieldError(_located(value, f"{name}: {json.dumps(text)} is not a whole number above 0"))
+    return int(text)
+
+
+def truth(value: Any, scope: Mapping[str, Any], name: str) -> bool:
+    return bool(render(value, scope, name))
+
+
+def text_mapping(value: Mapping[str, Any], scope: Mapping[str, Any], name: str) -> dict[str, str]:
+    """An `env:`-like mapping, each value rendered to text."""
+    return {k: to_text(render(v, scope, f"{name}.{k}")) for k, v in value.items()}
+
+
+def _located(value: Any, message: str) -> str:
+    where = value.location if isinstance(value, Template) else next(
+        (t.location for t in templates_in(value) if t.location is not None), None
+    )
+    return f"{where}: {message}" if where is not None else message

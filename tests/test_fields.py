@@ -1,0 +1,86 @@
+"""Fields that hold a template are rendered and checked where they are used.
+
+A value that renders to something the field does not take fails the node (or
+the run) with a reason naming the file, line and column of the field; never a
+traceback.  Value jobs need no engine; steps run on the fake backend.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import cli, write
+from test_scheduler import run
+
+
+def run_cli(tmp_path, *args):
+    out = tmp_path / "out.json"
+    done = cli("run", tmp_path / "workflow.yml", "--output-json", out, *args, cwd=tmp_path)
+    assert "Traceback" not in done.stderr, done.stderr
+    return done, json.loads(out.read_text()) if out.exists() else None
+
+
+WORKFLOW_TIMEOUT = """
+    version: 1
+    inputs: {t: {type: string, default: 1m}}
+    timeout: ${{ inputs.t }}
+    jobs:
+      a: {outputs: {x: 1}}
+"""
+
+
+def test_a_workflow_timeout_from_an_input_is_used(tmp_path):
+    write(tmp_path, WORKFLOW_TIMEOUT)
+    assert cli("validate", tmp_path / "workflow.yml").returncode == 0
+    done, summary = run_cli(tmp_path, "--input", "t=5s")
+    assert done.returncode == 0, done.stderr
+    assert summary["jobs"]["a"]["outputs"] == {"x": 1}
+
+
+def test_a_workflow_timeout_that_is_not_a_duration_fails_the_run_naming_the_field(tmp_path):
+    write(tmp_path, WORKFLOW_TIMEOUT)
+    done, summary = run_cli(tmp_path, "--input", "t=soon")
+    assert done.returncode == 1, done.stderr
+    where = f"{tmp_path / 'workflow.yml'}:3:10"
+    assert summary["reason"] == f'{where}: timeout: "soon" is not a duration'
+    assert summary["status"] == "failure"
+    assert summary["jobs"]["a"]["result"] == "cancelled"
+    assert f'{where}: timeout: "soon" is not a duration' in done.stdout + done.stderr
+
+
+def test_a_job_timeout_that_is_not_a_duration_fails_the_job_naming_the_field(tmp_path):
+    write(tmp_path, """
+        version: 1
+        inputs: {t: {type: string, default: 1m}}
+        jobs:
+          a:
+            timeout: ${{ inputs.t }}
+            outputs: {x: 1}
+            repeat: {until: "${{ true }}"}
+          b: {needs: a, outputs: {x: 2}}
+    """)
+    done, summary = run_cli(tmp_path, "--input", "t=-3")
+    assert done.returncode == 1
+    assert summary["jobs"]["a"]["reason"] == f"{tmp_path / 'workflow.yml'}:5:14: timeout: \"-3\" is not a duration"
+    assert summary["jobs"]["b"]["reason"] == "needs a failed"
+
+
+@pytest.mark.parametrize("value, reason", [
+    ("2s", "step `1` timed out after 2s"),
+    ("soon", 'workflow.yml:6:39: timeout: "soon" is not a duration'),
+])
+def test_a_step_timeout_from_an_input(tmp_path, value, reason):
+    outcome, backend, _ = run(tmp_path, """
+        version: 1
+        inputs: {t: {type: string}}
+        defaults: {image: x}
+        jobs:
+          slow:
+            steps: [{run: sleep 100, timeout: "${{ inputs.t }}"}]
+    """, inputs={"t": value})
+    record = outcome.jobs["slow"]
+    assert record.state.value == "failed"
+    assert record.reason.endswith(reason), record.reason
+    assert backend.removed == backend.started
