@@ -247,6 +247,25 @@ def test_an_image_map_entry_maps_every_tag_of_its_image_and_an_exact_one_wins(do
     assert "[exact/1] python here" in done.stdout
 
 
+def test_a_long_matrix_shows_its_progress_as_it_goes(tmp_path):
+    workflow = write(tmp_path, """
+        version: 1
+        jobs:
+          build:
+            matrix: {n: "${{ range(1, 21) | list }}", fail_fast: false}
+            outputs: {x: "${{ 10 // (matrix.n - 7) }}"}
+    """)
+    done = cli("run", workflow, cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    progress = [line for line in done.stdout.splitlines() if line.startswith("build: ")]
+    assert progress[0] == "build: 2 of 20 done, 0 failed, 0 running", progress
+    assert progress[-1] == "build: 20 of 20 done, 1 failed, 0 running", progress
+    assert len(progress) == 10
+    assert "1 of 20 instances failed: build (n=7)" in done.stdout
+    quiet = cli("run", workflow, "--quiet", cwd=tmp_path)
+    assert not [line for line in quiet.stdout.splitlines() if line.startswith("build: ")]
+
+
 # -- interruption -----------------------------------------------------------------------
 
 

@@ -286,6 +286,7 @@ def test_failed_matrix_instance_cancels_a_slow_sibling_by_default(docker, tmp_pa
         assert instances[slow]["result"] == "cancelled", instances
         assert "build (n=2)" in instances[slow]["reason"]
     assert build["outputs"] == [None, None, None]
+    assert build["reason"] == "1 of 3 instances failed, 2 cancelled: build (n=2)"
     assert result.job("report")["reason"] == "needs build failed"
     assert containers(docker, result.summary["run_id"]) == []
 

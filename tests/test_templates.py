@@ -440,3 +440,12 @@ def test_run_time_errors_are_in_the_words_of_the_workflow(text, scope, message):
     assert message in str(info.value)
     for python in ("dict object", "ZeroDivisionError", "TypeError", "instances of"):
         assert python not in str(info.value)
+
+
+def test_a_rendered_mapping_names_the_key_whose_expression_failed():
+    with pytest.raises(TemplateError) as info:
+        render_value({"fine": parse_template("${{ 1 }}"), "total": parse_template("${{ inputs.n.x }}")}, {"inputs": {"n": 3}})
+    assert info.value.of("outputs") == "outputs.total: `inputs.n` is a number, which has no `x`"
+    with pytest.raises(TemplateError) as info:
+        parse_template("${{ jobs.nope.outputs.x }}").render({"jobs": {}})
+    assert "`jobs.nope` is undefined" in str(info.value)

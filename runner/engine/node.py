@@ -96,7 +96,7 @@ class Lifecycle:
             outputs = render_value(dict(job.outputs), scope)
             self._taint(job, outputs)
         except TemplateError as e:
-            self.state.transition(record, NodeState.FAILED, reason=f"outputs: {e}", attempts=1)
+            self.state.transition(record, NodeState.FAILED, reason=e.of("outputs"), attempts=1)
             return
         self.state.transition(record, NodeState.SUCCEEDED, outputs=outputs, attempts=1)
 
@@ -137,6 +137,7 @@ class Lifecycle:
         names = labels(job.id, combos, self.masker)
         nodes = [self.state.add(NodeRecord(name, job.id, values)) for name, values in zip(names, combos)]
         self.instances[job.id] = [n.id for n in nodes]
+        self.reporter.expanded(record.id, self.instances[job.id])
         with trio.CancelScope() as siblings:
 
             async def instance(node: NodeRecord) -> None:
@@ -162,7 +163,10 @@ class Lifecycle:
         elif all(n.state is NodeState.CANCELLED for n in failed) and self.cancellation.cancelled:
             self.state.transition(record, NodeState.CANCELLED, outputs=outputs, reason=self.cancellation.reason)
         else:
-            reason = f"{len(failed)} of {len(nodes)} instances failed: " + ", ".join(n.id for n in failed[:5])
+            broken = [n for n in failed if n.state is NodeState.FAILED]
+            cancelled = len(failed) - len(broken)
+            reason = f"{len(broken)} of {len(nodes)} instances failed" + (f", {cancelled} cancelled" if cancelled else "")
+            reason += ": " + ", ".join(n.id for n in (broken or failed)[:5])
             self.state.transition(
                 record, NodeState.FAILED, outputs=outputs, reason=reason, attempts=attempts,
                 continue_on_error=tolerated and any(n.state is NodeState.FAILED for n in failed),
@@ -244,7 +248,7 @@ class Lifecycle:
                     outputs = {**outcome.outputs, **render_value(dict(job.outputs), {**scope, **outcome.scope})}
                     self._taint(job, outputs)
                 except TemplateError as e:
-                    return NodeState.FAILED, {"reason": f"outputs: {e}"}
+                    return NodeState.FAILED, {"reason": e.of("outputs")}
                 if repeat is None:
                     return NodeState.SUCCEEDED, {"outputs": outputs, "reason": outcome.reason}
                 passes += 1

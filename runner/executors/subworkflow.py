@@ -32,7 +32,7 @@ class SubWorkflows:
             given = render_value(node.job.given, node.scope)
             inputs = resolve(child, given, source=f"{node.job.id}.with")
         except TemplateError as e:
-            return Outcome(Result.FAILURE, f"with: {e}")
+            return Outcome(Result.FAILURE, e.of("with"))
         except WorkflowInvalid as e:
             return Outcome(Result.FAILURE, "; ".join(p.message for p in e.problems))
         outcome = await self.run_child(child, node.node_id, inputs)

@@ -44,13 +44,19 @@ class TemplateError(Exception):
     The message says what; the caller adds where (file, line, job, field).  When
     parsing a field fails, `offset` is where the failing `${{` stands in its text
     and `partial` the field with every expression that could be read, so that
-    the names those use can still be checked.
+    the names those use can still be checked.  `key` is where in a rendered
+    mapping the failing expression stands (`("total",)` for `outputs.total`).
     """
 
-    def __init__(self, message: str, offset: int = 0, partial: "Template | None" = None):
+    def __init__(self, message: str, offset: int = 0, partial: "Template | None" = None, key: tuple = ()):
         super().__init__(message)
         self.offset = offset
         self.partial = partial
+        self.key = key
+
+    def of(self, field: str) -> str:
+        """The message for a field: `outputs.total: …` names the output too."""
+        return f"{'.'.join((field, *map(str, self.key)))}: {self}"
 
 
 # Widths and precisions in %-formats and in str.format specs: the ways to pad text.
@@ -415,13 +421,16 @@ def _undefined_message(e: UndefinedError, source: str, scope: Mapping[str, Any])
     if path is None:
         return f"`{name}` is undefined in `{source}`"
     parent = path.group(1)
+    parts = parent.split(".")
     value: Any = scope
-    for part in parent.split("."):
-        value = value.get(part) if isinstance(value, Mapping) else None
-    has = f" (it has: {', '.join(map(str, value))})" if isinstance(value, Mapping) and value else ""
-    if isinstance(value, Mapping) and not value:
-        has = " (it has none)"
-    return f"`{parent}` has no `{name}`{has}"
+    for i, part in enumerate(parts):
+        if not isinstance(value, Mapping) or part not in value:
+            return f"`{'.'.join(parts[:i + 1])}` is undefined"
+        value = value[part]
+    if not isinstance(value, Mapping):
+        return f"`{parent}` is {_TYPE_NAMES.get(type(value).__name__, type(value).__name__)}, which has no `{name}`"
+    has = f"it has: {', '.join(map(str, value))}" if value else "it has none"
+    return f"`{parent}` has no `{name}` ({has})"
 
 
 _TYPE_NAMES = {"int": "a number", "float": "a number", "str": "a text", "NoneType": "null", "bool": "a boolean",
@@ -500,7 +509,13 @@ def render_value(value: Any, scope: Mapping[str, Any]) -> Any:
     if isinstance(value, Template):
         return value.render(scope)
     if isinstance(value, (dict, MappingProxyType)):
-        return {k: render_value(v, scope) for k, v in value.items()}
+        rendered = {}
+        for k, v in value.items():
+            try:
+                rendered[k] = render_value(v, scope)
+            except TemplateError as e:
+                raise TemplateError(str(e), key=(k, *e.key)) from None
+        return rendered
     if isinstance(value, tuple):
         return [render_value(v, scope) for v in value]
     return value

@@ -24,6 +24,9 @@ class Reporter:
 
     def node_finished(self, node: "NodeRecord") -> None: ...
 
+    def expanded(self, node_id: str, instances: list[str]) -> None:
+        """A matrix job's instances, known once its matrix is expanded and before any starts."""
+
     def summary(self, node_id: str, text: str) -> None:
         """Markdown a step of the node wrote to `$RUNNER_STEP_SUMMARY` (`$GITHUB_STEP_SUMMARY`)."""
 
@@ -51,6 +54,10 @@ class Reporters(Reporter):
     def node_finished(self, node):
         for r in self.reporters:
             r.node_finished(node)
+
+    def expanded(self, node_id, instances):
+        for r in self.reporters:
+            r.expanded(node_id, instances)
 
     def summary(self, node_id, text):
         for r in self.reporters:
@@ -81,6 +88,9 @@ class Prefixed(Reporter):
     def node_finished(self, node):
         self.inner.node_finished(self._node(node))
 
+    def expanded(self, node_id, instances):
+        self.inner.expanded(self.prefix + node_id, [self.prefix + i for i in instances])
+
     def summary(self, node_id, text):
         self.inner.summary(self.prefix + node_id, text)
 
@@ -108,6 +118,9 @@ class Masking(Reporter):
 
     def node_finished(self, node):
         self.inner.node_finished(self._node(node))
+
+    def expanded(self, node_id, instances):
+        self.inner.expanded(node_id, instances)  # instance names are made from masked values
 
     def summary(self, node_id, text):
         self.inner.summary(node_id, self.masker.text(text))

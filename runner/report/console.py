@@ -13,6 +13,7 @@ from runner.report import Reporter
 
 _MARKS = {Result.SUCCESS: "✓", Result.FAILURE: "✗", Result.SKIPPED: "-", Result.CANCELLED: "⊘"}
 QUIET_LINES = 10  # a failed node's last lines that --quiet still shows
+PROGRESS_FROM = 10  # instances of a matrix from which its progress is shown as it goes
 
 
 class Console(Reporter):
@@ -22,6 +23,7 @@ class Console(Reporter):
         # --quiet: each running node's last lines, shown only if it fails.
         self.last: dict[str, deque[str]] = {}
         self.summaries: dict[str, str] = {}
+        self.matrices: dict[str, _Progress] = {}  # a long matrix job's progress, by its instances' job
 
     def _print(self, text: str) -> None:
         try:
@@ -35,6 +37,9 @@ class Console(Reporter):
 
     def node_started(self, node):
         self.summaries.pop(node.id, None)  # an attempt's summary starts anew
+        progress = self.matrices.get(node.job_id) if node.id != node.job_id else None
+        if progress is not None:
+            progress.running.add(node.id)
         if self.quiet:
             return
         if node.attempts > 1:
@@ -48,9 +53,14 @@ class Console(Reporter):
         else:
             self.last.setdefault(node_id, deque(maxlen=QUIET_LINES)).append(f"[{node_id}/{step}] {line}")
 
+    def expanded(self, node_id, instances):
+        if len(instances) >= PROGRESS_FROM:
+            self.matrices[node_id] = _Progress(len(instances))
+
     def node_finished(self, node):
         last = self.last.pop(node.id, ())
         if self.quiet and node.result is not Result.FAILURE:
+            self.matrices.get(node.job_id, _Progress(0)).finished(node)
             return
         for line in last:
             self._print(line)
@@ -64,6 +74,9 @@ class Console(Reporter):
         self._print(text)
         if node.container:
             self._print(f"  container kept for debugging: docker exec -it {node.container} sh")
+        progress = self.matrices.get(node.job_id) if node.id != node.job_id else None
+        if progress is not None and progress.finished(node) and not self.quiet:
+            self._print(f"{node.job_id}: {progress}")
 
     def summary(self, node_id, text):
         self.summaries[node_id] = self.summaries.get(node_id, "") + text
@@ -107,3 +120,24 @@ def usage_text(usage: dict[str, Any]) -> str:
     if usage.get("cost") is not None:
         text += ", cost " + (f"{usage['cost']:.6f}".rstrip("0").rstrip(".") or "0")
     return text
+
+
+class _Progress:
+    """How far a matrix job has come: shown at every tenth of its instances, and at the last."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.done = 0
+        self.failed = 0
+        self.running: set[str] = set()
+
+    def finished(self, node) -> bool:
+        """Count the instance in; whether the progress is worth a line now."""
+        self.running.discard(node.id)
+        self.done += 1
+        self.failed += node.result is Result.FAILURE
+        step = max(1, self.total // 10)
+        return self.done % step == 0 or self.done == self.total
+
+    def __str__(self) -> str:
+        return f"{self.done} of {self.total} done, {self.failed} failed, {len(self.running)} running"
