@@ -84,3 +84,19 @@ def test_a_step_timeout_from_an_input(tmp_path, value, reason):
     assert record.state.value == "failed"
     assert record.reason.endswith(reason), record.reason
     assert backend.removed == backend.started
+
+
+def test_a_timeout_that_renders_to_zero_is_refused_naming_the_field(tmp_path):
+    write(tmp_path, """
+        version: 1
+        inputs: {t: {type: string, default: 1m}}
+        jobs:
+          a:
+            timeout: ${{ inputs.t }}
+            outputs: {x: 1}
+            repeat: {until: "${{ true }}", delay: "${{ 0 }}"}
+    """)
+    assert run_cli(tmp_path)[0].returncode == 0  # a zero delay is a delay
+    done, summary = run_cli(tmp_path, "--input", "t=0s")
+    assert done.returncode == 1
+    assert summary["jobs"]["a"]["reason"] == f"{tmp_path / 'workflow.yml'}:5:14: timeout: must be more than 0"

@@ -224,7 +224,7 @@ class Lifecycle:
             try:
                 repeat = {
                     "until": job.repeat.get("until"),
-                    "delay": fields.duration(job.repeat.get("delay", 0), scope, "repeat.delay"),
+                    "delay": fields.duration(job.repeat.get("delay", 0), scope, "repeat.delay", zero=True),
                     "max": fields.count(job.repeat.get("max", 10), scope, "repeat.max"),
                 }
             except FieldError as e:

@@ -13,11 +13,8 @@ import json
 from typing import Any, Mapping
 
 from runner.expr.templates import Template, TemplateError, render_value, templates_in, to_text
+from runner.model.checks import FieldError
 from runner.model.durations import parse_duration
-
-
-class FieldError(Exception):
-    """A field's value, rendered where it is used, is not one the field takes; the text is located."""
 
 
 def render(value: Any, scope: Mapping[str, Any], name: str) -> Any:
@@ -28,16 +25,19 @@ def render(value: Any, scope: Mapping[str, Any], name: str) -> Any:
         raise FieldError(_located(value, f"{name}: {e}")) from None
 
 
-def duration(value: Any, scope: Mapping[str, Any], name: str = "timeout") -> float | None:
-    """Seconds, or None for a field that is not set."""
+def duration(value: Any, scope: Mapping[str, Any], name: str = "timeout", zero: bool = False) -> float | None:
+    """Seconds (more than 0 unless `zero` may be), or None for a field that is not set."""
     rendered = render(value, scope, name)
     if rendered is None:
         return None
     try:
-        return parse_duration(rendered)
+        seconds = parse_duration(rendered)
     except ValueError:
         shown = json.dumps(rendered if isinstance(rendered, str) else to_text(rendered))
         raise FieldError(_located(value, f"{name}: {shown} is not a duration")) from None
+    if seconds <= 0 and not zero:
+        raise FieldError(_located(value, f"{name}: must be more than 0"))
+    return seconds
 
 
 def count(value: Any, scope: Mapping[str, Any], name: str) -> int | None:
