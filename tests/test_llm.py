@@ -398,6 +398,11 @@ def test_a_matrix_is_a_batch_bounded_by_max_parallel_with_usage_summed(tmp_path,
     assert r.summary["usage"]["total_tokens"] == 24 + r.job("after")["usage"]["total_tokens"]
     assert r.summary["usage"]["cost"] == 0.024
     assert r.summary["outputs"]["answer"].startswith("you said: you said: one, you said: two")
+    # The recorded run carries the same usage as --output-json.
+    shown = cli("runs", "show", r.summary["run_id"], "--state-dir", tmp_path / "state", "--format", "json")
+    assert json.loads(shown.stdout)["usage"] == r.summary["usage"], shown.stdout + shown.stderr
+    text = cli("runs", "show", r.summary["run_id"], "--state-dir", tmp_path / "state").stdout
+    assert f"usage     {r.summary['usage']['total_tokens']} tokens" in text and "cost 0.024" in text, text
 
 
 def test_usage_of_a_sub_workflow_counts_for_the_run(tmp_path, openai, monkeypatch):
