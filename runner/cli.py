@@ -333,7 +333,7 @@ def _run(args, given: dict | None = None) -> int:
 
             from_run = None
             if args.from_run:
-                store = options.store = Store(state_directory(workflow, args.state_dir))
+                store = options.store = Store(state_directory(workflow, args.state_dir, _workspace(workflow, args)))
                 from_run = (store, store.find_run(args.from_run))
             options.only = plan_only(workflow, args.only, args.set, from_run)
         return _execute(workflow, options, args)
@@ -432,7 +432,12 @@ def _state_dir_flag(workflow, options) -> str:
     from runner.engine.run import state_directory
     from runner.history.store import find_state_dir
 
-    directory = options.store.directory if options.store is not None else state_directory(workflow, options.state_dir)
+    if options.store is not None:
+        directory = options.store.directory
+    else:
+        from runner.engine.workspace import find_workspace
+
+        directory = state_directory(workflow, options.state_dir, find_workspace(workflow.directory, options.workspace))
     try:
         if os.path.samefile(find_state_dir(None, quiet=True), directory):
             return ""
@@ -450,7 +455,8 @@ def _resume(args, file: str | None = None) -> int:
     from runner.load.workflow import content_hash, load_workflow
 
     if file is not None:
-        state_dir = state_directory(load_workflow(file)[0], args.state_dir)
+        workflow = load_workflow(file)[0]
+        state_dir = state_directory(workflow, args.state_dir, _workspace(workflow, args))
     else:
         state_dir = find_state_dir(args.state_dir)
     store = Store(state_dir, create=False)
@@ -519,6 +525,13 @@ def _runs(args) -> int:
         return ExitStatus.SUCCESS
     finally:
         store.close()
+
+
+def _workspace(workflow, args):
+    """The run's workspace as `--workspace` names it, else the repository holding the workflow."""
+    from runner.engine.workspace import find_workspace
+
+    return find_workspace(workflow.directory, getattr(args, "workspace", None))
 
 
 def _state_dir(args) -> int:

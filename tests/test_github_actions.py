@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -193,8 +194,10 @@ def test_resume_works_in_the_runs_workspace(docker, tmp_path):
     done = cli("run", workflow, *IMAGE_MAP, "--workspace", tmp_path / "elsewhere", cwd=tmp_path / "flows")
     assert done.returncode == 1
     (tmp_path / "elsewhere" / "data.txt").write_text("now there\n")
-    run_id = re.search(r"runner resume (\S+)", done.stderr).group(1)
-    done = cli("resume", run_id, *IMAGE_MAP, cwd=tmp_path / "flows")
+    # The hint names the state directory: the run's state is its workspace's, not the workflow's.
+    hint = shlex.split(re.search(r"runner resume (.+)", done.stderr).group(1))
+    assert "--state-dir" in hint, done.stderr
+    done = cli("resume", *hint, *IMAGE_MAP, cwd=tmp_path / "flows")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "now there" in done.stdout
 
