@@ -266,22 +266,6 @@ def test_a_long_matrix_shows_its_progress_as_it_goes(tmp_path):
     assert not [line for line in quiet.stdout.splitlines() if line.startswith("build: ")]
 
 
-def test_a_failed_value_instance_cancels_the_instances_that_have_not_begun(tmp_path):
-    workflow = write(tmp_path, """
-        version: 1
-        jobs:
-          build:
-            matrix: {n: [1, 2, 3, 4]}
-            outputs: {x: "${{ 10 // (matrix.n - 2) }}"}
-    """)
-    out = tmp_path / "out.json"
-    done = cli("run", workflow, "--output-json", out, cwd=tmp_path)
-    assert done.returncode == 1, done.stdout + done.stderr
-    build = json.loads(out.read_text())["jobs"]["build"]
-    assert build["reason"] == "1 of 4 instances failed, 2 cancelled: build (n=2)"
-    assert [i["result"] for i in build["instances"].values()] == ["success", "failure", "cancelled", "cancelled"]
-
-
 # -- interruption -----------------------------------------------------------------------
 
 

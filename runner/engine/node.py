@@ -142,9 +142,6 @@ class Lifecycle:
 
             async def instance(node: NodeRecord) -> None:
                 async with limiter:
-                    # A value instance runs without a checkpoint of its own: a sibling's
-                    # failure must still stop those that have not begun.
-                    await trio.lowlevel.checkpoint_if_cancelled()
                     await self._run_node(job, node, node.matrix)
                 if fail_fast and node.state is NodeState.FAILED and not node.continue_on_error:
                     siblings.cancel()
