@@ -262,8 +262,7 @@ async def _executors(workflow: Workflow, options: RunOptions, run_id: str, maske
     finally:
         with trio.CancelScope(shield=True):
             for executor in executors.values():
-                if hasattr(executor, "aclose"):
-                    await executor.aclose()  # what an executor keeps for the run: the HTTP client
+                await executor.aclose()
 
 
 def _used(workflow: Workflow, wanted: set[str] | None) -> list[tuple[Workflow, Job]]:

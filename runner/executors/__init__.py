@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 from runner.model.workflow import Job
 from runner.model.results import Result
@@ -54,9 +54,8 @@ class Outcome:
     kept: str | None = None  # the name of a failed job's container left running (--keep-on-failure)
 
 
-class Executor(Protocol):
-    """An executor may also have `async aclose()`: the engine calls it once the run
-    has finished, to release what the executor keeps for the whole run (an HTTP client)."""
+class Executor:
+    """What differs by kind of node; the engine owns the lifecycle around it."""
 
     async def run(self, node: NodeRun) -> Outcome:
         """Carry out the node's action.
@@ -64,4 +63,7 @@ class Executor(Protocol):
         On cancellation, everything the executor started (containers, requests)
         is torn down before the Cancelled exception leaves this call.
         """
-        ...
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Release what the executor keeps for the whole run (an HTTP client); called once it has ended."""

@@ -38,7 +38,7 @@ from runner.model.results import Result
 from runner.model.workflow import Step
 from runner.model.results import file_name
 from runner.expr.templates import TemplateError, render_value, to_text
-from runner.executors import NodeRun, Outcome
+from runner.executors import Executor, NodeRun, Outcome
 from runner.executors.commandfiles import CommandFileError, parse, paths
 from runner.executors.scripts import ScriptError, command, render, suffix
 from runner.executors.sandbox import HOME, capabilities, job_user
@@ -73,7 +73,7 @@ class StepRun:
     exit_code: int | None = None
 
 
-class ContainerExecutor:
+class ContainerExecutor(Executor):
     def __init__(
         self,
         backend: Backend,

@@ -40,7 +40,7 @@ from runner.masking import MASK, Masker
 from runner.model.results import Result
 from runner.model.workflow import BodyKind, HttpSpec, LlmSpec
 from runner.expr.templates import TemplateError, render_value, templates_in
-from runner.executors import NodeFailed, NodeRun, Outcome
+from runner.executors import Executor, NodeFailed, NodeRun, Outcome
 from runner.executors.response import Headers, Response
 
 IDEMPOTENT = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")  # retried unless `retry.on_methods` says otherwise
@@ -410,7 +410,7 @@ def _size(n: int) -> str:
 # -- the executor ---------------------------------------------------------------------------
 
 
-class SessionExecutor:
+class SessionExecutor(Executor):
     """An executor whose requests go through the run's one Session, closed when the run ends."""
 
     def __init__(self, session: Session):

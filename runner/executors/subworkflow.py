@@ -15,13 +15,13 @@ from runner.model.inputs import resolve
 from runner.model.results import Result, RunOutcome
 from runner.model.workflow import Workflow
 from runner.expr.templates import TemplateError, render_value
-from runner.executors import NodeRun, Outcome
+from runner.executors import Executor, NodeRun, Outcome
 
 
 RunChild = Callable[[Workflow, str, Mapping[str, Any]], Awaitable[RunOutcome]]  # (workflow, node id, inputs)
 
 
-class SubWorkflows:
+class SubWorkflows(Executor):
     def __init__(self, run_child: RunChild):
         self.run_child = run_child
 
