@@ -13,7 +13,8 @@ import math
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from functools import partial
+from typing import Any, Callable, Mapping
 
 import trio
 
@@ -54,6 +55,8 @@ class Lifecycle:
     env: dict[str, str] = field(default_factory=dict)  # the workflow's, rendered
     instances: dict[str, list[str]] = field(default_factory=dict)  # matrix job → its nodes' ids
     git: Mapping[str, str | None] = field(default_factory=dict)  # the workspace's checkout (engine/workspace.py)
+    # When the run is traced: the traceparent of (node id, attempt, step label or None)'s span (report/traceids.py).
+    traceparent: Callable[[str, int, str | None], str] | None = None
 
     def keep(self, job: Job, record: NodeRecord, kept: dict) -> None:
         """Resume: a node that succeeded in an earlier attempt keeps its outputs and is not run."""
@@ -300,14 +303,20 @@ class Lifecycle:
     async def _attempt(self, job, record, scope, executor, timeout) -> Outcome:
         if executor is None:
             return Outcome(Result.SUCCESS)
+        node_id = self.prefix + record.id
+        reporter = self.reporter
+        traceparent = partial(self.traceparent, node_id, record.attempts) if self.traceparent else None
         node = NodeRun(
             job=job,
-            node_id=self.prefix + record.id,
+            node_id=node_id,
             scope=scope,
-            env=dict(scope["env"]),
-            log=lambda step, stream, line: self.reporter.log(record.id, step, stream, line),
-            summary=lambda text: self.reporter.summary(record.id, text),
-            directory=self.run_dir / "nodes" / file_name(self.prefix + record.id),
+            env={**scope["env"], "TRACEPARENT": traceparent(None)} if traceparent else dict(scope["env"]),
+            log=lambda step, stream, line: reporter.log(record.id, step, stream, line),
+            summary=lambda text: reporter.summary(record.id, text),
+            step_started=lambda step: reporter.step_started(record.id, step),
+            step_finished=lambda step, result, exit_code: reporter.step_finished(record.id, step, result, exit_code),
+            traceparent=traceparent,
+            directory=self.run_dir / "nodes" / file_name(node_id),
             workspace=self.workspace,
         )
         with trio.move_on_after(timeout if timeout is not None else math.inf):

@@ -16,6 +16,7 @@ import secrets as random
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from runner.engine.plan import needed
 from runner.model.workflow import Job, JobKind, Workflow
 from runner.model.results import Result, RunOutcome
 from runner.report import Masking, Reporter, Reporters
+from runner.report import traceids
 from runner.report.files import EventLog, StepLogs, StepSummaries
 
 
@@ -191,6 +193,12 @@ async def _run(workflow: Workflow, options: RunOptions, store, state_dir: Path, 
                 *options.reporters, StepLogs(run_dir / "logs", attempt, recorder.log_file),
                 StepSummaries(run_dir / "summaries"),
             ]
+            traced = traceids.enabled()
+            if traced:  # OpenTelemetry is imported only here
+                from runner.report.otel import Tracing
+
+                container = executors.get(JobKind.CONTAINER)
+                reporters.append(Tracing(scheduled, run_id, attempt, masker, container.image_for if container else None))
             if options.events:
                 try:
                     reporters.append(EventLog(options.events))
@@ -215,6 +223,7 @@ async def _run(workflow: Workflow, options: RunOptions, store, state_dir: Path, 
                 cache=_cache(scheduled, store, run_id, secret_values, masker, executors, options),
                 workspace=workspace,
                 git=git_facts(workspace) if uses_git(scheduled) else None,
+                traceparent=partial(traceids.traceparent, run_id, attempt) if traced else None,
             )
             try:
                 async with trio.open_nursery() as nursery:

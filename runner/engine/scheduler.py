@@ -14,7 +14,7 @@ import os
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import trio
 
@@ -65,6 +65,7 @@ class Scheduler:
         masker: Masker | None = None,
         workspace: Path | None = None,
         git: Mapping[str, str | None] | None = None,
+        traceparent: Callable[[str, int, str | None], str] | None = None,
     ) -> "Scheduler":
         """The scheduler of a run's top workflow; sub-workflows get theirs from it."""
         plan = Plan(workflow, targets, preset)
@@ -85,6 +86,7 @@ class Scheduler:
             cache=cache,
             masker=masker,
             git=dict(git or dict.fromkeys(GIT_FACTS)),
+            traceparent=traceparent,
         )
         return cls(workflow, plan, nodes, control)
 
@@ -112,6 +114,7 @@ class Scheduler:
             cache=parent.cache,
             masker=parent.masker,
             git=parent.git,
+            traceparent=parent.traceparent,
         )
         return Scheduler(workflow, plan, nodes)
 

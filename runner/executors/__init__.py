@@ -33,6 +33,10 @@ class NodeRun:
     directory: Path  # this node's own directory in the run's directory
     workspace: Path  # the run's workspace
     summary: Callable[[str], None] = lambda text: None  # Markdown a step wrote to $RUNNER_STEP_SUMMARY
+    step_started: Callable[[str], None] = lambda step: None  # (step label)
+    step_finished: Callable[[str, Result, int | None], None] = lambda step, result, exit_code: None
+    # When runs are traced: the W3C traceparent of this attempt's span, or (given a step's label) of the step's.
+    traceparent: Callable[[str | None], str] | None = None
     # Set by the executor: whether an attempt that the job's `timeout` ends may be
     # retried (None: as the retry policy says).  An http POST may have been received.
     timeout_retryable: bool | None = None

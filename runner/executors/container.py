@@ -71,6 +71,7 @@ class StepRun:
     reason: str = ""
     tolerated: list[str] = field(default_factory=list)  # failures that continue_on_error let pass
     exit_code: int | None = None
+    step_exit: int | None = None  # the current step's exit code, once its command has exited
 
 
 class ContainerExecutor(Executor):
@@ -227,12 +228,15 @@ class ContainerExecutor(Executor):
             except FieldError as e:
                 result, outputs, reason = Result.FAILURE, {}, str(e)
             else:
+                node.step_started(step.label)
+                done.step_exit = None
                 with trio.move_on_after(timeout if timeout is not None else float("inf")) as deadline:
                     result, outputs, reason = await self._step(node, box, step, scope, done)
                 if deadline.cancelled_caught:
                     timed_out = True
                     result, outputs = Result.FAILURE, {}
                     reason = f"step `{step.label}` timed out after {format_duration(timeout)}"
+                node.step_finished(step.label, result, None if timed_out else done.step_exit)
             self._record(done, step, result, outputs)
             if result is Result.FAILURE and _truthy(step.continue_on_error, scope):
                 # Tolerated, and still visible: in the step's log and the node's reason.
@@ -273,6 +277,8 @@ class ContainerExecutor(Executor):
         except OSError as e:
             return Result.FAILURE, {}, f"step `{step.label}`: cannot write its files in {RUNNER_DIR}: {e.strerror or e}"
         env = {**node.env, **done.env, **step_env, **variables, "CI": "true"}
+        if node.traceparent is not None:
+            env["TRACEPARENT"] = node.traceparent(step.label)
         if done.path:
             base = env.get("PATH") or await self._image_path(box.spec.image)
             env["PATH"] = ":".join([*done.path, base])
@@ -305,6 +311,7 @@ class ContainerExecutor(Executor):
             return Result.FAILURE, {}, f"step `{step.label}` failed: {e}"
         finally:
             lines.flush()
+        done.step_exit = exit_code
         last = lines.last
         try:
             outputs = parse(_read(node.directory / f"{number}.out"), "$RUNNER_OUTPUT")

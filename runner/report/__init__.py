@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from runner.masking import Masker
-    from runner.model.results import NodeRecord
+    from runner.model.results import NodeRecord, Result
 
 
 class Reporter:
@@ -21,6 +21,12 @@ class Reporter:
     def node_started(self, node: "NodeRecord") -> None: ...
 
     def log(self, node_id: str, step: str, stream: str, line: str) -> None: ...
+
+    def step_started(self, node_id: str, step: str) -> None:
+        """A step of a container job begins, in the node's current attempt (`step` is its label, as in `log`)."""
+
+    def step_finished(self, node_id: str, step: str, result: "Result", exit_code: int | None) -> None:
+        """The step ended (`exit_code` None: its command did not run to an exit)."""
 
     def node_finished(self, node: "NodeRecord") -> None: ...
 
@@ -50,6 +56,14 @@ class Reporters(Reporter):
     def log(self, node_id, step, stream, line):
         for r in self.reporters:
             r.log(node_id, step, stream, line)
+
+    def step_started(self, node_id, step):
+        for r in self.reporters:
+            r.step_started(node_id, step)
+
+    def step_finished(self, node_id, step, result, exit_code):
+        for r in self.reporters:
+            r.step_finished(node_id, step, result, exit_code)
 
     def node_finished(self, node):
         for r in self.reporters:
@@ -85,6 +99,12 @@ class Prefixed(Reporter):
     def log(self, node_id, step, stream, line):
         self.inner.log(self.prefix + node_id, step, stream, line)
 
+    def step_started(self, node_id, step):
+        self.inner.step_started(self.prefix + node_id, step)
+
+    def step_finished(self, node_id, step, result, exit_code):
+        self.inner.step_finished(self.prefix + node_id, step, result, exit_code)
+
     def node_finished(self, node):
         self.inner.node_finished(self._node(node))
 
@@ -115,6 +135,12 @@ class Masking(Reporter):
 
     def log(self, node_id, step, stream, line):
         self.inner.log(node_id, step, stream, self.masker.text(line))
+
+    def step_started(self, node_id, step):
+        self.inner.step_started(node_id, step)  # node ids and step labels are written in the workflow
+
+    def step_finished(self, node_id, step, result, exit_code):
+        self.inner.step_finished(node_id, step, result, exit_code)
 
     def node_finished(self, node):
         self.inner.node_finished(self._node(node))
