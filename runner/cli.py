@@ -78,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     logs.add_argument("target", nargs="?", metavar="JOB[/STEP]", help="only this job's logs, or one step's")
     logs.add_argument("--state-dir", metavar="DIR", help=STATE_DIR_FOUND)
 
+    trace = commands.add_parser("trace", help="a recorded run's timeline as Chrome trace events (Perfetto)")
+    trace.add_argument("id", metavar="ID")
+    trace.add_argument("--format", choices=("chrome",), default="chrome")
+    trace.add_argument("-o", "--output", metavar="FILE", help="write it to FILE (default: standard output)")
+    trace.add_argument("--state-dir", metavar="DIR", help=STATE_DIR_FOUND)
+
     state_dir = commands.add_parser(
         "state-dir", help="print where runs are kept",
         description="Print the state directory that `runner runs`, `logs` and `resume` use from here, or, "
@@ -185,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {
             "validate": _validate, "run": _run, "resume": _resume, "runs": _runs, "logs": _logs,
-            "graph": _graph, "schema": _schema, "action": _action, "state-dir": _state_dir,
+            "graph": _graph, "schema": _schema, "action": _action, "state-dir": _state_dir, "trace": _trace,
         }
         return commands[args.command](args)
     except WorkflowInvalid as e:
@@ -552,6 +558,17 @@ def _logs(args) -> int:
     store = _open_store(args)
     try:
         history.print_logs(store, store.find_run(args.id), args.target)
+        return ExitStatus.SUCCESS
+    finally:
+        store.close()
+
+
+def _trace(args) -> int:
+    from runner.history.trace import write_trace
+
+    store = _open_store(args)
+    try:
+        write_trace(store, store.find_run(args.id), args.output)
         return ExitStatus.SUCCESS
     finally:
         store.close()

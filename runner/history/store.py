@@ -32,7 +32,7 @@ from runner.errors import RunNotPossible, UsageError
 from runner.model.results import RunStatus
 
 DB_NAME = "state.db"
-SCHEMA_VERSION = 2  # 2: cache.digest
+SCHEMA_VERSION = 3  # 2: cache.digest; 3: steps
 BUSY_TIMEOUT = 30.0  # seconds a writer waits for another process's transaction
 
 _SCHEMA = """
@@ -106,6 +106,18 @@ CREATE TABLE IF NOT EXISTS logs (
     path TEXT NOT NULL,
     PRIMARY KEY (run_id, node, step, run_attempt, attempt)
 );
+CREATE TABLE IF NOT EXISTS steps (
+    run_id TEXT NOT NULL,
+    node TEXT NOT NULL,
+    run_attempt INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,        -- the node's
+    step TEXT NOT NULL,              -- its label: its id, else its number
+    started REAL NOT NULL,
+    finished REAL,
+    result TEXT,                     -- Result, NULL if stopped with its node
+    exit_code INTEGER,
+    PRIMARY KEY (run_id, node, run_attempt, attempt, step)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS locks (
     run_id TEXT PRIMARY KEY,
     host TEXT NOT NULL,
@@ -356,8 +368,9 @@ class Store:
             )
             self._unlock(db, run_id)
 
-    def record(self, nodes: Iterable[tuple], transitions: Iterable[tuple], logs: Iterable[tuple]) -> None:
-        """A batch of node states, their transitions and log files, in one transaction."""
+    def record(self, nodes: Iterable[tuple], transitions: Iterable[tuple], logs: Iterable[tuple],
+               steps: Iterable[tuple] = ()) -> None:
+        """A batch of node states, their transitions, log files and steps' times, in one transaction."""
         with self.transaction() as db:
             db.executemany(
                 "INSERT INTO nodes (run_id, node, job, matrix, state, outputs, secret, reason, attempts, started,"
@@ -374,6 +387,7 @@ class Store:
             )
             db.executemany("INSERT INTO transitions VALUES (?, ?, ?, ?, ?, ?, ?)", transitions)
             db.executemany("INSERT OR REPLACE INTO logs VALUES (?, ?, ?, ?, ?, ?)", logs)
+            db.executemany("INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", steps)
 
     def find_run(self, given: str) -> dict[str, Any]:
         """The run named by its id, or by a unique beginning or end of it."""
@@ -411,6 +425,9 @@ class Store:
     def logs(self, run_id: str) -> list[dict[str, Any]]:
         return self.rows("SELECT * FROM logs WHERE run_id = ? ORDER BY rowid", run_id)
 
+    def steps(self, run_id: str) -> list[dict[str, Any]]:
+        return self.rows("SELECT * FROM steps WHERE run_id = ? ORDER BY started", run_id)
+
     def node_seqs(self, run_id: str) -> dict[str, int]:
         return {r["node"]: r["seq"] for r in self.rows("SELECT node, seq FROM nodes WHERE run_id = ?", run_id)}
 
@@ -421,7 +438,8 @@ class Store:
     def delete_runs(self, run_ids: list[str]) -> None:
         with self.transaction() as db:
             for table, column in (("runs", "id"), ("attempts", "run_id"), ("nodes", "run_id"),
-                                  ("transitions", "run_id"), ("logs", "run_id"), ("locks", "run_id")):
+                                  ("transitions", "run_id"), ("logs", "run_id"), ("locks", "run_id"),
+                                  ("steps", "run_id")):
                 db.executemany(f"DELETE FROM {table} WHERE {column} = ?", [(r,) for r in run_ids])
 
     # -- locks --------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Recording a run in the state store, from the events of `RunState.transition`.
 
 Every node transition becomes a row of `transitions` and the node's row in
-`nodes`; each step's log file becomes a row of `logs`.  Rows are written in
+`nodes`; each step's log file becomes a row of `logs`, and its times a row of `steps`.  Rows are written in
 batches — a transaction every FLUSH_SECONDS or FLUSH_ROWS, and whenever the
 engine's timer finds some waiting — so that ten thousand value nodes do not
 cost ten thousand commits, and a batch is all or nothing.  (A writer thread
@@ -45,15 +45,34 @@ class Recorder(Reporter):
         self.nodes: dict[str, tuple] = {}
         self.transitions: list[tuple] = []
         self.logs: list[tuple] = []
+        self.steps: list[tuple] = []  # finished steps' rows
+        self.attempt: dict[str, int] = {}  # node id → its current attempt, for its steps' rows
+        self.open_steps: dict[tuple[str, str], float] = {}  # (node id, step) → when it started
         self.last_flush = time.monotonic()
         self.warned = False
         self.failed: list[tuple] = []  # batches not written yet (the database was busy or failing)
 
     def node_started(self, node):
+        self.attempt[node.id] = node.attempts or 1  # counted from 1 once the first attempt runs
         self._transition(node)
 
     def node_finished(self, node):
+        if self.open_steps:
+            for key in [k for k in self.open_steps if k[0] == node.id]:  # stopped with their node
+                self._step(node.id, key[1], None, None)
         self._transition(node)
+
+    def step_started(self, node_id, step):
+        self.open_steps[node_id, step] = time.time()
+
+    def step_finished(self, node_id, step, result, exit_code):
+        self._step(node_id, step, result.value, exit_code)
+
+    def _step(self, node_id: str, step: str, result: str | None, exit_code: int | None) -> None:
+        started = self.open_steps.pop((node_id, step), None)
+        if started is not None:
+            self.steps.append((self.run_id, node_id, self.run_attempt, self.attempt.get(node_id, 1), step, started,
+                               time.time(), result, exit_code))
 
     def log_file(self, node_id: str, step: str, attempt: int, path: str) -> None:
         """A step's log file was opened (called by StepLogs); kept relative to the state directory."""
@@ -108,15 +127,15 @@ class Recorder(Reporter):
 
     @property
     def dirty(self) -> bool:
-        return bool(self.nodes or self.transitions or self.logs)
+        return bool(self.nodes or self.transitions or self.logs or self.steps)
 
     def flush(self) -> None:
         """Write what is waiting, as one transaction; if the store fails, keep it for the next try."""
         self.last_flush = time.monotonic()
         if not self.dirty:
             return
-        batch = ([self._row(*entry) for entry in self.nodes.values()], self.transitions, self.logs)
-        self.nodes, self.transitions, self.logs = {}, [], []
+        batch = ([self._row(*entry) for entry in self.nodes.values()], self.transitions, self.logs, self.steps)
+        self.nodes, self.transitions, self.logs, self.steps = {}, [], [], []
         self._write([batch])
 
     def _write(self, batches: list[tuple]) -> None:
