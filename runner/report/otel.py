@@ -13,6 +13,8 @@ text is masked.  Only `run.py` imports this module, and only when
 from __future__ import annotations
 
 import json
+import logging
+import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -20,7 +22,7 @@ from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags, set_span_in_context
 
@@ -56,6 +58,45 @@ class _Ids(IdGenerator):
         return self.next
 
 
+class _Sender(SpanExporter):
+    """The OTLP exporter, counting what it could not send; its own complaints are kept for one warning."""
+
+    def __init__(self):
+        self.inner = OTLPSpanExporter()
+        self.lost = 0
+        self.why = ""
+        self.complaints = _Complaints(self)
+        logger = logging.getLogger("opentelemetry")
+        logger.addHandler(self.complaints)
+        logger.propagate = False
+
+    def export(self, spans):
+        result = self.inner.export(spans)
+        if result is not SpanExportResult.SUCCESS:
+            self.lost += len(spans)
+        return result
+
+    def shutdown(self):
+        self.inner.shutdown()
+        logger = logging.getLogger("opentelemetry")
+        logger.removeHandler(self.complaints)
+        logger.propagate = True
+        if self.lost:
+            where = getattr(self.inner, "_endpoint", "the collector")
+            print(f"runner: warning: {self.lost} spans of the run's trace could not be sent to {where}"
+                  + (f": {self.why}" if self.why else ""), file=sys.stderr)
+
+
+class _Complaints(logging.Handler):
+    def __init__(self, sender: _Sender):
+        super().__init__(logging.WARNING)
+        self.sender = sender
+
+    def emit(self, record):
+        if not self.sender.why:
+            self.sender.why = record.getMessage()
+
+
 class Tracing(Reporter):
     def __init__(self, workflow: "Workflow", run_id: str, run_attempt: int, masker: "Masker",
                  image_for: Callable[[str], str] | None = None):
@@ -69,7 +110,7 @@ class Tracing(Reporter):
         if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
             resource = resource.merge(Resource({"service.name": "runner"}))
         self.provider = TracerProvider(resource=resource, id_generator=self.ids)
-        self.provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        self.provider.add_span_processor(BatchSpanProcessor(_Sender()))
         self.tracer = self.provider.get_tracer("runner", __version__)
         self.run_span = None
         self.common: dict[str, Any] = {}
