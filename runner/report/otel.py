@@ -109,7 +109,8 @@ class Tracing(Reporter):
         resource = Resource.create({"service.version": __version__})
         if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
             resource = resource.merge(Resource({"service.name": "runner"}))
-        self.provider = TracerProvider(resource=resource, id_generator=self.ids)
+        # Shut down by close(): no exit hook keeps each run's provider alive in a long-lived process.
+        self.provider = TracerProvider(resource=resource, id_generator=self.ids, shutdown_on_exit=False)
         self.provider.add_span_processor(BatchSpanProcessor(_Sender()))
         self.tracer = self.provider.get_tracer("runner", __version__)
         self.run_span = None

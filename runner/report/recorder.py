@@ -1,9 +1,9 @@
 """Recording a run in the state store, from the events of `RunState.transition`.
 
 Every node transition becomes a row of `transitions` and the node's row in
-`nodes`; each step's log file becomes a row of `logs`, and its times a row of `steps`.  Rows are written in
-batches — a transaction every FLUSH_SECONDS or FLUSH_ROWS, and whenever the
-engine's timer finds some waiting — so that ten thousand value nodes do not
+`nodes`; each step's log file becomes a row of `logs`, and its times a row of
+`steps`.  Rows are written in batches — a transaction every FLUSH_SECONDS or
+FLUSH_ROWS, and whenever the engine's timer finds some waiting — so that ten thousand value nodes do not
 cost ten thousand commits, and a batch is all or nothing.  (A writer thread
 was tried and measured: it gained nothing on the 10,000-node chain, and a busy
 event loop starved it, since SQLite gives up and takes back the GIL at every row.)
@@ -53,14 +53,20 @@ class Recorder(Reporter):
         self.failed: list[tuple] = []  # batches not written yet (the database was busy or failing)
 
     def node_started(self, node):
+        if self.open_steps:
+            self._stop_steps(node.id)
         self.attempt[node.id] = node.attempts or 1  # counted from 1 once the first attempt runs
         self._transition(node)
 
     def node_finished(self, node):
         if self.open_steps:
-            for key in [k for k in self.open_steps if k[0] == node.id]:  # stopped with their node
-                self._step(node.id, key[1], None, None)
+            self._stop_steps(node.id)
         self._transition(node)
+
+    def _stop_steps(self, node_id: str) -> None:
+        """Steps whose attempt ended without them (cancelled, timed out): they end now, without a result."""
+        for key in [k for k in self.open_steps if k[0] == node_id]:
+            self._step(node_id, key[1], None, None)
 
     def step_started(self, node_id, step):
         self.open_steps[node_id, step] = time.time()
