@@ -64,6 +64,9 @@ CHILD = """
     jobs:
       inner:
         outputs: {line: "${{ inputs.who }} from the child"}
+      render:
+        image: "alpine:3.20"
+        run: echo "rendering under $TRACEPARENT"
     outputs:
       line: "${{ jobs.inner.outputs.line }}"
 """
@@ -95,7 +98,7 @@ def test_a_run_is_a_trace_of_its_nodes_attempts_and_steps(docker, tmp_path):
                      env=traced_env(server.endpoint))
         assert result.returncode == 0, result.stdout + result.stderr
         run_id = run_id_of(result.stdout)
-        spans = server.wait(15)
+        spans = server.wait(17)
     named = by_name(spans)
     trace = trace_id_of(run_id)
     assert {s["trace_id"] for s in spans} == {trace}
@@ -147,6 +150,11 @@ def test_a_run_is_a_trace_of_its_nodes_attempts_and_steps(docker, tmp_path):
     [inner] = named["sub/inner"]
     assert inner["parent"] == sub["span_id"] and sub["parent"] == run["span_id"]
     assert inner["attributes"]["runner.job.kind"] == "value"
+    [render] = named["sub/render"]
+    [step] = named["sub/render: 1"]
+    assert render["parent"] == sub["span_id"] and step["parent"] == render["span_id"]
+    assert render["attributes"]["runner.image"] == BUSYBOX
+    assert f"[sub/render/1] rendering under 00-{trace}-{step['span_id']}-01" in result.stdout
 
     [never] = named["never"]
     assert never["attributes"]["cicd.pipeline.task.run.result"] == "skip"
