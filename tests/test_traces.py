@@ -259,3 +259,25 @@ def test_which_settings_turn_tracing_on(value, expected):
     from runner.report.traceids import enabled
 
     assert enabled(value) is expected
+
+
+def test_a_cached_job_says_so_in_its_span(docker, tmp_path):
+    path = write(tmp_path, """
+        version: 1
+        jobs:
+          build:
+            image: "alpine:3.20"
+            cache: true
+            run: echo built
+    """)
+    with collector() as server:
+        env = traced_env(server.endpoint)
+        first = cli("run", path, *IMAGE_MAP, cwd=tmp_path, env=env)
+        second = cli("run", path, *IMAGE_MAP, cwd=tmp_path, env=env)
+        assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+        spans = server.wait(5)
+    built, reused = sorted(by_name(spans)["build"], key=lambda s: s["start"])
+    assert built["attributes"]["runner.cache.hit"] is False and "runner.cache.source_run" not in built["attributes"]
+    assert reused["attributes"]["runner.cache.hit"] is True
+    assert reused["attributes"]["runner.cache.source_run"] == run_id_of(first.stdout)
+    assert len(by_name(spans)["build: 1"]) == 1  # the cached run started no step

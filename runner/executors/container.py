@@ -228,8 +228,8 @@ class ContainerExecutor(Executor):
             except FieldError as e:
                 result, outputs, reason = Result.FAILURE, {}, str(e)
             else:
-                node.step_started(step.label)
                 done.step_exit = None
+                node.step_started(step.label)
                 with trio.move_on_after(timeout if timeout is not None else float("inf")) as deadline:
                     result, outputs, reason = await self._step(node, box, step, scope, done)
                 if deadline.cancelled_caught:
