@@ -93,8 +93,8 @@ class _Complaints(logging.Handler):
         self.sender = sender
 
     def emit(self, record):
-        if not self.sender.why:
-            self.sender.why = record.getMessage()
+        if not self.sender.why:  # the first says why; those after it, that it went on failing
+            self.sender.why = record.getMessage().split(" encountered while exporting")[0]
 
 
 class Tracing(Reporter):
