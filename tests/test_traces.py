@@ -282,3 +282,28 @@ def test_a_cached_job_says_so_in_its_span(docker, tmp_path):
     assert reused["attributes"]["runner.cache.hit"] is True
     assert reused["attributes"]["runner.cache.source_run"] == run_id_of(first.stdout)
     assert len(by_name(spans)["build: 1"]) == 1  # the cached run started no step
+
+
+def test_the_exporter_masks_every_name_and_attribute_itself(tmp_path, monkeypatch):
+    """Whatever reaches it: a reason, a node's name, a matrix value or the run's reason holding the secret."""
+    from runner.load.workflow import load_workflow
+    from runner.masking import Masker
+    from runner.model.results import NodeRecord, NodeState
+    from runner.report.otel import Tracing
+
+    workflow, _ = load_workflow(write(tmp_path, VALUES))
+    with collector() as server:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", server.endpoint)
+        tracing = Tracing(workflow, "r1", 1, Masker([SECRET]))
+        tracing.run_started("r1", str(tmp_path / "workflow.yml"), f"deploy {SECRET}")
+        node = NodeRecord(f"a ({SECRET})", "a", matrix={"token": SECRET}, state=NodeState.RUNNING)
+        tracing.node_started(node)
+        tracing.step_started(node.id, SECRET)
+        node.state, node.reason = NodeState.FAILED, f"could not log in with {SECRET}"
+        tracing.node_finished(node)
+        tracing.run_finished({"status": "failure", "reason": f"a failed: {SECRET}"})
+        tracing.close()
+        spans = server.wait(3)
+    assert len(spans) == 3
+    assert SECRET not in json.dumps(spans)
+    assert "could not log in with ***" in json.dumps(spans)
