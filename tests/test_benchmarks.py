@@ -19,7 +19,9 @@ from conftest import ROOT
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import peers  # noqa: E402
 
-TINY_IDS = {"steps", "jobs", "chain", "matrix", "nodes-chain-20", "nodes-wide-20", "sleep", "validate", "help"}
+TINY_IDS = {
+    "steps", "jobs", "chain", "matrix", "one", "nodes-chain-20", "nodes-wide-20", "nodes-matrix-20", "sleep", "validate", "help",
+}
 
 
 def test_every_scenario_runs_once_at_tiny_size(docker, tmp_path):
@@ -54,7 +56,8 @@ def test_every_scenario_runs_once_at_tiny_size(docker, tmp_path):
     chain = yaml.load((work / "act" / "chain.yml").read_text())["jobs"]
     assert chain["j1"]["needs"] == "j0"
     assert len(list((work / "act" / "validate").glob("*.yml"))) == peers.SIZES["tiny"].validate
-    for name in ("prefect_chain_20", "prefect_wide_20", "hypernodes_chain_20", "hypernodes_wide_20"):
+    for name in ("prefect_chain_20", "prefect_wide_20", "hypernodes_chain_20", "hypernodes_wide_20", "hypernodes_map_20",
+                 "hypernodes_one"):
         path = work / "python" / f"{name}.py"
         source = path.read_text()
         compile(source, str(path), "exec")

@@ -83,9 +83,13 @@ class Lifecycle:
             "matrix": {},
         }
 
-    def value(self, job: Job, record: NodeRecord) -> None:
-        """A value job without matrix or repeat: its outputs, evaluated at once."""
+    def value(self, job: Job, record: NodeRecord, matrix: dict | None = None) -> None:
+        """A value job without repeat, or an instance of its matrix: its outputs, evaluated at once."""
+        if record.id in self.restore:  # a matrix instance that succeeded in an earlier attempt
+            self._kept(record, self.restore[record.id])
+            return
         scope = self.scope()
+        scope["matrix"] = matrix or {}
         try:
             continue_on_error, _ = self._settings(job, scope)
         except FieldError as e:
@@ -138,17 +142,13 @@ class Lifecycle:
         nodes = [self.state.add(NodeRecord(name, job.id, values)) for name, values in zip(names, combos)]
         self.instances[job.id] = [n.id for n in nodes]
         self.reporter.expanded(record.id, self.instances[job.id])
-        with trio.CancelScope() as siblings:
-
-            async def instance(node: NodeRecord) -> None:
-                async with limiter:
-                    await self._run_node(job, node, node.matrix)
-                if fail_fast and node.state is NodeState.FAILED and not node.continue_on_error:
-                    siblings.cancel()
-
-            async with trio.open_nursery() as nursery:
-                for node in nodes:
-                    nursery.start_soon(instance, node, name=node.id)
+        if job.kind is JobKind.VALUE and job.repeat is None and limit is None:
+            # Value instances await nothing: started as tasks, each would run to its end
+            # at its first turn, every one of them whatever a sibling's result.
+            for node in nodes:
+                self.value(job, node, node.matrix)
+        else:
+            await self._run_instances(job, nodes, limiter, fail_fast)
         for node in nodes:
             if not node.state.finished:
                 failed = next(n.id for n in nodes if n.state is NodeState.FAILED)
@@ -171,6 +171,19 @@ class Lifecycle:
                 record, NodeState.FAILED, outputs=outputs, reason=reason, attempts=attempts,
                 continue_on_error=tolerated and any(n.state is NodeState.FAILED for n in failed),
             )
+
+    async def _run_instances(self, job: Job, nodes: list[NodeRecord], limiter: trio.CapacityLimiter, fail_fast: bool) -> None:
+        with trio.CancelScope() as siblings:
+
+            async def instance(node: NodeRecord) -> None:
+                async with limiter:
+                    await self._run_node(job, node, node.matrix)
+                if fail_fast and node.state is NodeState.FAILED and not node.continue_on_error:
+                    siblings.cancel()
+
+            async with trio.open_nursery() as nursery:
+                for node in nodes:
+                    nursery.start_soon(instance, node, name=node.id)
 
     async def _run_node(self, job: Job, record: NodeRecord, matrix: dict | None) -> None:
         """The lifecycle every node shares: limit, timeout, retry, repeat, outputs, result."""
