@@ -54,6 +54,7 @@ class Lifecycle:
     env: dict[str, str] = field(default_factory=dict)  # the workflow's, rendered
     instances: dict[str, list[str]] = field(default_factory=dict)  # matrix job → its nodes' ids
     git: Mapping[str, str | None] = field(default_factory=dict)  # the workspace's checkout (engine/workspace.py)
+    _secret_outputs: dict[int, list[str]] = field(default_factory=dict, init=False, repr=False)  # by id(job)
 
     def keep(self, job: Job, record: NodeRecord, kept: dict) -> None:
         """Resume: a node that succeeded in an earlier attempt keeps its outputs and is not run."""
@@ -292,9 +293,14 @@ class Lifecycle:
         """An output computed from a secret is masked like the secret, wherever it goes next."""
         if self.masker is None:
             return
-        for name, value in job.outputs.items():
-            if any(root == "secrets" for t in templates_in(value) for e in t.expressions for root, _ in e.refs):
-                self.masker.add(to_text(outputs.get(name)))
+        names = self._secret_outputs.get(id(job))
+        if names is None:  # the same for every node of the job: a matrix has thousands
+            names = self._secret_outputs[id(job)] = [
+                name for name, value in job.outputs.items()
+                if any(root == "secrets" for t in templates_in(value) for e in t.expressions for root, _ in e.refs)
+            ]
+        for name in names:
+            self.masker.add(to_text(outputs.get(name)))
 
     def _repeat_done(self, job, repeat, outputs, passes, scope) -> tuple[bool, str]:
         until = repeat["until"]

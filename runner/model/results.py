@@ -30,20 +30,22 @@ class NodeState(Enum):
     SKIPPED = "skipped"
     CANCELLED = "cancelled"
 
+    # Keyed by the value, a string: an Enum member hashes in Python, and these are asked
+    # several times for every transition of every node.
     @property
     def result(self) -> Result | None:
-        return _RESULTS.get(self)
+        return _RESULTS.get(self._value_)
 
     @property
     def finished(self) -> bool:
-        return self in _RESULTS
+        return self._value_ in _RESULTS
 
 
 _RESULTS = {
-    NodeState.SUCCEEDED: Result.SUCCESS,
-    NodeState.FAILED: Result.FAILURE,
-    NodeState.SKIPPED: Result.SKIPPED,
-    NodeState.CANCELLED: Result.CANCELLED,
+    NodeState.SUCCEEDED.value: Result.SUCCESS,
+    NodeState.FAILED.value: Result.FAILURE,
+    NodeState.SKIPPED.value: Result.SKIPPED,
+    NodeState.CANCELLED.value: Result.CANCELLED,
 }
 
 
