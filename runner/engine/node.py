@@ -107,8 +107,11 @@ class Lifecycle:
 
     def _settings(self, job: Job, scope: dict[str, Any]) -> tuple[bool, float | None]:
         """The job's env (added to `scope`), continue_on_error and timeout; FieldError."""
-        scope["env"] = {**self.env, **fields.text_mapping(job.env, scope, "env")}
-        return fields.truth(job.continue_on_error, scope, "continue_on_error"), fields.duration(job.timeout, scope)
+        scope["env"] = {**self.env, **fields.text_mapping(job.env, scope, "env")} if job.env else dict(self.env)
+        continue_on_error = job.continue_on_error
+        if not isinstance(continue_on_error, bool):  # a template
+            continue_on_error = fields.truth(continue_on_error, scope, "continue_on_error")
+        return continue_on_error, fields.duration(job.timeout, scope) if job.timeout is not None else None
 
     async def run(self, job: Job, record: NodeRecord) -> None:
         """Run a job that its plan lets start, to its final state (unless cancelled from outside)."""

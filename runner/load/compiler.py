@@ -47,6 +47,7 @@ from runner.expr.templates import (
 SHELLS = ("sh", "bash", "python", "node")
 SHELL_ALIASES = {"python3": "python"}  # GitHub Actions' spelling
 _EMPTY: MappingProxyType = MappingProxyType({})
+_NO_RETRY = Retry()  # immutable: every job without `retry` shares it
 _MEMORY = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)", re.IGNORECASE)
 
 
@@ -256,7 +257,7 @@ class _Compiler:
 
     def retry(self, value: Any, path: tuple) -> Retry:
         if value is None:
-            return Retry()
+            return _NO_RETRY
         if not isinstance(value, dict):  # a number of attempts (1.0 is a whole number too)
             return Retry(attempts=int(value))
         codes = value.get("on_exit_codes")
