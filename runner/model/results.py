@@ -177,8 +177,9 @@ def run_document(
 
 
 def _entry(record: NodeRecord, duration: float, masked: bool) -> dict[str, Any]:
+    result = record.result
     entry: dict[str, Any] = {
-        "result": record.result.value if record.result else None,
+        "result": result.value if result else None,
         "outputs": record.outputs,
         "reason": record.reason,
         "attempts": record.attempts,
@@ -186,13 +187,16 @@ def _entry(record: NodeRecord, duration: float, masked: bool) -> dict[str, Any]:
     }
     if masked:
         entry["outputs_masked"] = True
-    if record.continue_on_error and record.result is Result.FAILURE:
+    if record.continue_on_error and result is Result.FAILURE:
         entry["continue_on_error"] = True
     if record.children is not None:
         entry["jobs"] = record.children
     if record.usage:
         entry["usage"] = record.usage
-    for name in ("cached_from", "kept_from", "container"):
-        if getattr(record, name) is not None:
-            entry[name] = getattr(record, name)
+    if record.cached_from is not None:
+        entry["cached_from"] = record.cached_from
+    if record.kept_from is not None:
+        entry["kept_from"] = record.kept_from
+    if record.container is not None:
+        entry["container"] = record.container
     return entry
