@@ -30,6 +30,22 @@ def _runner_command() -> list[str]:
 RUNNER = _runner_command()
 
 
+def compile_runner() -> None:
+    """Write runner's bytecode, as installing it from a wheel does.
+
+    An editable install run with PYTHONDONTWRITEBYTECODE set (as CI and
+    containers often are) would otherwise compile every module of runner from
+    source at each start, some 60 ms that no installed copy pays.
+    """
+    import compileall
+    import importlib.util
+
+    spec = importlib.util.find_spec("runner")
+    if spec is not None and spec.submodule_search_locations:
+        for directory in spec.submodule_search_locations:
+            compileall.compile_dir(directory, quiet=2)
+
+
 class Failed(Exception):
     """A measured process exited non-zero; the message holds the end of its output."""
 
@@ -125,6 +141,18 @@ def value_chain_workflow(nodes: int) -> str:
         for i in range(1, nodes)
     )
     return f"version: 1\njobs:\n{body}"
+
+
+def value_one_workflow() -> str:
+    """One value job: what a run costs before its jobs do anything."""
+    return "version: 1\njobs:\n  double: {outputs: {doubled: '${{ 21 * 2 }}'}}\n"
+
+
+def value_matrix_workflow(instances: int) -> str:
+    return (
+        f"version: 1\njobs:\n  double:\n    matrix: {{x: '${{{{ range({instances}) | list }}}}', max_instances: {instances}}}\n"
+        "    outputs: {doubled: '${{ matrix.x * 2 }}'}\n"
+    )
 
 
 def value_wide_workflow(nodes: int) -> str:

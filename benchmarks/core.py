@@ -21,6 +21,7 @@ from pathlib import Path
 
 from _measure import (
     RUNNER,
+    compile_runner,
     Failed,
     jobs_workflow,
     matrix_workflow,
@@ -102,6 +103,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args()
+    compile_runner()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)

@@ -61,6 +61,7 @@ from pathlib import Path
 from _measure import (
     IMAGE,
     RUNNER,
+    compile_runner,
     Failed,
     Sample,
     chain_workflow,
@@ -74,6 +75,8 @@ from _measure import (
     script,
     steps_workflow,
     value_chain_workflow,
+    value_matrix_workflow,
+    value_one_workflow,
     value_wide_workflow,
     write,
 )
@@ -90,7 +93,7 @@ class Size:
     concurrency: int
     chain: int  # scenario 3
     matrix: int  # scenario 4
-    nodes: tuple[int, ...]  # scenario 5
+    nodes: tuple[int, ...]  # scenario 5: chains, wide layers and value matrices of this many nodes
     sleepers: int  # scenario 6
     sleep: float
     validate: int  # scenario 7
@@ -104,7 +107,7 @@ SIZES = {
     "tiny": Size(steps=3, jobs=2, concurrency=2, chain=2, matrix=2, nodes=(20,),
                  sleepers=2, sleep=0.2, validate=3, targets=False),
 }
-GROUPS = ("steps", "jobs", "chain", "matrix", "nodes", "sleep", "validate", "help")
+GROUPS = ("steps", "jobs", "chain", "matrix", "one", "nodes", "sleep", "validate", "help")
 
 
 # -- the tools ----------------------------------------------------------------------------
@@ -350,6 +353,17 @@ assert len(results) == {nodes}
 '''
 
 
+def hypernodes_one() -> str:
+    return '''from hypernodes import Pipeline, node
+
+@node(output_name="doubled")
+def double(x):
+    return x * 2
+
+assert Pipeline(nodes=[double]).run(inputs={"x": 21})["doubled"] == 42
+'''
+
+
 def _git_repo(directory: Path) -> None:
     """act looks for a git repository (and logs errors for every lookup without one)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -406,7 +420,7 @@ def build(
             run_workflow(runner_dir, "steps", steps_workflow(size.steps)), runner_dir,
             [
                 act("steps", act_steps(size.steps), f"one job of {size.steps} `run: true` steps", 0.2),
-                sdk("steps", raw_steps(size.steps), f"{size.steps} execs in one container", 1.15),
+                sdk("steps", raw_steps(size.steps), f"{size.steps} execs in one container", 1.05),
             ],
         ),
         Scenario(
@@ -414,7 +428,7 @@ def build(
             run_workflow(runner_dir, "jobs", jobs_workflow(size.jobs, c)), runner_dir,
             [
                 act("jobs", act_jobs(size.jobs), f"{size.jobs} jobs, --concurrent-jobs {c}", 0.45),
-                sdk("jobs", raw_jobs(size.jobs, c), f"{size.jobs} containers run and removed, {c} threads", 1.15),
+                sdk("jobs", raw_jobs(size.jobs, c), f"{size.jobs} containers run and removed, {c} threads", 1.05),
             ],
         ),
         Scenario(
@@ -422,7 +436,7 @@ def build(
             run_workflow(runner_dir, "chain", chain_workflow(size.chain)), runner_dir,
             [
                 act("chain", act_chain(size.chain), f"{size.chain} jobs, each `needs` the one before", 0.5),
-                sdk("chain", raw_jobs(size.chain, 1), f"{size.chain} containers run and removed one after another"),
+                sdk("chain", raw_jobs(size.chain, 1), f"{size.chain} containers run and removed one after another", 1.05),
             ],
         ),
         Scenario(
@@ -430,11 +444,18 @@ def build(
             run_workflow(runner_dir, "matrix", matrix_workflow(size.matrix, c)), runner_dir,
             [
                 act("matrix", act_matrix(size.matrix, c), f"matrix, max-parallel {c}, --concurrent-jobs {c}"),
-                sdk("matrix", raw_jobs(size.matrix, c), f"{size.matrix} containers run and removed, {c} threads", 1.15),
+                sdk("matrix", raw_jobs(size.matrix, c), f"{size.matrix} containers run and removed, {c} threads", 1.05),
             ],
             memory=True,
         ),
     ]
+    scenarios.append(Scenario(
+        "one", "5. one value job: a run's fixed cost",
+        run_workflow(runner_dir, "one", value_one_workflow()), runner_dir,
+        [python("HyperNodes", "hypernodes_one", hypernodes_one(), "a one-node pipeline run once", tools.hypernodes,
+                target=1.0 if targets else None)],
+        memory=True,
+    ))
     for n in size.nodes:
         m = min(n, prefect_max_nodes)
         per_node = (n, m) if m != n else None
@@ -455,10 +476,17 @@ def build(
                     python("HyperNodes", f"hypernodes_{shape}_{n}", hypernodes_text, hn_what, tools.hypernodes,
                            target=1.0 if targets and shape == "chain" and n == 1000 else None),
                 ],
-                seconds_target=2.0 if targets and n >= 10000 else None,
-                memory_target=150 if targets and n >= 10000 else None,
+                seconds_target=1.0 if targets and n >= 10000 else None,
+                memory_target=120 if targets and n >= 10000 else None,
                 memory=True,
             ))
+        scenarios.append(Scenario(
+            f"nodes-matrix-{n}", f"5. a matrix of {n:,} value instances",
+            run_workflow(runner_dir, f"nodes-matrix-{n}", value_matrix_workflow(n)), runner_dir,
+            [python("HyperNodes", f"hypernodes_map_{n}", hypernodes_map(n), f"one node mapped over {n:,} items",
+                    tools.hypernodes, target=1.0 if targets and n >= 10000 else None)],
+            memory=True,
+        ))
     sleep = f"{size.sleep:g}"
     scenarios.append(Scenario(
         "sleep", f"6. {size.sleepers} jobs each sleeping {sleep} s at concurrency {size.sleepers}",
@@ -466,7 +494,7 @@ def build(
         [
             act("sleep", act_jobs(size.sleepers, f"sleep {sleep}"), f"{size.sleepers} jobs, --concurrent-jobs {c}"),
             sdk("sleep", raw_jobs(size.sleepers, size.sleepers, f"sleep {sleep}"),
-                f"{size.sleepers} containers sleeping, {size.sleepers} threads"),
+                f"{size.sleepers} containers sleeping, {size.sleepers} threads", 1.05),
         ],
         seconds_target=1.3 if targets else None,
     ))
@@ -673,6 +701,7 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, subprocess.CalledProcessError) as e:
             print(f"peers: could not install ({e}); measuring what is there", file=sys.stderr)
     tools = find_peers(args.peers_venv, args.act)
+    compile_runner()
     with tempfile.TemporaryDirectory(prefix="runner-peers-") as tmp:
         directory = args.keep or Path(tmp)
         directory.mkdir(parents=True, exist_ok=True)

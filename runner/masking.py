@@ -11,13 +11,8 @@ start at inside longer data.  Hex digits match in either case.
 
 from __future__ import annotations
 
-import base64
-import html
-import json
 import re
-import shlex
 from typing import Any, Iterable
-from urllib.parse import quote, quote_plus
 
 MASK = "***"
 MIN_LENGTH = 4  # shorter values would mask ordinary text everywhere
@@ -27,6 +22,13 @@ _ESCAPE = re.compile(r"%[0-9A-F]{2}|\\u[0-9a-f]{4}|\\x[0-9a-f]{2}")
 
 
 def _forms(value: str) -> set[str]:
+    # Imported here: a run without secrets never needs them.
+    import base64
+    import html
+    import json
+    import shlex
+    from urllib.parse import quote, quote_plus
+
     json_ascii, json_utf8 = json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]
     forms = {
         value, value.strip(), *value.splitlines(),

@@ -19,7 +19,9 @@ from conftest import ROOT
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import peers  # noqa: E402
 
-TINY_IDS = {"steps", "jobs", "chain", "matrix", "nodes-chain-20", "nodes-wide-20", "sleep", "validate", "help"}
+TINY_IDS = {
+    "steps", "jobs", "chain", "matrix", "one", "nodes-chain-20", "nodes-wide-20", "nodes-matrix-20", "sleep", "validate", "help",
+}
 
 
 def test_every_scenario_runs_once_at_tiny_size(docker, tmp_path):
@@ -54,7 +56,8 @@ def test_every_scenario_runs_once_at_tiny_size(docker, tmp_path):
     chain = yaml.load((work / "act" / "chain.yml").read_text())["jobs"]
     assert chain["j1"]["needs"] == "j0"
     assert len(list((work / "act" / "validate").glob("*.yml"))) == peers.SIZES["tiny"].validate
-    for name in ("prefect_chain_20", "prefect_wide_20", "hypernodes_chain_20", "hypernodes_wide_20"):
+    for name in ("prefect_chain_20", "prefect_wide_20", "hypernodes_chain_20", "hypernodes_wide_20", "hypernodes_map_20",
+                 "hypernodes_one"):
         path = work / "python" / f"{name}.py"
         source = path.read_text()
         compile(source, str(path), "exec")
@@ -87,8 +90,16 @@ def test_every_group_selects_its_scenarios(tmp_path):
     for group in peers.GROUPS:
         assert peers.selected(scenarios, [group]), group
     assert [s.id for s in peers.selected(scenarios, ["nodes"])] == [
-        "nodes-chain-1000", "nodes-wide-1000", "nodes-chain-10000", "nodes-wide-10000",
+        "nodes-chain-1000", "nodes-wide-1000", "nodes-matrix-1000",
+        "nodes-chain-10000", "nodes-wide-10000", "nodes-matrix-10000",
     ]
+    assert [s.id for s in peers.selected(scenarios, ["one"])] == ["one"]
+    # Issue 12's targets: a run's fixed cost and a value matrix at most HyperNodes' time,
+    # 10,000 nodes under 1 s and 120 MB.
+    targets = {(s.id, p.tool): p.target for s in scenarios for p in s.peers if p.tool == "HyperNodes"}
+    assert targets[("one", "HyperNodes")] == 1.0 and targets[("nodes-matrix-10000", "HyperNodes")] == 1.0
+    wide = [s for s in scenarios if s.id == "nodes-wide-10000"][0]
+    assert (wide.seconds_target, wide.memory_target) == (1.0, 120)
     # Prefect stops at 1,000 nodes by default; beyond, it is compared per node.
     prefect = [p for s in scenarios if s.id == "nodes-wide-10000" for p in s.peers if p.tool == "Prefect"][0]
     assert prefect.nodes == (10000, 1000) and "range(1000)" in prefect.files[0].read_text()

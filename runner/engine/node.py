@@ -57,6 +57,7 @@ class Lifecycle:
     git: Mapping[str, str | None] = field(default_factory=dict)  # the workspace's checkout (engine/workspace.py)
     # When the run is traced: the traceparent of (node id, attempt, step label or None)'s span (report/traceids.py).
     traceparent: Callable[[str, int, str | None], str] | None = None
+    _secret_outputs: dict[int, list[str]] = field(default_factory=dict, init=False, repr=False)  # by id(job)
 
     def keep(self, job: Job, record: NodeRecord, kept: dict) -> None:
         """Resume: a node that succeeded in an earlier attempt keeps its outputs and is not run."""
@@ -86,9 +87,13 @@ class Lifecycle:
             "matrix": {},
         }
 
-    def value(self, job: Job, record: NodeRecord) -> None:
-        """A value job without matrix or repeat: its outputs, evaluated at once."""
+    def value(self, job: Job, record: NodeRecord, matrix: dict | None = None) -> None:
+        """A value job without repeat, or an instance of its matrix: its outputs, evaluated at once."""
+        if record.id in self.restore:  # a matrix instance that succeeded in an earlier attempt
+            self._kept(record, self.restore[record.id])
+            return
         scope = self.scope()
+        scope["matrix"] = matrix or {}
         try:
             continue_on_error, _ = self._settings(job, scope)
         except FieldError as e:
@@ -105,8 +110,11 @@ class Lifecycle:
 
     def _settings(self, job: Job, scope: dict[str, Any]) -> tuple[bool, float | None]:
         """The job's env (added to `scope`), continue_on_error and timeout; FieldError."""
-        scope["env"] = {**self.env, **fields.text_mapping(job.env, scope, "env")}
-        return fields.truth(job.continue_on_error, scope, "continue_on_error"), fields.duration(job.timeout, scope)
+        scope["env"] = {**self.env, **fields.text_mapping(job.env, scope, "env")} if job.env else dict(self.env)
+        continue_on_error = job.continue_on_error
+        if not isinstance(continue_on_error, bool):  # a template
+            continue_on_error = fields.truth(continue_on_error, scope, "continue_on_error")
+        return continue_on_error, fields.duration(job.timeout, scope) if job.timeout is not None else None
 
     async def run(self, job: Job, record: NodeRecord) -> None:
         """Run a job that its plan lets start, to its final state (unless cancelled from outside)."""
@@ -141,17 +149,13 @@ class Lifecycle:
         nodes = [self.state.add(NodeRecord(name, job.id, values)) for name, values in zip(names, combos)]
         self.instances[job.id] = [n.id for n in nodes]
         self.reporter.expanded(record.id, self.instances[job.id])
-        with trio.CancelScope() as siblings:
-
-            async def instance(node: NodeRecord) -> None:
-                async with limiter:
-                    await self._run_node(job, node, node.matrix)
-                if fail_fast and node.state is NodeState.FAILED and not node.continue_on_error:
-                    siblings.cancel()
-
-            async with trio.open_nursery() as nursery:
-                for node in nodes:
-                    nursery.start_soon(instance, node, name=node.id)
+        if job.kind is JobKind.VALUE and job.repeat is None and limit is None:
+            # Value instances await nothing: started as tasks, each would run to its end
+            # at its first turn, every one of them whatever a sibling's result.
+            for node in nodes:
+                self.value(job, node, node.matrix)
+        else:
+            await self._run_instances(job, nodes, limiter, fail_fast)
         for node in nodes:
             if not node.state.finished:
                 failed = next(n.id for n in nodes if n.state is NodeState.FAILED)
@@ -174,6 +178,19 @@ class Lifecycle:
                 record, NodeState.FAILED, outputs=outputs, reason=reason, attempts=attempts,
                 continue_on_error=tolerated and any(n.state is NodeState.FAILED for n in failed),
             )
+
+    async def _run_instances(self, job: Job, nodes: list[NodeRecord], limiter: trio.CapacityLimiter, fail_fast: bool) -> None:
+        with trio.CancelScope() as siblings:
+
+            async def instance(node: NodeRecord) -> None:
+                async with limiter:
+                    await self._run_node(job, node, node.matrix)
+                if fail_fast and node.state is NodeState.FAILED and not node.continue_on_error:
+                    siblings.cancel()
+
+            async with trio.open_nursery() as nursery:
+                for node in nodes:
+                    nursery.start_soon(instance, node, name=node.id)
 
     async def _run_node(self, job: Job, record: NodeRecord, matrix: dict | None) -> None:
         """The lifecycle every node shares: limit, timeout, retry, repeat, outputs, result."""
@@ -282,9 +299,14 @@ class Lifecycle:
         """An output computed from a secret is masked like the secret, wherever it goes next."""
         if self.masker is None:
             return
-        for name, value in job.outputs.items():
-            if any(root == "secrets" for t in templates_in(value) for e in t.expressions for root, _ in e.refs):
-                self.masker.add(to_text(outputs.get(name)))
+        names = self._secret_outputs.get(id(job))
+        if names is None:  # the same for every node of the job: a matrix has thousands
+            names = self._secret_outputs[id(job)] = [
+                name for name, value in job.outputs.items()
+                if any(root == "secrets" for t in templates_in(value) for e in t.expressions for root, _ in e.refs)
+            ]
+        for name in names:
+            self.masker.add(to_text(outputs.get(name)))
 
     def _repeat_done(self, job, repeat, outputs, passes, scope) -> tuple[bool, str]:
         until = repeat["until"]

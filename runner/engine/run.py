@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import secrets as random
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -56,7 +55,7 @@ class RunOptions:
 
 
 def new_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + random.token_hex(3)
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + os.urandom(3).hex()
 
 
 def read_secrets(workflow: Workflow, environ=os.environ) -> dict[str, str]:

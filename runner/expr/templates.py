@@ -23,7 +23,7 @@ from types import MappingProxyType
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
-from jinja2.environment import TemplateExpression
+from jinja2.environment import Template as JinjaTemplate
 from jinja2.exceptions import SecurityError, TemplateError as JinjaTemplateError
 from jinja2.parser import Parser
 from jinja2.runtime import Undefined
@@ -136,7 +136,8 @@ def _make_environment() -> _Environment:
 
 ENV = _make_environment()
 _GLOBALS = frozenset(ENV.globals)
-_compiled: dict[str, TemplateExpression] = {}
+# By shape: the compiled template, and the globals its context starts with.
+_compiled: dict[str, tuple[JinjaTemplate, dict[str, Any]]] = {}
 
 
 @dataclass(frozen=True)
@@ -151,10 +152,11 @@ class Expression:
     offset: int = field(default=0, compare=False)  # where its `${{` stands in the field's text
 
     def evaluate(self, scope: Mapping[str, Any]) -> Any:
-        code = _compiled.get(self.shape)
-        if code is None:
-            code = _compiled[self.shape] = _compile(self.shape)
-        variables = dict(scope)
+        compiled = _compiled.get(self.shape)
+        if compiled is None:
+            compiled = _compiled[self.shape] = _compile(self.shape)
+        template, names = compiled
+        variables = {**names, **scope}
         for variable, root, key in self.lifted:
             if root is None:  # a number
                 variables[variable] = key
@@ -164,7 +166,12 @@ class Expression:
             except (KeyError, TypeError):
                 raise TemplateError(f"`{root}.{key}` is undefined") from None
         try:
-            return _native(code(variables))
+            # What jinja2's compile_expression does, less two copies of the scope: one
+            # context, holding the globals and the scope, made once per evaluation.
+            context = template.new_context(variables, shared=True)
+            for _ in template.root_render_func(context):
+                pass
+            return _native(context.vars["result"])
         except UndefinedError as e:
             raise TemplateError(_undefined_message(e, self.source, scope)) from None
         except SecurityError as e:
@@ -383,9 +390,10 @@ def _static_key(node: nodes.Node) -> tuple | None:
     return None
 
 
-def _compile(shape: str) -> TemplateExpression:
+def _compile(shape: str) -> tuple[JinjaTemplate, dict[str, Any]]:
     body = nodes.Template([nodes.Assign(nodes.Name("result", "store"), _parse(shape), lineno=1)], lineno=1)
-    return TemplateExpression(ENV.from_string(body), undefined_to_none=False)
+    template = ENV.from_string(body)
+    return template, dict(template.globals)
 
 
 def _native(value: Any) -> Any:
@@ -495,14 +503,17 @@ def names_in(value: Any) -> set:
 
 
 def templates_in(value: Any) -> Iterator[Template]:
-    if isinstance(value, Template):
-        yield value
-    elif isinstance(value, (dict, MappingProxyType)):
-        for v in value.values():
-            yield from templates_in(v)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from templates_in(v)
+    """Every template inside a compiled value, in order."""
+    # A stack rather than nested generators: this walks every job of a large workflow.
+    stack = [value]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, Template):
+            yield value
+        elif isinstance(value, (dict, MappingProxyType)):
+            stack.extend(reversed(value.values()))
+        elif isinstance(value, (list, tuple)):
+            stack.extend(reversed(value))
 
 
 def render_value(value: Any, scope: Mapping[str, Any]) -> Any:

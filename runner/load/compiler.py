@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 from collections import deque
-from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
@@ -47,6 +46,8 @@ from runner.expr.templates import (
 
 SHELLS = ("sh", "bash", "python", "node")
 SHELL_ALIASES = {"python3": "python"}  # GitHub Actions' spelling
+_EMPTY: MappingProxyType = MappingProxyType({})
+_NO_RETRY = Retry()  # immutable: every job without `retry` shares it
 _MEMORY = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)", re.IGNORECASE)
 
 
@@ -90,11 +91,13 @@ class _Compiler:
             if "${{" not in value:
                 return value
             try:
-                return replace(parse_template(value), location=self.where(path))
+                return Template(parse_template(value).parts, self.where(path))
             except TemplateError as e:
                 self.error(path, str(e), offset=e.offset)
                 return e.partial  # what could be read, so that its names are checked too
         if isinstance(value, dict):
+            if not value:
+                return _EMPTY
             return MappingProxyType({k: self.template(v, path + (k,)) for k, v in value.items()})
         if isinstance(value, list):
             return tuple(self.template(v, path + (i,)) for i, v in enumerate(value))
@@ -104,7 +107,7 @@ class _Compiler:
         if value is None:
             return None
         try:
-            return replace(parse_condition(value), location=self.where(path))
+            return Template(parse_condition(value).parts, self.where(path))
         except TemplateError as e:
             self.error(path, str(e))
             return e.partial
@@ -254,7 +257,7 @@ class _Compiler:
 
     def retry(self, value: Any, path: tuple) -> Retry:
         if value is None:
-            return Retry()
+            return _NO_RETRY
         if not isinstance(value, dict):  # a number of attempts (1.0 is a whole number too)
             return Retry(attempts=int(value))
         codes = value.get("on_exit_codes")
@@ -472,6 +475,8 @@ class _Compiler:
         any_job: bool = False,
     ) -> None:
         """Every name a template uses must be in scope where it stands."""
+        if not value:  # nothing, or empty: no template (most fields of most jobs)
+            return
         for where, template in _templates_at(value, path):
             for expr in template.expressions:
                 for root, key in sorted(expr.refs, key=lambda r: (r[0], r[1] or "")):

@@ -30,20 +30,22 @@ class NodeState(Enum):
     SKIPPED = "skipped"
     CANCELLED = "cancelled"
 
+    # Keyed by the value, a string: an Enum member hashes in Python, and these are asked
+    # several times for every transition of every node.
     @property
     def result(self) -> Result | None:
-        return _RESULTS.get(self)
+        return _RESULTS.get(self._value_)
 
     @property
     def finished(self) -> bool:
-        return self in _RESULTS
+        return self._value_ in _RESULTS
 
 
 _RESULTS = {
-    NodeState.SUCCEEDED: Result.SUCCESS,
-    NodeState.FAILED: Result.FAILURE,
-    NodeState.SKIPPED: Result.SKIPPED,
-    NodeState.CANCELLED: Result.CANCELLED,
+    NodeState.SUCCEEDED.value: Result.SUCCESS,
+    NodeState.FAILED.value: Result.FAILURE,
+    NodeState.SKIPPED.value: Result.SKIPPED,
+    NodeState.CANCELLED.value: Result.CANCELLED,
 }
 
 
@@ -175,8 +177,9 @@ def run_document(
 
 
 def _entry(record: NodeRecord, duration: float, masked: bool) -> dict[str, Any]:
+    result = record.result
     entry: dict[str, Any] = {
-        "result": record.result.value if record.result else None,
+        "result": result.value if result else None,
         "outputs": record.outputs,
         "reason": record.reason,
         "attempts": record.attempts,
@@ -184,13 +187,16 @@ def _entry(record: NodeRecord, duration: float, masked: bool) -> dict[str, Any]:
     }
     if masked:
         entry["outputs_masked"] = True
-    if record.continue_on_error and record.result is Result.FAILURE:
+    if record.continue_on_error and result is Result.FAILURE:
         entry["continue_on_error"] = True
     if record.children is not None:
         entry["jobs"] = record.children
     if record.usage:
         entry["usage"] = record.usage
-    for name in ("cached_from", "kept_from", "container"):
-        if getattr(record, name) is not None:
-            entry[name] = getattr(record, name)
+    if record.cached_from is not None:
+        entry["cached_from"] = record.cached_from
+    if record.kept_from is not None:
+        entry["kept_from"] = record.kept_from
+    if record.container is not None:
+        entry["container"] = record.container
     return entry

@@ -60,7 +60,9 @@ class Console(Reporter):
     def node_finished(self, node):
         last = self.last.pop(node.id, ())
         if self.quiet and node.result is not Result.FAILURE:
-            self.matrices.get(node.job_id, _Progress(0)).finished(node)
+            progress = self.matrices.get(node.job_id)
+            if progress is not None:
+                progress.finished(node)
             return
         for line in last:
             self._print(line)
