@@ -314,6 +314,7 @@ async def run_events(request: Request) -> Response:
     if given is not None and not given.strip().isdigit():
         raise ApiError(400, f"Last-Event-ID is an event's id (a whole number), not {given!r}")
     after = int(given) if given is not None else _number(request, "after", 0)
+    after = min(after, 2**63 - 1)  # SQLite's largest integer; any larger is after every event too
     stream = "text/event-stream" in request.headers.get("accept", "")
     render = sse if stream else json_line
 

@@ -80,7 +80,7 @@ class Auth:
 
             given = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
             if given:
-                return given[-1].encode("latin-1")
+                return given[-1].encode()  # as the tokens are: UTF-8
         return b""
 
     def _valid(self, given: bytes) -> bool:

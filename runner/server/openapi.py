@@ -206,7 +206,8 @@ def document() -> dict[str, Any]:
                 "get": {
                     "operationId": "listRuns",
                     "parameters": [
-                        _query("status", {"enum": [s.value for s in RunStatus]}, "only runs with this status"),
+                        _query("status", {"enum": ["", *(s.value for s in RunStatus)]},
+                               "only runs with this status (empty: any)"),
                         _query("workflow", {"type": "string"}, "only runs of this workflow (registered name or path)"),
                         _query("limit", {"type": "integer", "minimum": 0, "maximum": 1000}, "at most this many (50)"),
                         _query("cursor", {"type": "string"}, "the `next_cursor` of the page before"),
