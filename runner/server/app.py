@@ -49,22 +49,38 @@ class Server:
 
 async def _body(request: Request) -> dict[str, Any]:
     length = request.headers.get("content-length")
+    # The rest of the body is not read: the connection cannot serve another request.
+    too_large = ApiError(413, f"the body is larger than {MAX_BODY} bytes", headers={"Connection": "close"})
     if length is not None and length.isdigit() and int(length) > MAX_BODY:
-        raise ApiError(413, f"the body is larger than {MAX_BODY} bytes")
+        raise too_large
     raw = b""
     async for chunk in request.stream():
         raw += chunk
         if len(raw) > MAX_BODY:
-            raise ApiError(413, f"the body is larger than {MAX_BODY} bytes")
+            raise too_large
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
+        body = json.loads(raw, parse_constant=_not_json, parse_float=_finite)
+        json.dumps(body, ensure_ascii=False).encode()  # a lone surrogate (\ud800) is not text: no answer could quote it
+    except (ValueError, UnicodeError) as e:
         raise ApiError(400, f"the body is not JSON: {e}") from None
+    except RecursionError:
+        raise ApiError(400, "the body is not JSON this server reads: it is nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(422, "the body must be a JSON object")
     return body
+
+
+def _not_json(name: str):
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is too large a number")
+    return value
 
 
 def _field(body: dict, name: str, kind: type, default: Any = None) -> Any:
