@@ -243,3 +243,45 @@ def test_the_openapi_document_describes_every_route(server):
 def test_sigterm_with_nothing_running_exits_143(tmp_path, workflows):
     served = Served("--workflows", workflows, "--state-dir", tmp_path / "state", cwd=tmp_path)
     assert served.stop(signal.SIGTERM) == 143
+
+
+def test_answers_match_the_openapi_document(server):
+    import jsonschema
+
+    document = server.client.get("/openapi.json").json()
+
+    def check(method: str, template: str, response):
+        operation = document["paths"][template][method]
+        assert str(response.status_code) in operation["responses"], (method, template, response.status_code)
+        declared = operation["responses"][str(response.status_code)]
+        media = response.headers["content-type"].split(";")[0]
+        assert media in declared["content"], (method, template, media)
+        if media in ("application/json", "application/problem+json"):
+            schema = {**declared["content"][media]["schema"], "components": document["components"]}
+            jsonschema.Draft202012Validator(schema).validate(response.json())
+
+    c = server.client
+    run_id = server.start("hello.yml", wait=30)
+    check("get", "/api/v1/health", c.get("/health"))
+    check("get", "/api/v1/workflows", c.get("/workflows"))
+    check("get", "/api/v1/workflows/{name}", c.get("/workflows/hello.yml"))
+    check("get", "/api/v1/workflows/{name}", c.get("/workflows/broken.yml"))
+    check("post", "/api/v1/runs", c.post("/runs", json={"workflow": "hello.yml"}))
+    check("post", "/api/v1/runs", c.post("/runs", params={"wait": 30}, json={"workflow": "hello.yml"}))
+    check("post", "/api/v1/runs", c.post("/runs", json={"workflow": "hello.yml", "inputs": {"times": "x"}}))
+    check("post", "/api/v1/runs", c.post("/runs", params={"wait": "soon"}, json={}))
+    check("get", "/api/v1/runs", c.get("/runs"))
+    check("get", "/api/v1/runs", c.get("/runs", params={"status": "nope"}))
+    check("get", "/api/v1/runs/{run_id}", c.get(f"/runs/{run_id}"))
+    check("get", "/api/v1/runs/{run_id}/logs/{target}", c.get(f"/runs/{run_id}/logs/greet"))
+    check("post", "/api/v1/runs/{run_id}/pause", c.post(f"/runs/{run_id}/pause"))
+    check("post", "/api/v1/runs/{run_id}/cancel", c.post(f"/runs/{run_id}/cancel"))
+    check("post", "/api/v1/runs/{run_id}/resume", c.post(f"/runs/{run_id}/resume", json={"from": "shout"}, params={"wait": 30}))
+    check("post", "/api/v1/runs/{run_id}/resume", c.post(f"/runs/{run_id}/resume", json={"from": 3}))
+    check("post", "/api/v1/workflows/{name}/jobs/{job}/run", c.post("/workflows/hello.yml/jobs/greet/run", json={}))
+    with c.stream("GET", f"/runs/{run_id}/events") as response:
+        check("get", "/api/v1/runs/{run_id}/events", response)
+        for line in response.iter_lines():
+            if line:
+                schema = {"$ref": "#/components/schemas/Event", "components": document["components"]}
+                jsonschema.Draft202012Validator(schema).validate(json.loads(line))

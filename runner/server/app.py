@@ -371,8 +371,11 @@ async def run_logs(request: Request) -> Response:
 async def cancel_run(request: Request) -> Response:
     server: Server = request.app.state.server
     live = _live(server, request.path_params["run_id"])
-    live.control.cancel("cancelled over the API")
-    server.runs.nursery.start_soon(_stop_after, live, CLEANUP_GRACE)
+    if live.control.cancelled:  # a second cancel, as a second Ctrl-C, ends cleanup jobs too
+        live.control.stop()
+    else:
+        live.control.cancel("cancelled over the API")
+        server.runs.nursery.start_soon(_stop_after, live, CLEANUP_GRACE)
     return JSONResponse({"run_id": live.run_id, "status": _status(server, live)}, status_code=202)
 
 

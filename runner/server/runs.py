@@ -94,7 +94,6 @@ class Runs:
         finally:
             if live.error is not None and not live.begun.is_set():
                 self.unrecorded[live.run_id] = live
-            live.status = RunStatus.CANCELLED if live.error is not None else live.status
             del self.live[live.run_id]
             del self.feeds[live.run_id]
             live.feed.end()
