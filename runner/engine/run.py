@@ -30,6 +30,8 @@ from runner.model.results import Result, RunOutcome
 from runner.report import Masking, Reporter, Reporters
 from runner.report.files import EventLog, StepLogs, StepSummaries
 
+PROMPT_SECONDS = 0.002  # how long a followed run's new event waits for others to share its transaction
+
 
 @dataclass
 class RunOptions:
@@ -222,7 +224,7 @@ async def _run(workflow: Workflow, options: RunOptions, store, state_dir: Path, 
             )
             try:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_keep_flushing, recorder)
+                    nursery.start_soon(_keep_flushing, recorder, events)
                     outcome = await scheduler.run()
                     nursery.cancel_scope.cancel()
             except BaseException as e:
@@ -281,10 +283,24 @@ def _used(workflow: Workflow, wanted: set[str] | None) -> list[tuple[Workflow, J
     return used
 
 
-async def _keep_flushing(recorder) -> None:
-    """Write waiting transitions of a run whose nodes are busy, so that the store is never far behind."""
+async def _keep_flushing(recorder, events) -> None:
+    """Write waiting transitions of a run whose nodes are busy, so that the store is never far behind.
+
+    A run whose events someone follows (a server's) is written within milliseconds of each event,
+    since they are shown once written; the events of one moment still share a transaction.
+    """
+    woken = trio.Event()
+
+    def wake() -> None:
+        woken.set()
+
+    if events.listener is not None:
+        events.wake = wake
     while True:
-        await trio.sleep(0.1)
+        with trio.move_on_after(0.1):
+            await woken.wait()
+            woken = trio.Event()
+            await trio.sleep(PROMPT_SECONDS)
         if recorder.dirty:
             recorder.flush()
 

@@ -4,8 +4,11 @@ Every event gets the next sequence number of its run — across attempts, so
 that a client resuming after event N misses nothing and sees nothing twice,
 whichever process wrote them.  Events wait in `pending` until the recorder
 writes them with its next batch (one transaction for both); `listener`, if
-given, hears each at once (a server's live streams).  It sits behind
-`Masking`: what it sees is masked already.
+given, hears each once it is written (a server's live streams), so that a
+client never sees an event that a killed server did not record: it would
+miss the event that takes its number when the run is resumed.  `wake`, if
+set, is called at each new event, so that a followed run is written promptly.
+It sits behind `Masking`: what it sees is masked already.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class Events(Reporter):
         self.run_attempt = run_attempt
         self.seq = last  # the run's last recorded event
         self.listener = listener
+        self.wake: Callable[[], None] | None = None
         self.pending: list[tuple] = []
 
     def take(self) -> list[tuple]:
@@ -50,8 +54,17 @@ class Events(Reporter):
     def _add(self, kind: str, text: str) -> None:
         self.seq += 1
         self.pending.append((self.run_id, self.seq, self.run_attempt, time.time(), kind, text))
+        if self.wake is not None:
+            self.wake()
+
+    def written(self, rows: list[tuple]) -> None:
+        """Rows `take` gave are in the store now: the listener hears them."""
         if self.listener is not None:
-            self.listener(self.seq, kind, text)
+            for _, seq, _, _, kind, text in rows:
+                self.listener(seq, kind, text)
+
+    def run_started(self, run_id, workflow, name):
+        self._emit(RUN_STARTED, {"run_id": run_id, "workflow": workflow, "name": name, "attempt": self.run_attempt})
 
     # A node's two events are written out by hand: a 10,000-node run has 20,000 of them.
     def node_started(self, node):

@@ -141,5 +141,7 @@ class Recorder(Reporter):
                     self.warned = True
                     print(f"runner: cannot record the run in {self.store.path}: {e}; will retry", file=sys.stderr)
                 break  # tried again with the next batch, and at the end
+            if self.events is not None:
+                self.events.written(pending[0][3])
             pending.pop(0)
         self.failed = pending
