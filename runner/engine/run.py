@@ -224,7 +224,7 @@ async def _run(workflow: Workflow, options: RunOptions, store, state_dir: Path, 
             )
             try:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_keep_flushing, recorder, events)
+                    await nursery.start(_keep_flushing, recorder, events)
                     outcome = await scheduler.run()
                     nursery.cancel_scope.cancel()
             except BaseException as e:
@@ -283,7 +283,7 @@ def _used(workflow: Workflow, wanted: set[str] | None) -> list[tuple[Workflow, J
     return used
 
 
-async def _keep_flushing(recorder, events) -> None:
+async def _keep_flushing(recorder, events, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Write waiting transitions of a run whose nodes are busy, so that the store is never far behind.
 
     A run whose events someone follows (a server's) is written within milliseconds of each event,
@@ -296,6 +296,7 @@ async def _keep_flushing(recorder, events) -> None:
 
     if events.listener is not None:
         events.wake = wake
+    task_status.started()
     while True:
         with trio.move_on_after(0.1):
             await woken.wait()

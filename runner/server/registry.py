@@ -43,6 +43,7 @@ class Registry:
     workflows: dict[str, str] = field(default_factory=dict)  # name → absolute path
     described: dict[str, dict[str, Any]] = field(default_factory=dict)
     invalid: dict[str, list[Problem]] = field(default_factory=dict)
+    loaded: dict[str, tuple[tuple, Workflow, str]] = field(default_factory=dict)  # name → (stamp, workflow, digest)
 
     @classmethod
     def scan(cls, directory: str | None) -> "Registry":
@@ -82,9 +83,13 @@ class Registry:
         """The registered workflow as its file now is, and its digest; WorkflowInvalid if it no longer is valid."""
         from runner.load.workflow import content_hash, load_workflow
 
+        known = self.loaded.get(name)
+        if known is not None and known[0] == _stamp(known[1]):
+            return known[1], known[2]  # no file of it changed: loading it again would give the same
         workflow, _ = load_workflow(self.workflows[name])
         self.described[name] = describe(workflow)
-        return workflow, content_hash(workflow)
+        self.loaded[name] = (_stamp(workflow), workflow, content_hash(workflow))
+        return workflow, self.loaded[name][2]
 
     def graph(self, path: str) -> list[dict[str, Any]] | None:
         """The jobs and needs of any workflow file (a run's), if it can still be read."""
@@ -99,3 +104,15 @@ class Registry:
             return describe(load_workflow(path)[0])["jobs"]
         except WorkflowInvalid:
             return None
+
+
+def _stamp(workflow: Workflow) -> tuple:
+    """What changes when any file of the workflow (its own, or one it uses) is written."""
+    stamp = []
+    for path in sorted({w.path for w in workflow.workflows()}):
+        try:
+            info = os.stat(path)
+        except OSError:
+            return ()
+        stamp.append((path, info.st_ino, info.st_size, info.st_mtime_ns))
+    return tuple(stamp)
