@@ -53,6 +53,9 @@ class Events(Reporter):
         if self.listener is not None:
             self.listener(self.seq, kind, text)
 
+    def run_started(self, run_id, workflow, name):
+        self._emit(RUN_STARTED, {"run_id": run_id, "workflow": workflow, "name": name, "attempt": self.run_attempt})
+
     # A node's two events are written out by hand: a 10,000-node run has 20,000 of them.
     def node_started(self, node):
         self._add(NODE_STARTED, f'{{"node":{_text(node.id)},"job":{_text(node.job_id)},"state":"{node.state.value}",'
