@@ -91,6 +91,11 @@ class Server:
                 return int(line.split()[1]) / 1024
         return 0.0
 
+    def cpu_s(self) -> float:
+        """The server's CPU time so far (user and system)."""
+        fields = open(f"/proc/{self.process.pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def start(self, workflow: str, **params) -> dict:
         response = self.client.post("/runs", json={"workflow": workflow}, params=params)
         if response.status_code not in (201, 202):
@@ -142,8 +147,9 @@ def measure_stream(server: Server, runs: int) -> list[float]:
     return seconds
 
 
-def measure_batch_server(server: Server, runs: int) -> float:
-    """Seconds from sending RUNS POSTs at once (each waits for its run's end) to the last of their answers.
+def measure_batch_server(server: Server, runs: int) -> tuple[float, float]:
+    """Seconds from sending RUNS POSTs at once (each waits for its run's end) to the last of their answers,
+    and the server's CPU seconds meanwhile.
 
     The requests are written on connections opened beforehand and read with plain sockets, so that
     the client takes next to none of the machine's time from the server.
@@ -153,6 +159,7 @@ def measure_batch_server(server: Server, runs: int) -> float:
     request = (f"POST /api/v1/runs?wait=600 HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
     connections = [socket.create_connection((host, int(port))) for _ in range(runs)]
+    cpu = server.cpu_s()
     begun = time.perf_counter()
     for connection in connections:
         connection.sendall(request)
@@ -164,14 +171,15 @@ def measure_batch_server(server: Server, runs: int) -> float:
                 answer += chunk
             answers.append(answer)
     seconds = time.perf_counter() - begun
+    cpu = server.cpu_s() - cpu
     for answer in answers:
         if not answer.startswith(b"HTTP/1.1 201") or b'"status":"success"' not in answer:
             raise SystemExit(f"a run of the batch did not succeed: {answer[:300]!r}")
-    return seconds
+    return seconds, cpu
 
 
 IN_PROCESS = """
-import sys, time, trio
+import resource, sys, time, trio
 from runner.engine.run import RunOptions, run_workflow
 from runner.history.store import Store
 from runner.load.workflow import content_hash, load_workflow
@@ -185,25 +193,32 @@ outcomes = []
 async def one():
     outcomes.append(await run_workflow(workflow, RunOptions(store=store, digest=digest)))
 
-async def main():
+async def main(runs):
     async with trio.open_nursery() as nursery:
-        for _ in range(int(sys.argv[3])):
+        for _ in range(runs):
             nursery.start_soon(one)
 
-begun = time.perf_counter()
-trio.run(main)
-seconds = time.perf_counter() - begun
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+trio.run(main, 1)  # imports and caches filled once, as the server's are
+outcomes.clear()
+begun, cpu_begun = time.perf_counter(), cpu()
+trio.run(main, int(sys.argv[3]))
+seconds, cpu_seconds = time.perf_counter() - begun, cpu() - cpu_begun
 assert all(o.status.value == "success" for o in outcomes), [o.status for o in outcomes]
-print(seconds)
+print(seconds, cpu_seconds)
 """
 
 
-def measure_batch_in_process(directory: Path, workflow: Path, runs: int) -> float:
-    """The same runs by `run_workflow` in one trio loop of one process, on a store of its own: seconds."""
+def measure_batch_in_process(directory: Path, workflow: Path, runs: int) -> tuple[float, float]:
+    """The same runs by `run_workflow` in one trio loop of one process, on a store of its own: seconds, CPU seconds."""
     script = write(directory, "in_process.py", IN_PROCESS)
     done = subprocess.run([sys.executable, str(script), str(workflow), str(directory / "state-in-process"), str(runs)],
                           cwd=directory, capture_output=True, text=True, check=True)
-    return float(done.stdout.strip().splitlines()[-1])
+    seconds, cpu = done.stdout.strip().splitlines()[-1].split()
+    return float(seconds), float(cpu)
 
 
 def measure_memory(server: Server, runs: int) -> list[tuple[int, float]]:
@@ -247,9 +262,11 @@ def run(size: Size, directory: Path) -> dict:
             alone.append(measure_batch_in_process(directory, workflows / "batch.yml", size.batch))
     finally:
         server.stop()
-    batch, baseline = statistics.median(served), statistics.median(alone)
+    batch, baseline = statistics.median(s for s, _ in served), statistics.median(s for s, _ in alone)
+    batch_cpu, baseline_cpu = statistics.median(c for _, c in served), statistics.median(c for _, c in alone)
     results.update(batch_server_s=round(batch, 3), batch_in_process_s=round(baseline, 3),
-                   batch_ratio=round(batch / baseline, 2))
+                   batch_ratio=round(batch / baseline, 2), batch_server_cpu_s=round(batch_cpu, 3),
+                   batch_in_process_cpu_s=round(baseline_cpu, 3), batch_cpu_ratio=round(batch_cpu / baseline_cpu, 2))
 
     (directory / "serve-3").mkdir()
     server = Server(directory / "serve-3", workflows)
@@ -279,7 +296,9 @@ def report(results: dict, out=None) -> None:
     print(f"{results['size']['batch']} runs of {results['size']['jobs']} value jobs at once "
           f"(medians of {results['size']['repeat']}): server "
           f"{results['batch_server_s']:.2f} s, one process without HTTP {results['batch_in_process_s']:.2f} s, "
-          f"ratio {results['batch_ratio']:.2f}, goal ≤ 1.1 {verdict(results['batch_ratio'] <= 1.1)}", file=out)
+          f"ratio {results['batch_ratio']:.2f}, goal ≤ 1.1 {verdict(results['batch_ratio'] <= 1.1)}; CPU time "
+          f"{results['batch_server_cpu_s']:.2f} s against {results['batch_in_process_cpu_s']:.2f} s, "
+          f"ratio {results['batch_cpu_ratio']:.2f}", file=out)
     points = ", ".join(f"{n}: {mb} MB" for n, mb in results["memory_mb"])
     print(f"server memory by runs finished: {points}; a run adds {results['per_run_kb_first']} KB over the first "
           f"half, {results['per_run_kb_then']} KB over the second", file=out)

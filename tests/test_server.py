@@ -64,6 +64,7 @@ def test_health_workflows_and_a_run_waited_for(server):
     assert hello["jobs"][1] == {"id": "shout", "name": "shout", "kind": "value", "needs": ["greet"]}
     broken = listed["invalid"][0]
     assert broken["name"] == "broken.yml"
+    assert "runner: broken.yml is not registered:" in server.output()
     assert broken["problems"][0]["line"] == 4 and "nowhere" in broken["problems"][0]["message"]
 
     response = server.client.post("/runs", params={"wait": 30}, json={"workflow": "hello.yml", "inputs": {"who": "api"}})
@@ -118,6 +119,11 @@ def test_errors_are_problems_located_as_the_cli_locates_them(server, workflows):
 
     not_json = server.client.post("/runs", content=b"{nope", headers={"content-type": "application/json"})
     assert not_json.status_code == 400 and not_json.json()["detail"].startswith("the body is not JSON")
+    for text in (b'{"workflow": "hello.yml", "inputs": {"times": NaN}}', b"[" * 100_000 + b"]" * 100_000):
+        odd = server.client.post("/runs", content=text)
+        assert odd.status_code == 400 and odd.json()["detail"].startswith("the body is not JSON")
+    far = server.client.get("/runs/nope/events", headers={"Last-Event-ID": str(2**70)})
+    assert far.status_code in (400, 404)
     wrong = server.client.post("/runs", json={"workflow": "hello.yml", "inputs": ["who"]})
     assert wrong.status_code == 422 and wrong.json()["detail"] == "`inputs` must be an object"
     huge = server.client.post("/runs", json={"workflow": "hello.yml", "inputs": {"who": "x" * (2 << 20)}})

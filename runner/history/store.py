@@ -165,9 +165,16 @@ def _pid_start(pid: int) -> int:
         return 0
 
 
+_me: tuple[str, int, int] | None = None
+
+
 def me() -> tuple[str, int, int]:
-    pid = os.getpid()
-    return socket.gethostname(), pid, _pid_start(pid)
+    """This process, as a lock names its holder (read once: a server takes a lock for every run)."""
+    global _me
+    if _me is None or _me[1] != os.getpid():  # a forked child is another process
+        pid = os.getpid()
+        _me = (socket.gethostname(), pid, _pid_start(pid))
+    return _me
 
 
 def alive(host: str, pid: int, pid_start: int) -> bool:

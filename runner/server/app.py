@@ -32,6 +32,7 @@ from runner.server.stream import follow, json_line, sse
 
 MAX_BODY = 1 << 20  # bytes of a request's JSON
 MAX_WAIT = 3600.0
+MAX_NUMBER = 2**53  # the largest offset or event id taken (SQLite's integers end at 2**63)
 CLEANUP_GRACE = 5.0  # as the CLI gives jobs with `if: always()` after Ctrl-C
 STATIC = Path(__file__).parent / "static"
 
@@ -101,8 +102,8 @@ def _number(request: Request, name: str, default: float | None, most: float | No
         value = int(text) if whole else float(text)
     except ValueError:
         raise ApiError(400, f"?{name}= takes a {'whole ' if whole else ''}number, not {text!r}") from None
-    if value < 0 or not math.isfinite(value) or most is not None and value > most:
-        raise ApiError(400, f"?{name}= must be between 0 and {most}" if most is not None else f"?{name}= must not be negative")
+    if value < 0 or not math.isfinite(value) or value > (most if most is not None else MAX_NUMBER):
+        raise ApiError(400, f"?{name}= must be between 0 and {most if most is not None else MAX_NUMBER}")
     return value
 
 
@@ -327,10 +328,9 @@ async def run_events(request: Request) -> Response:
         if server.runs.unrecorded.get(run_id) is None:
             raise ApiError(404, f"no run `{run_id}`")
     given = request.headers.get("last-event-id")
-    if given is not None and not given.strip().isdigit():
+    if given is not None and not (given.strip().isascii() and given.strip().isdigit() and int(given) <= MAX_NUMBER):
         raise ApiError(400, f"Last-Event-ID is an event's id (a whole number), not {given!r}")
     after = int(given) if given is not None else _number(request, "after", 0)
-    after = min(after, 2**63 - 1)  # SQLite's largest integer; any larger is after every event too
     stream = "text/event-stream" in request.headers.get("accept", "")
     render = sse if stream else json_line
 

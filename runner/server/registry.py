@@ -44,6 +44,7 @@ class Registry:
     described: dict[str, dict[str, Any]] = field(default_factory=dict)
     invalid: dict[str, list[Problem]] = field(default_factory=dict)
     loaded: dict[str, tuple[tuple, Workflow, str]] = field(default_factory=dict)  # name → (stamp, workflow, digest)
+    names: dict[str, str | None] = field(default_factory=dict)  # a run's workflow path → its registered name
 
     @classmethod
     def scan(cls, directory: str | None) -> "Registry":
@@ -73,6 +74,11 @@ class Registry:
         """The registered name of a workflow file, if it is one."""
         if self.directory is None:
             return None
+        if path not in self.names:  # asked for each run the API shows: resolving each time costs syscalls
+            self.names[path] = self._name_of(path)
+        return self.names[path]
+
+    def _name_of(self, path: str) -> str | None:
         try:
             name = Path(path).resolve().relative_to(self.directory).as_posix()
         except ValueError:
