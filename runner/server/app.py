@@ -67,14 +67,14 @@ async def _body(request: Request) -> dict[str, Any]:
     except (ValueError, UnicodeError) as e:
         raise ApiError(400, f"the body is not JSON: {e}") from None
     except RecursionError:
-        raise ApiError(400, "the body is not JSON this server reads: it is nested too deeply") from None
+        raise ApiError(400, "the body is not JSON runner reads: it is nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(422, "the body must be a JSON object")
     return body
 
 
-def _not_json(name: str):
-    raise ValueError(f"{name} is not a JSON value")
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not a JSON number")
 
 
 def _finite(text: str) -> float:
