@@ -48,6 +48,8 @@ def _run_id() -> dict:
 
 
 def _query(name: str, schema: dict, description: str) -> dict:
+    if schema.get("type") in ("integer", "number"):  # `?limit=` is taken as if it were not there
+        schema = {"anyOf": [schema, {"const": ""}]}
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
