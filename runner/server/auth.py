@@ -62,8 +62,9 @@ class Auth:
             return await self.app(scope, receive, send)
         from runner.server.problems import problem
 
+        # The request's body is not read: the connection cannot serve another request.
         response = problem(401, "a valid token is needed: send `Authorization: Bearer TOKEN`",
-                           headers={"WWW-Authenticate": "Bearer"})
+                           headers={"WWW-Authenticate": "Bearer", "Connection": "close"})
         await response(scope, receive, send)
 
     @staticmethod
