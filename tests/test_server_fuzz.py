@@ -15,7 +15,6 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
-
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from conftest import write
@@ -55,7 +54,7 @@ def served(tmp_path_factory):
 
 
 def _real(served) -> dict[str, list[str]]:
-    """Names the server knows: a finished run, a failed one, the registered workflow and its jobs."""
+    """Names the server knows: a finished run, the registered workflow and its jobs."""
     done = served.start("hello.yml", wait=30)
     return {"run_id": [done], "name": ["hello.yml"], "job": ["greet", "shout"], "target": ["greet", "shout"]}
 
@@ -80,7 +79,8 @@ def test_every_operation_answers_as_its_document_says(served):
             sent += 1
             # A request the schema allows may still be refused for what it means (422 for an input
             # the workflow does not take): the document lists that answer, so only its shape is checked.
-            case.call_and_validate(session=session, headers=headers, timeout=60, excluded_checks=[positive_data_acceptance])
+            case.call_and_validate(session=session, headers=headers, timeout=60,
+                                   excluded_checks=[positive_data_acceptance])
 
         run()
 
