@@ -122,9 +122,20 @@ def measure_start(server: Server, runs: int) -> tuple[list[float], list[float]]:
                 if '"event":"node.started"' in line:
                     at_client.append(time.perf_counter() - begun)
                     break
-    with sqlite3.connect(server.state / "state.db") as db:
-        made = dict(db.execute("SELECT run_id, min(time) FROM events WHERE type = 'node.started' GROUP BY run_id"))
+    made = {run_id: min(t for _, t, kind in made_at(server, run_id) if kind == "node.started") for run_id in sent}
     return [made[run_id] - wall for run_id, wall in sent.items()], at_client
+
+
+def made_at(server: Server, run_id: str) -> list[tuple[int, float, str]]:
+    """(seq, Unix time it was made to the millisecond, type) of each of the run's events, as the store keeps them."""
+    with sqlite3.connect(server.state / "state.db") as db:
+        rows = db.execute("SELECT lines FROM events WHERE run_id = ? ORDER BY seq", (run_id,)).fetchall()
+    events = []
+    for (lines,) in rows:
+        for line in lines.split("\n"):
+            seq, ms, kind, _ = line.split("\t", 3)
+            events.append((int(seq), int(ms) / 1000, kind))
+    return events
 
 
 def measure_stream(server: Server, runs: int) -> list[float]:
@@ -140,8 +151,7 @@ def measure_stream(server: Server, runs: int) -> list[float]:
                 if line.startswith("id: "):
                     seq = int(line[4:])
                     arrived[seq] = time.time()
-        with sqlite3.connect(server.state / "state.db") as db:
-            made = dict(db.execute("SELECT seq, time FROM events WHERE run_id = ?", (run_id,)).fetchall())
+        made = {seq: made for seq, made, _ in made_at(server, run_id)}
         # Only what was made while the client followed: older events are read from the store at once.
         seconds += [arrived[s] - made[s] for s in arrived if made[s] > connected + 0.01]
     return seconds
