@@ -127,6 +127,9 @@ class Backend(ABC):
         settings of the workflow's container jobs that this backend cannot honour."""
         return []
 
+    def close(self) -> None:
+        """Release the connections to the engine, once the run has ended (a server opens a backend for each run)."""
+
     def reap(self) -> list[str]:
         """Remove what runners on this machine that were killed mid-run left behind; the ids removed."""
         return []

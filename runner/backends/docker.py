@@ -122,6 +122,9 @@ class DockerBackend(Backend):
     def host_path(self, path: str) -> str:
         return self.host_paths(path)
 
+    def close(self) -> None:
+        self.api.close()  # its pooled sockets, at once rather than when the collector finds the client
+
     async def _call(self, fn, *args, cancellable: bool = False):
         from docker.errors import DockerException
 

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 
 import trio
 
+from runner.engine.control import Gate
 from runner.engine.plan import Cancellation, mentions
 from runner.engine.state import RunState
 from runner.executors import Executor, NodeFailed, NodeRun, Outcome
@@ -58,6 +59,7 @@ class Lifecycle:
     # When the run is traced: the traceparent of (node id, attempt, step label or None)'s span (report/traceids.py).
     traceparent: Callable[[str, int, str | None], str] | None = None
     _secret_outputs: dict[int, list[str]] = field(default_factory=dict, init=False, repr=False)  # by id(job)
+    gate: Gate = field(default_factory=Gate)  # closed while the run is paused
 
     def keep(self, job: Job, record: NodeRecord, kept: dict) -> None:
         """Resume: a node that succeeded in an earlier attempt keeps its outputs and is not run."""
@@ -218,6 +220,7 @@ class Lifecycle:
         # A sub-workflow holds no slot itself: its jobs take theirs from the same limiter.
         limited = executor is not None and job.kind is not JobKind.WORKFLOW
         async with self.limiter if limited else nullcontext():
+            await self.gate.wait()
             with trio.CancelScope() as cancel:
                 if job.kind is not JobKind.WORKFLOW:  # a sub-workflow is cancelled through its scheduler
                     self.cancellation.running.add(cancel)

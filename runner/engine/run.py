@@ -31,6 +31,8 @@ from runner.report import Masking, Reporter, Reporters
 from runner.report import traceids
 from runner.report.files import EventLog, StepLogs, StepSummaries
 
+PROMPT_SECONDS = 0.002  # how long a followed run's new event waits for others to share its transaction
+
 
 @dataclass
 class RunOptions:
@@ -52,6 +54,8 @@ class RunOptions:
     targets: list[str] = field(default_factory=list)  # --target: run these jobs and what they need; skip the rest
     backend: str = "docker"  # what runs container jobs: runner.backends.BACKENDS
     workspace: str | None = None  # --workspace; else the repository holding the workflow (engine/workspace.py)
+    run_id: str | None = None  # the new run's id, chosen by the caller (a server answers with it first)
+    on_event: Any = None  # runner.report.events.Listener: hears each of the run's numbered events as it happens
 
 
 def new_run_id() -> str:
@@ -143,6 +147,7 @@ def _alone(error: BaseException) -> BaseException:
 async def _run(workflow: Workflow, options: RunOptions, store, state_dir: Path, workspace: Path) -> RunOutcome:
     from runner.engine.workspace import git_facts, uses_git
     from runner.model.inputs import resolve
+    from runner.report.events import Events
     from runner.report.recorder import Recorder
     from runner.engine.scheduler import Scheduler
     from runner.model.results import RunStatus
@@ -156,7 +161,7 @@ async def _run(workflow: Workflow, options: RunOptions, store, state_dir: Path, 
     for name, value in secret_values.items():
         if value in masker.too_short:
             print(f"runner: warning: secret `{name}` is shorter than 4 characters and cannot be masked", file=sys.stderr)
-    run_id = plan.run_id if plan else new_run_id()
+    run_id = plan.run_id if plan else options.run_id or new_run_id()
     control = options.control or RunControl()
     private = private_directories(state_dir, workspace)
     async with _executors(scheduled, options, run_id, masker, secret_values, control, private) as executors:
@@ -185,11 +190,12 @@ async def _run(workflow: Workflow, options: RunOptions, store, state_dir: Path, 
         )
         started = time.monotonic()
         status, reason, outputs = RunStatus.FAILURE, "runner stopped by an error", None
-        recorder = Recorder(store, run_id, attempt, masker)
+        events = Events(run_id, attempt, store.last_event(run_id), options.on_event)
+        recorder = Recorder(store, run_id, attempt, masker, events)
         reporter: Reporter = Reporters([])
         try:
             reporters: list[Reporter] = [
-                *options.reporters, StepLogs(run_dir / "logs", attempt, recorder.log_file),
+                *options.reporters, events, StepLogs(run_dir / "logs", attempt, recorder.log_file),
                 StepSummaries(run_dir / "summaries"),
             ]
             traced = traceids.enabled()
@@ -226,7 +232,7 @@ async def _run(workflow: Workflow, options: RunOptions, store, state_dir: Path, 
             )
             try:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_keep_flushing, recorder)
+                    await nursery.start(_keep_flushing, recorder, events)
                     outcome = await scheduler.run()
                     nursery.cancel_scope.cancel()
             except BaseException as e:
@@ -240,6 +246,7 @@ async def _run(workflow: Workflow, options: RunOptions, store, state_dir: Path, 
             reason, outputs = masker.text(outcome.reason), masker.value(outcome.outputs, numbers=True)
         finally:
             reporter.close()
+            events.finish(status.value, reason, outputs, time.monotonic() - started)
             recorder.close()  # everything written before the run's end is
             store.finish_run(run_id, attempt, status, reason, outputs, time.monotonic() - started)
     if options.output_json:
@@ -284,10 +291,25 @@ def _used(workflow: Workflow, wanted: set[str] | None) -> list[tuple[Workflow, J
     return used
 
 
-async def _keep_flushing(recorder) -> None:
-    """Write waiting transitions of a run whose nodes are busy, so that the store is never far behind."""
+async def _keep_flushing(recorder, events, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Write waiting transitions of a run whose nodes are busy, so that the store is never far behind.
+
+    A run whose events someone follows (a server's) is written within milliseconds of each event,
+    since they are shown once written; the events of one moment still share a transaction.
+    """
+    woken = trio.Event()
+
+    def wake() -> None:
+        woken.set()
+
+    if events.listener is not None:
+        events.wake = wake
+    task_status.started()
     while True:
-        await trio.sleep(0.1)
+        with trio.move_on_after(0.1):
+            await woken.wait()
+            woken = trio.Event()
+            await trio.sleep(PROMPT_SECONDS)
         if recorder.dirty:
             recorder.flush()
 

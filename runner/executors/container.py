@@ -95,6 +95,9 @@ class ContainerExecutor(Executor):
         # Host directories no job may see (runner's state): hidden where they lie in the workspace.
         self.private = private
 
+    async def aclose(self) -> None:
+        self.backend.close()
+
     def image_for(self, image: str) -> str:
         """The image to run for `image`: an exact `--image-map` entry, else one for its repository (every tag)."""
         if image in self.image_map:

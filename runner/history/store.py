@@ -32,7 +32,7 @@ from runner.errors import RunNotPossible, UsageError
 from runner.model.results import RunStatus
 
 DB_NAME = "state.db"
-SCHEMA_VERSION = 3  # 2: cache.digest; 3: steps
+SCHEMA_VERSION = 4  # 2: cache.digest; 3: steps; 4: events
 BUSY_TIMEOUT = 30.0  # seconds a writer waits for another process's transaction
 
 _SCHEMA = """
@@ -136,6 +136,14 @@ CREATE TABLE IF NOT EXISTS cache (
     created REAL NOT NULL,
     expires REAL
 );
+CREATE TABLE IF NOT EXISTS events (  -- what a run told, numbered across its attempts (report/events.py)
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,            -- the first event's number: a row holds a batch of events, numbered on
+    last INTEGER NOT NULL,           -- the last event's
+    run_attempt INTEGER NOT NULL,
+    lines TEXT NOT NULL,             -- an event a line: seq, Unix time in ms, type (run.started, node.log, …), JSON data, tab-separated and masked
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS runs_started ON runs (started);
 """
 
@@ -168,9 +176,16 @@ def _pid_start(pid: int) -> int:
         return 0
 
 
+_me: tuple[str, int, int] | None = None
+
+
 def me() -> tuple[str, int, int]:
-    pid = os.getpid()
-    return socket.gethostname(), pid, _pid_start(pid)
+    """This process, as a lock names its holder (read once: a server takes a lock for every run)."""
+    global _me
+    if _me is None or _me[1] != os.getpid():  # a forked child is another process
+        pid = os.getpid()
+        _me = (socket.gethostname(), pid, _pid_start(pid))
+    return _me
 
 
 def alive(host: str, pid: int, pid_start: int) -> bool:
@@ -369,8 +384,8 @@ class Store:
             self._unlock(db, run_id)
 
     def record(self, nodes: Iterable[tuple], transitions: Iterable[tuple], logs: Iterable[tuple],
-               steps: Iterable[tuple] = ()) -> None:
-        """A batch of node states, their transitions, log files and steps' times, in one transaction."""
+               steps: Iterable[tuple] = (), events: Iterable[tuple] = ()) -> None:
+        """A batch of node states, their transitions, log files, steps' times and events, in one transaction."""
         with self.transaction() as db:
             db.executemany(
                 "INSERT INTO nodes (run_id, node, job, matrix, state, outputs, secret, reason, attempts, started,"
@@ -388,6 +403,31 @@ class Store:
             db.executemany("INSERT INTO transitions VALUES (?, ?, ?, ?, ?, ?, ?)", transitions)
             db.executemany("INSERT OR REPLACE INTO logs VALUES (?, ?, ?, ?, ?, ?)", logs)
             db.executemany("INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", steps)
+            db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", events)
+
+    def set_status(self, run_id: str, status: RunStatus) -> None:
+        """A running run paused, or unpaused."""
+        with self.transaction() as db:
+            db.execute("UPDATE runs SET status = ? WHERE id = ?", (status.value, run_id))
+
+    def last_event(self, run_id: str) -> int:
+        """The sequence number of the run's last recorded event (0: none)."""
+        return self.value("SELECT max(last) FROM events WHERE run_id = ?", run_id)[0] or 0
+
+    def events(self, run_id: str, after: int, limit: int = 1000) -> list[tuple[int, str, str]]:
+        """The run's events after sequence number `after`, oldest first: (seq, type, data as JSON text)."""
+        found: list[tuple[int, str, str]] = []
+        rows = self.db.execute(
+            "SELECT lines FROM events WHERE run_id = ? AND last > ? ORDER BY seq", (run_id, after)
+        )
+        for (lines,) in rows:
+            for line in lines.split("\n"):
+                seq, _, kind, data = line.split("\t", 3)
+                if int(seq) > after:
+                    found.append((int(seq), kind, data))
+            if len(found) >= limit:
+                break
+        return found
 
     def find_run(self, given: str) -> dict[str, Any]:
         """The run named by its id, or by a unique beginning or end of it."""
@@ -412,7 +452,7 @@ class Store:
     def status(self, run: dict[str, Any]) -> RunStatus:
         """The run's status as users should see it: a running run whose runner died was killed."""
         status = RunStatus(run["status"])
-        if status is RunStatus.RUNNING and self.lock_holder(run["id"]) is None:
+        if status in (RunStatus.RUNNING, RunStatus.PAUSED) and self.lock_holder(run["id"]) is None:
             return RunStatus.KILLED
         return status
 
@@ -439,7 +479,7 @@ class Store:
         with self.transaction() as db:
             for table, column in (("runs", "id"), ("attempts", "run_id"), ("nodes", "run_id"),
                                   ("transitions", "run_id"), ("logs", "run_id"), ("locks", "run_id"),
-                                  ("steps", "run_id")):
+                                  ("steps", "run_id"), ("events", "run_id")):
                 db.executemany(f"DELETE FROM {table} WHERE {column} = ?", [(r,) for r in run_ids])
 
     # -- locks --------------------------------------------------------------
