@@ -225,7 +225,7 @@ def state_of(driver, job: str) -> str | None:
 # -- the tests ------------------------------------------------------------------------
 
 
-def test_a_run_page_shows_a_job_turn_from_running_to_succeeded_and_its_log_line(page, server, docker, tmp_path):
+def test_a_run_page_shows_a_job_turn_from_running_to_succeeded_and_its_log_line(page, docker, server):
     s = server({"wait.yml": WAITING})
     run_id = s.api("POST", "runs", {"workflow": "wait.yml"})["run_id"]
     page.get(f"{s.url}#/runs/{run_id}")
@@ -329,7 +329,7 @@ def test_the_runs_list_filters_by_status_and_workflow(page, server):
     assert "Failed:" in panel.text
 
 
-def test_the_page_asks_for_the_token_once_and_sends_it(page, server, docker):
+def test_the_page_asks_for_the_token_once_and_sends_it(page, docker, server):
     s = server({"wait.yml": WAITING}, tokens="s3cret-page-token")
     run_id = s.api("POST", "runs", {"workflow": "wait.yml"})["run_id"]
     page.get(f"{s.url}#/runs")
@@ -350,3 +350,46 @@ def test_the_page_asks_for_the_token_once_and_sends_it(page, server, docker):
     assert not page.find_element("id", "token-dialog").is_displayed()
     assert page.execute_script("return sessionStorage.getItem('runner.token')") == "s3cret-page-token"
     page.execute_script("sessionStorage.clear()")
+
+
+def test_the_buttons_pause_unpause_cancel_and_resume_a_run(page, docker, server):
+    s = server({"wait.yml": WAITING})
+    run_id = s.api("POST", "runs", {"workflow": "wait.yml"})["run_id"]
+    page.get(f"{s.url}#/runs/{run_id}")
+    until(page, "the job `work` running", lambda d: state_of(d, "work") == "running")
+
+    def button(action):
+        return css(f'button[data-action="{action}"]')(page)[0]
+
+    def status(d):
+        badges = css(".meta .badge")(d)
+        return badges[0].get_attribute("data-state") if badges else None
+
+    # Paused: the running job finishes, nothing starts after it until the run is unpaused.
+    button("pause").click()
+    until(page, "the run paused", lambda d: status(d) == "paused")
+    assert button("pause").get_attribute("disabled") is not None
+    (s.workflows / "go").touch()
+    until(page, "the job `work` succeeded", lambda d: state_of(d, "work") == "succeeded")
+    time.sleep(0.5)
+    assert state_of(page, "report") == "pending"
+    button("unpause").click()
+    until(page, "the run's success", lambda d: status(d) == "success" and state_of(d, "report") == "succeeded")
+
+    # Resumed from `work`: it runs again, as a new attempt of the same run.
+    (s.workflows / "go").unlink()
+    from selenium.webdriver.support.ui import Select
+
+    Select(page.find_element("id", "resume-from")).select_by_visible_text("work")
+    button("resume").click()
+    until(page, "the job `work` running again", lambda d: state_of(d, "work") == "running" and status(d) == "running")
+    assert state_of(page, "prepare") == "succeeded"
+
+    # Cancelled (after confirming): the running job is stopped, the run ends cancelled.
+    button("cancel").click()
+    page.switch_to.alert.accept()
+    until(page, "the run cancelled", lambda d: status(d) == "cancelled")
+    assert state_of(page, "work") == "cancelled"
+    assert s.api("GET", f"runs/{run_id}")["status"] == "cancelled"
+    marks = css(".timeline .mark")(page)
+    assert len(marks) == 2, "each attempt of the run is marked on the timeline"
