@@ -10,7 +10,8 @@ export function drawGraph(jobs, pick) {
   graph.setGraph({ rankdir: "LR", nodesep: 20, ranksep: 56, marginx: 12, marginy: 12 });
   graph.setDefaultEdgeLabel(() => ({}));
   const known = new Set(jobs.map((j) => j.id));
-  for (const job of jobs) graph.setNode(job.id, { width: Math.max(120, job.id.length * CHAR + 36), height: HEIGHT });
+  // Wide enough for the name and for the state line ("succeeded · attempt 2", "running · 3/10").
+  for (const job of jobs) graph.setNode(job.id, { width: Math.max(160, job.id.length * CHAR + 36), height: HEIGHT });
   for (const job of jobs) for (const need of job.needs) if (known.has(need)) graph.setEdge(need, job.id);
   dagre.layout(graph);
   const { width, height } = graph.graph();

@@ -34,6 +34,10 @@ class RunView {
     this.graphJobs = await this.jobGraph();
     this.build();
     this.absorb(this.doc);
+    // What the first document knew: events about it are replayed history, not news to time.
+    for (const node of this.nodes.values()) {
+      node.known = { attempts: node.attempts, running: node.state === "running", finished: FINISHED.has(node.state) };
+    }
     this.draw();
     this.listen();
     this.timers.push(setInterval(() => this.tick(), 1000));
@@ -184,7 +188,9 @@ class RunView {
     const now = Date.now() / 1000;
     const attempt = data.attempts || node.attempts || 1;
     const open = node.observed.find((g) => g.end === null);
-    if (data.state === "running") {
+    if (replayed(node.known, data, attempt)) {
+      // history the first document holds already: its times are not now
+    } else if (data.state === "running") {
       if (!node.observed.some((g) => g.attempt === attempt)) {
         if (open) Object.assign(open, { end: now, state: "retried" });
         node.observed.push({ start: now, end: null, state: "running", attempt });
@@ -334,12 +340,13 @@ class RunView {
     p.element.setAttribute("data-state", node.state);
     const log = this.logFor(node.id);
     const kind = (this.graphJobs.find((j) => j.id === node.job) || {}).kind;
-    log.empty.hidden = log.count > 0 || kind === "value" || node.state === "skipped";
+    const matrix = [...this.nodes.values()].some((n) => n.job === node.id && n.id !== node.id);
+    log.empty.hidden = log.count > 0 || kind === "value" || node.state === "skipped" || matrix;
     log.empty.textContent = FINISHED.has(node.state) ? "No output." : "No output yet.";
     if (p.state.textContent !== node.state) p.state.replaceChildren(badge(node.state));
-    const bars = node.segments || node.observed;
-    const last = bars[bars.length - 1];
-    p.time.textContent = last ? duration((last.end ?? Date.now() / 1000) - bars[0].start) : "";
+    const drawn = bars(node);
+    const last = drawn[drawn.length - 1];
+    p.time.textContent = last ? duration((last.end ?? Date.now() / 1000) - drawn[0].start) : "";
     const why = node.reason && ["failed", "skipped", "cancelled"].includes(node.state);
     p.reason.hidden = !node.reason;
     p.reason.textContent = node.reason ? `${why ? `${capital(node.state)}: ` : ""}${node.reason}` : "";
@@ -351,7 +358,7 @@ class RunView {
     const now = Date.now() / 1000;
     const ordered = this.graphJobs.flatMap((job) =>
       [...this.nodes.values()].filter((n) => n.job === job.id).sort((a, b) => (a.id === job.id ? -1 : b.id === job.id ? 1 : 0)));
-    const rows = ordered.map((n) => ({ id: n.id, segments: n.segments || n.observed })).filter((r) => r.segments.length);
+    const rows = ordered.map((n) => ({ id: n.id, segments: bars(n) })).filter((r) => r.segments.length);
     const attempts = Array.isArray(this.doc.attempts) ? this.doc.attempts : [];
     const marks = attempts.length > 1 ? attempts.map((a) => ({ at: a.started, label: `run attempt ${a.attempt} (${a.command})` })) : [];
     const live = !ENDED.has(this.doc.status);
@@ -395,6 +402,33 @@ class RunView {
       this.feedback.replaceChildren(problem(error));
     }
   }
+}
+
+function replayed(known, data, attempt) {
+  if (!known) return false;
+  if (data.state === "running") return attempt < known.attempts || (attempt === known.attempts && (known.running || known.finished));
+  return known.finished && attempt <= known.attempts;
+}
+
+// A node's bars: the server's times, split where this page saw a new attempt begin (the
+// server records a node's first start and last end only).
+function bars(node) {
+  const recorded = node.segments;
+  if (!recorded) return node.observed;
+  if (recorded.length !== 1) return recorded;
+  const [whole] = recorded;
+  const starts = node.observed
+    .filter((g) => g.attempt > 1 && g.start > whole.start && (whole.end === null || g.start < whole.end))
+    .sort((a, b) => a.start - b.start);
+  if (!starts.length) return recorded;
+  const split = [];
+  let from = whole.start;
+  for (const g of starts) {
+    split.push({ start: from, end: g.start, state: "retried", attempt: g.attempt - 1 });
+    from = g.start;
+  }
+  split.push({ ...whole, start: from });
+  return split;
 }
 
 // The registered name the run was started by, else the workflow file's path.

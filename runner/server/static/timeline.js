@@ -21,7 +21,7 @@ export function drawTimeline(rows, marks, now) {
   const lines = marks.map((m) => h("span", { class: "mark", style: `left:${at(m.at)}`, title: m.label }, h("span", {}, m.label)));
   const items = rows.map((row) =>
     h("li", { class: "lane", "data-node": row.id },
-      h("span", { class: "lane-name" }, row.id),
+      h("span", { class: "lane-name", title: row.id }, row.id),
       h("span", { class: "track" }, row.segments.map((g) => {
         const stop = g.end ?? now;
         const text = `${row.id}${g.attempt > 1 ? `, attempt ${g.attempt}` : ""}: ${g.state}, from +${duration(g.start - origin)} ` +
