@@ -90,6 +90,15 @@ def _parser() -> argparse.ArgumentParser:
     graph.add_argument("file", metavar="FILE")
     graph.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
 
+    serve = commands.add_parser("serve", help="serve an HTTP API that runs workflows (docs/server.md)", epilog=EPILOG)
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1; others need tokens)")
+    serve.add_argument("--port", type=int, default=8080, help="the port (default 8080; 0: any free one)")
+    serve.add_argument("--workflows", metavar="DIR", help="register every workflow file under DIR, by its path in DIR")
+    serve.add_argument("--state-dir", metavar="DIR", help="where runs are kept (default: the workspace's of --workflows)")
+    serve.add_argument("--concurrency", type=int, metavar="N", help="most runs at once; more wait their turn")
+    serve.add_argument("--token-file", metavar="FILE", help="bearer tokens, one a line (also $RUNNER_TOKENS)")
+    serve.add_argument("--allow-posted-workflows", action="store_true", help="also run workflow text posted to the API")
+
     commands.add_parser("schema", help="print the workflow JSON Schema")
     commands.add_parser(
         "action", help="run as a GitHub Action: the workflow and its settings come from INPUT_* variables",
@@ -185,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {
             "validate": _validate, "run": _run, "resume": _resume, "runs": _runs, "logs": _logs,
-            "graph": _graph, "schema": _schema, "action": _action, "state-dir": _state_dir,
+            "graph": _graph, "schema": _schema, "action": _action, "state-dir": _state_dir, "serve": _serve,
         }
         return commands[args.command](args)
     except WorkflowInvalid as e:
@@ -594,6 +603,12 @@ def _graph(args) -> int:
     workflow, _ = load_workflow(args.file)
     sys.stdout.write(dot(workflow) if args.format == "dot" else mermaid(workflow))
     return ExitStatus.SUCCESS
+
+
+def _serve(args) -> int:
+    from runner.server import serve
+
+    return serve(args)
 
 
 def _schema(args) -> int:

@@ -131,3 +131,16 @@ def test_an_unknown_target_names_the_known_jobs(tmp_path):
         needed(workflow, ["d", "nope"])
     assert "--target nope" in str(e.value)
     assert "a, b, c, d, cleanup, alone" in str(e.value)
+
+
+def test_a_paused_plan_holds_the_jobs_that_become_ready_until_unpaused(tmp_path):
+    plan = plan_of(tmp_path)
+    plan.pause()
+    assert plan.ready() == []
+    assert plan.unpause() == ["a", "alone"]
+    plan.pause()
+    assert finish(plan, "a", NodeState.SUCCEEDED) == []  # b and c wait
+    assert finish(plan, "alone", NodeState.SUCCEEDED) == []
+    assert plan.unpause() == ["b", "c"]
+    assert finish(plan, "b", NodeState.SUCCEEDED) == []
+    assert finish(plan, "c", NodeState.SUCCEEDED) == ["d"]

@@ -2,7 +2,8 @@
 
 `cancel(reason)` cancels the run as a failure with fail_fast does: what runs
 is stopped and jobs with `if: always()` still get their turn.  `stop()` ends
-everything at once.  A control given before the run starts takes effect when
+everything at once.  `pause()` lets no job start until `unpause()`; jobs that
+run go on to their end.  A control given before the run starts takes effect when
 it does.
 """
 
@@ -18,6 +19,8 @@ class RunControl:
         self.reason = ""  # why the run was cancelled from outside; empty while it was not
         self.signal: int | None = None  # the signal that cancelled it, if one did
         self.stopped = False
+        self.paused = False
+        self._pauses: list[Callable[[bool], None]] = []
         self._cancels: list[Callable[[str], None]] = []
         self._scopes: list[trio.CancelScope] = []
 
@@ -29,6 +32,7 @@ class RunControl:
         if self.cancelled:
             return
         self.reason, self.signal = reason, signal
+        self.paused = False  # a cancelled run decides its waiting jobs at once
         for cancel in self._cancels:
             cancel(reason)
 
@@ -48,3 +52,22 @@ class RunControl:
         self._scopes.append(scope)
         if self.stopped:
             scope.cancel()
+
+    def pause(self) -> None:
+        self._set_paused(True)
+
+    def unpause(self) -> None:
+        self._set_paused(False)
+
+    def _set_paused(self, paused: bool) -> None:
+        if self.paused == paused or self.cancelled:
+            return
+        self.paused = paused
+        for pause in self._pauses:
+            pause(paused)
+
+    def on_pause(self, pause: Callable[[bool], None]) -> None:
+        """`pause(True)` is called when the run is paused (at once if it is), `pause(False)` when it is unpaused."""
+        self._pauses.append(pause)
+        if self.paused:
+            pause(True)

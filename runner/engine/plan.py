@@ -2,7 +2,8 @@
 
 The plan knows which jobs are ready (every need finished), which of them end
 without running and why (a need failed, `if` is false, the run is cancelled,
-`--target` does not need them), and what a finished job releases.  It starts
+`--target` does not need them), and what a finished job releases; while the
+run is paused, it holds the jobs that become ready until it is unpaused.  It starts
 nothing and awaits nothing: the scheduler asks it and starts nodes, and tests
 drive it with nothing running.
 """
@@ -74,10 +75,27 @@ class Plan:
         self.jobs: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (preset or {}).items()}
         # Once cancelled, jobs start only if their `if` asks for it.
         self.cancellation = cancellation or Cancellation()
+        self.paused = False
+        self.held: list[str] = []  # jobs that became ready while the run was paused
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def unpause(self) -> list[str]:
+        """The jobs held while the run was paused: they may start now."""
+        self.paused = False
+        held, self.held = self.held, []
+        return held
+
+    def _release(self, ready: list[str]) -> list[str]:
+        if self.paused:
+            self.held.extend(ready)
+            return []
+        return ready
 
     def ready(self) -> list[str]:
         """The jobs that need nothing, in the workflow's order."""
-        return [job_id for job_id in self.workflow.order if self.remaining[job_id] == 0]
+        return self._release([job_id for job_id in self.workflow.order if self.remaining[job_id] == 0])
 
     def finish(self, record: NodeRecord) -> list[str]:
         """A job's result is final: publish it to expressions; the dependents it makes ready."""
@@ -88,7 +106,7 @@ class Plan:
             self.remaining[dependent] -= 1
             if self.remaining[dependent] == 0:
                 ready.append(dependent)
-        return ready
+        return self._release(ready)
 
     def fails_fast(self, record: NodeRecord) -> str:
         """Why the run is cancelled now that `record` finished, or nothing."""

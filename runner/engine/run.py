@@ -51,6 +51,8 @@ class RunOptions:
     targets: list[str] = field(default_factory=list)  # --target: run these jobs and what they need; skip the rest
     backend: str = "docker"  # what runs container jobs: runner.backends.BACKENDS
     workspace: str | None = None  # --workspace; else the repository holding the workflow (engine/workspace.py)
+    run_id: str | None = None  # the new run's id, chosen by the caller (a server answers with it first)
+    on_event: Any = None  # runner.report.events.Listener: hears each of the run's numbered events as it happens
 
 
 def new_run_id() -> str:
@@ -142,6 +144,7 @@ def _alone(error: BaseException) -> BaseException:
 async def _run(workflow: Workflow, options: RunOptions, store, state_dir: Path, workspace: Path) -> RunOutcome:
     from runner.engine.workspace import git_facts, uses_git
     from runner.model.inputs import resolve
+    from runner.report.events import Events
     from runner.report.recorder import Recorder
     from runner.engine.scheduler import Scheduler
     from runner.model.results import RunStatus
@@ -155,7 +158,7 @@ async def _run(workflow: Workflow, options: RunOptions, store, state_dir: Path, 
     for name, value in secret_values.items():
         if value in masker.too_short:
             print(f"runner: warning: secret `{name}` is shorter than 4 characters and cannot be masked", file=sys.stderr)
-    run_id = plan.run_id if plan else new_run_id()
+    run_id = plan.run_id if plan else options.run_id or new_run_id()
     control = options.control or RunControl()
     private = private_directories(state_dir, workspace)
     async with _executors(scheduled, options, run_id, masker, secret_values, control, private) as executors:
@@ -184,11 +187,12 @@ async def _run(workflow: Workflow, options: RunOptions, store, state_dir: Path, 
         )
         started = time.monotonic()
         status, reason, outputs = RunStatus.FAILURE, "runner stopped by an error", None
-        recorder = Recorder(store, run_id, attempt, masker)
+        events = Events(run_id, attempt, store.last_event(run_id), options.on_event)
+        recorder = Recorder(store, run_id, attempt, masker, events)
         reporter: Reporter = Reporters([])
         try:
             reporters: list[Reporter] = [
-                *options.reporters, StepLogs(run_dir / "logs", attempt, recorder.log_file),
+                *options.reporters, events, StepLogs(run_dir / "logs", attempt, recorder.log_file),
                 StepSummaries(run_dir / "summaries"),
             ]
             if options.events:
@@ -232,6 +236,7 @@ async def _run(workflow: Workflow, options: RunOptions, store, state_dir: Path, 
             reason, outputs = masker.text(outcome.reason), masker.value(outcome.outputs, numbers=True)
         finally:
             reporter.close()
+            events.finish(status.value, reason, outputs, time.monotonic() - started)
             recorder.close()  # everything written before the run's end is
             store.finish_run(run_id, attempt, status, reason, outputs, time.monotonic() - started)
     if options.output_json:

@@ -6,6 +6,8 @@ lifecycle's (`node.py`); this loop only connects them and owns the run's
 deadline.  Cancelling the run (fail_fast, the run's timeout, the caller's
 `RunControl.cancel`) stops what runs while jobs with `if: always()` still get
 their turn; `RunControl.stop`, or cancelling the call, stops those too.
+`RunControl.pause` holds the jobs that become ready (the plan keeps them)
+until `unpause`; a cancelled run is no longer paused.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class Scheduler:
         self.jobs: dict[str, NodeRecord] = {}  # every job that started, in the order they did
         self.failure_reason = ""
         self._nursery: trio.Nursery | None = None
+        self._unpaused = trio.Event()
 
     @classmethod
     def for_run(
@@ -144,15 +147,34 @@ class Scheduler:
                     self.control.stops(hard)
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
+                    if self.control is not None:
+                        self.control.on_pause(self._pause)
                     if self.failure_reason:
                         self.cancel_run(self.failure_reason)
                     self._start(self.plan.ready())
+                self._nursery = None
             outer.cancel_scope.cancel()
         return self._outcome()
 
     def cancel_run(self, reason: str) -> None:
         """Stop what runs; jobs not yet started run only if their `if` asks for it."""
         self.plan.cancellation.cancel(reason)
+        if self.plan.paused:
+            self._pause(False)
+
+    def _pause(self, paused: bool) -> None:
+        if self._nursery is None:  # the run is over
+            return
+        if paused:
+            self.plan.pause()
+            self._unpaused = trio.Event()
+            self._nursery.start_soon(self._unpaused.wait)  # a paused run lasts, even with nothing running
+            self.nodes.reporter.run_paused()
+        elif self.plan.paused:
+            held = self.plan.unpause()
+            self._unpaused.set()
+            self.nodes.reporter.run_unpaused()
+            self._start(held)
 
     async def _run_deadline(self, seconds: float) -> None:
         await trio.sleep(seconds)

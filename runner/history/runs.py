@@ -35,7 +35,7 @@ def _table(rows: list[tuple], out: TextIO) -> None:
 
 
 def _run_duration(store: Store, run: dict, status: RunStatus) -> float:
-    if status is RunStatus.RUNNING:  # the attempt under way counts so far
+    if status in (RunStatus.RUNNING, RunStatus.PAUSED):  # the attempt under way counts so far
         last = store.attempts(run["id"])[-1]
         return run["duration"] + time.time() - last["started"]
     if status is RunStatus.KILLED:  # until its last recorded transition
@@ -49,16 +49,7 @@ def _run_duration(store: Store, run: dict, status: RunStatus) -> float:
 
 
 def list_runs(store: Store, limit: int | None, fmt: str, out: TextIO = sys.stdout) -> None:
-    runs = store.runs(limit)
-    entries = []
-    for run in runs:
-        status = store.status(run)
-        only = (loads(run["options"]) or {}).get("only")
-        entries.append({
-            "id": run["id"], "workflow": run["workflow"], "name": run["name"], "status": status.value,
-            "started": run["started"], "duration_s": round(_run_duration(store, run, status), 3),
-            "attempts": run["attempt"], **({"only": only} if only else {}),
-        })
+    entries = [list_entry(store, run) for run in store.runs(limit)]
     if fmt == "json":
         json.dump(entries, out, indent=2)
         out.write("\n")
@@ -72,6 +63,17 @@ def list_runs(store: Store, limit: int | None, fmt: str, out: TextIO = sys.stdou
         workflow = _short(e["workflow"]) + (f" --only {e['only']}" if e.get("only") else "")
         rows.append((e["id"], workflow, status, _when(e["started"]), _duration(e["duration_s"])))
     _table(rows, out)
+
+
+def list_entry(store: Store, run: dict) -> dict[str, Any]:
+    """A run as `runs list --format json` lists it."""
+    status = store.status(run)
+    only = (loads(run["options"]) or {}).get("only")
+    return {
+        "id": run["id"], "workflow": run["workflow"], "name": run["name"], "status": status.value,
+        "started": run["started"], "duration_s": round(_run_duration(store, run, status), 3),
+        "attempts": run["attempt"], **({"only": only} if only else {}),
+    }
 
 
 def _short(path: str) -> str:

@@ -32,7 +32,7 @@ from runner.errors import RunNotPossible, UsageError
 from runner.model.results import RunStatus
 
 DB_NAME = "state.db"
-SCHEMA_VERSION = 2  # 2: cache.digest
+SCHEMA_VERSION = 3  # 2: cache.digest; 3: events
 BUSY_TIMEOUT = 30.0  # seconds a writer waits for another process's transaction
 
 _SCHEMA = """
@@ -124,6 +124,15 @@ CREATE TABLE IF NOT EXISTS cache (
     created REAL NOT NULL,
     expires REAL
 );
+CREATE TABLE IF NOT EXISTS events (  -- what a run told, numbered across its attempts (report/events.py)
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    run_attempt INTEGER NOT NULL,
+    time REAL NOT NULL,
+    type TEXT NOT NULL,              -- run.started, node.started, node.log, …
+    data TEXT NOT NULL,              -- JSON, masked
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS runs_started ON runs (started);
 """
 
@@ -356,8 +365,9 @@ class Store:
             )
             self._unlock(db, run_id)
 
-    def record(self, nodes: Iterable[tuple], transitions: Iterable[tuple], logs: Iterable[tuple]) -> None:
-        """A batch of node states, their transitions and log files, in one transaction."""
+    def record(self, nodes: Iterable[tuple], transitions: Iterable[tuple], logs: Iterable[tuple],
+               events: Iterable[tuple] = ()) -> None:
+        """A batch of node states, their transitions, log files and events, in one transaction."""
         with self.transaction() as db:
             db.executemany(
                 "INSERT INTO nodes (run_id, node, job, matrix, state, outputs, secret, reason, attempts, started,"
@@ -374,6 +384,22 @@ class Store:
             )
             db.executemany("INSERT INTO transitions VALUES (?, ?, ?, ?, ?, ?, ?)", transitions)
             db.executemany("INSERT OR REPLACE INTO logs VALUES (?, ?, ?, ?, ?, ?)", logs)
+            db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", events)
+
+    def set_status(self, run_id: str, status: RunStatus) -> None:
+        """A running run paused, or unpaused."""
+        with self.transaction() as db:
+            db.execute("UPDATE runs SET status = ? WHERE id = ?", (status.value, run_id))
+
+    def last_event(self, run_id: str) -> int:
+        """The sequence number of the run's last recorded event (0: none)."""
+        return self.value("SELECT max(seq) FROM events WHERE run_id = ?", run_id)[0] or 0
+
+    def events(self, run_id: str, after: int, limit: int = 1000) -> list[tuple[int, str, str]]:
+        """The run's events after sequence number `after`, oldest first: (seq, type, data as JSON text)."""
+        return self.db.execute(
+            "SELECT seq, type, data FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?", (run_id, after, limit)
+        ).fetchall()
 
     def find_run(self, given: str) -> dict[str, Any]:
         """The run named by its id, or by a unique beginning or end of it."""
@@ -398,7 +424,7 @@ class Store:
     def status(self, run: dict[str, Any]) -> RunStatus:
         """The run's status as users should see it: a running run whose runner died was killed."""
         status = RunStatus(run["status"])
-        if status is RunStatus.RUNNING and self.lock_holder(run["id"]) is None:
+        if status in (RunStatus.RUNNING, RunStatus.PAUSED) and self.lock_holder(run["id"]) is None:
             return RunStatus.KILLED
         return status
 
@@ -421,7 +447,8 @@ class Store:
     def delete_runs(self, run_ids: list[str]) -> None:
         with self.transaction() as db:
             for table, column in (("runs", "id"), ("attempts", "run_id"), ("nodes", "run_id"),
-                                  ("transitions", "run_id"), ("logs", "run_id"), ("locks", "run_id")):
+                                  ("transitions", "run_id"), ("logs", "run_id"), ("locks", "run_id"),
+                                  ("events", "run_id")):
                 db.executemany(f"DELETE FROM {table} WHERE {column} = ?", [(r,) for r in run_ids])
 
     # -- locks --------------------------------------------------------------

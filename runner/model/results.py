@@ -48,7 +48,9 @@ _RESULTS = {
 
 
 class RunStatus(Enum):
+    QUEUED = "queued"  # a server's run waiting for a free slot (--concurrency); not in the store yet
     RUNNING = "running"
+    PAUSED = "paused"  # running, but no job starts until it is unpaused
     SUCCESS = "success"
     FAILURE = "failure"
     CANCELLED = "cancelled"

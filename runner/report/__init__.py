@@ -30,6 +30,11 @@ class Reporter:
     def summary(self, node_id: str, text: str) -> None:
         """Markdown a step of the node wrote to `$RUNNER_STEP_SUMMARY` (`$GITHUB_STEP_SUMMARY`)."""
 
+    def run_paused(self) -> None:
+        """No job starts until the run is unpaused; running ones go on."""
+
+    def run_unpaused(self) -> None: ...
+
     def run_finished(self, summary: dict[str, Any]) -> None: ...
 
     def close(self) -> None: ...
@@ -62,6 +67,14 @@ class Reporters(Reporter):
     def summary(self, node_id, text):
         for r in self.reporters:
             r.summary(node_id, text)
+
+    def run_paused(self):
+        for r in self.reporters:
+            r.run_paused()
+
+    def run_unpaused(self):
+        for r in self.reporters:
+            r.run_unpaused()
 
     def run_finished(self, summary):
         for r in self.reporters:
@@ -124,6 +137,12 @@ class Masking(Reporter):
 
     def summary(self, node_id, text):
         self.inner.summary(node_id, self.masker.text(text))
+
+    def run_paused(self):
+        self.inner.run_paused()
+
+    def run_unpaused(self):
+        self.inner.run_unpaused()
 
     def run_finished(self, summary):
         self.inner.run_finished(self.masker.value(summary))

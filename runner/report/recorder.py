@@ -23,10 +23,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from runner.history.store import dumps
+from runner.model.results import RunStatus
 from runner.report import Reporter
 
 if TYPE_CHECKING:
     from runner.masking import Masker
+    from runner.report.events import Events
     from runner.history.store import Store
 
 FLUSH_SECONDS = 0.05
@@ -35,11 +37,12 @@ _EMPTY = dumps({})
 
 
 class Recorder(Reporter):
-    def __init__(self, store: "Store", run_id: str, run_attempt: int, masker: "Masker"):
+    def __init__(self, store: "Store", run_id: str, run_attempt: int, masker: "Masker", events: "Events | None" = None):
         self.store = store
         self.run_id = run_id
         self.run_attempt = run_attempt
         self.masker = masker
+        self.events = events  # written with each batch
         self.seq = store.node_seqs(run_id)  # transitions each node has had, in earlier attempts too
         self.started: dict[str, float] = {}
         self.nodes: dict[str, tuple] = {}
@@ -62,6 +65,14 @@ class Recorder(Reporter):
 
     def run_finished(self, summary: dict[str, Any]) -> None:
         self.flush()
+
+    def run_paused(self) -> None:
+        self.flush()
+        self.store.set_status(self.run_id, RunStatus.PAUSED)
+
+    def run_unpaused(self) -> None:
+        self.flush()
+        self.store.set_status(self.run_id, RunStatus.RUNNING)
 
     def close(self) -> None:
         """Write everything."""
@@ -108,14 +119,15 @@ class Recorder(Reporter):
 
     @property
     def dirty(self) -> bool:
-        return bool(self.nodes or self.transitions or self.logs)
+        return bool(self.nodes or self.transitions or self.logs or self.events is not None and self.events.pending)
 
     def flush(self) -> None:
         """Write what is waiting, as one transaction; if the store fails, keep it for the next try."""
         self.last_flush = time.monotonic()
         if not self.dirty:
             return
-        batch = ([self._row(*entry) for entry in self.nodes.values()], self.transitions, self.logs)
+        events = self.events.take() if self.events is not None else []
+        batch = ([self._row(*entry) for entry in self.nodes.values()], self.transitions, self.logs, events)
         self.nodes, self.transitions, self.logs = {}, [], []
         self._write([batch])
 

@@ -1,0 +1,79 @@
+"""A run's events, numbered: what `GET /runs/{id}/events` streams, from the store or as they happen.
+
+Every event gets the next sequence number of its run — across attempts, so
+that a client resuming after event N misses nothing and sees nothing twice,
+whichever process wrote them.  Events wait in `pending` until the recorder
+writes them with its next batch (one transaction for both); `listener`, if
+given, hears each at once (a server's live streams).  It sits behind
+`Masking`: what it sees is masked already.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from runner.history.store import dumps
+from runner.report import Reporter
+
+# The event types, as clients see them.
+RUN_STARTED = "run.started"
+RUN_PAUSED = "run.paused"
+RUN_UNPAUSED = "run.unpaused"
+RUN_FINISHED = "run.finished"
+NODE_STARTED = "node.started"
+NODE_FINISHED = "node.finished"
+NODE_EXPANDED = "node.expanded"
+NODE_LOG = "node.log"
+
+Listener = Callable[[int, str, str], None]  # (seq, type, data as JSON text)
+
+
+class Events(Reporter):
+    def __init__(self, run_id: str, run_attempt: int, last: int, listener: Listener | None = None):
+        self.run_id = run_id
+        self.run_attempt = run_attempt
+        self.seq = last  # the run's last recorded event
+        self.listener = listener
+        self.pending: list[tuple] = []
+
+    def take(self) -> list[tuple]:
+        """The rows waiting to be written (the recorder takes them into its batch)."""
+        rows, self.pending = self.pending, []
+        return rows
+
+    def _emit(self, kind: str, data: dict[str, Any]) -> None:
+        self.seq += 1
+        text = dumps(data)
+        self.pending.append((self.run_id, self.seq, self.run_attempt, time.time(), kind, text))
+        if self.listener is not None:
+            self.listener(self.seq, kind, text)
+
+    def run_started(self, run_id, workflow, name):
+        self._emit(RUN_STARTED, {"run_id": run_id, "workflow": workflow, "name": name, "attempt": self.run_attempt})
+
+    def node_started(self, node):
+        self._emit(NODE_STARTED, {"node": node.id, "job": node.job_id, "state": node.state.value, "attempts": node.attempts})
+
+    def node_finished(self, node):
+        data = {"node": node.id, "job": node.job_id, "state": node.state.value, "result": node.result.value,
+                "reason": node.reason, "attempts": node.attempts, "duration_s": round(node.duration, 3)}
+        if node.cached_from is not None:
+            data["cached_from"] = node.cached_from
+        self._emit(NODE_FINISHED, data)
+
+    def expanded(self, node_id, instances):
+        self._emit(NODE_EXPANDED, {"node": node_id, "instances": instances})
+
+    def log(self, node_id, step, stream, line):
+        self._emit(NODE_LOG, {"node": node_id, "step": step, "stream": stream, "line": line})
+
+    def run_paused(self):
+        self._emit(RUN_PAUSED, {})
+
+    def run_unpaused(self):
+        self._emit(RUN_UNPAUSED, {})
+
+    def finish(self, status: str, reason: str, outputs: Any, duration: float) -> None:
+        """The attempt's end, however it ended (the run's code calls it, not the scheduler): the last event."""
+        self._emit(RUN_FINISHED, {"status": status, "reason": reason, "outputs": outputs, "duration_s": round(duration, 3)})

@@ -1,0 +1,191 @@
+"""`runner serve` with container jobs: logs as they are written, pause, cancel, resume, and signals."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+
+from conftest import BUSYBOX, cli, write
+from serving import Served
+
+SLOW = f"""
+    version: 1
+    name: slow
+    jobs:
+      first:
+        image: {BUSYBOX}
+        steps:
+          - name: count
+            run: for i in 1 2 3 4; do echo "line $i"; sleep 0.5; done
+      second:
+        needs: first
+        image: {BUSYBOX}
+        steps:
+          - run: echo second
+"""
+
+LONG = f"""
+    version: 1
+    jobs:
+      sleeper:
+        image: {BUSYBOX}
+        steps:
+          - run: echo started; sleep 300
+      cleanup:
+        needs: sleeper
+        if: always()
+        outputs: {{done: yes}}
+"""
+
+FLAKY = f"""
+    version: 1
+    jobs:
+      check:
+        image: {BUSYBOX}
+        steps:
+          - run: test -f /workspace/fixed
+      after:
+        needs: check
+        outputs: {{ok: 1}}
+"""
+
+
+@pytest.fixture
+def workflows(tmp_path):
+    directory = tmp_path / "workflows"
+    directory.mkdir()
+    write(directory, SLOW, "slow.yml")
+    write(directory, LONG, "long.yml")
+    write(directory, FLAKY, "flaky.yml")
+    return directory
+
+
+@pytest.fixture
+def server(tmp_path, workflows, docker):
+    served = Served("--workflows", workflows, "--state-dir", tmp_path / "state", cwd=tmp_path)
+    yield served
+    served.stop()
+
+
+def test_a_container_jobs_log_lines_stream_while_it_runs(server):
+    run_id = server.start("slow.yml")
+    seen = []
+    with server.client.stream("GET", f"/runs/{run_id}/events", headers={"Accept": "text/event-stream"}) as response:
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                seen.append((line[7:], time.monotonic()))
+            if line.startswith("data: ") and seen[-1][0] == "node.log":
+                seen[-1] = (seen[-1][0], seen[-1][1], json.loads(line[6:]))
+    kinds = [s[0] for s in seen]
+    assert kinds[-1] == "run.finished"
+    logs = [s[2]["line"] for s in seen if s[0] == "node.log"]
+    assert logs == ["line 1", "line 2", "line 3", "line 4", "second"]
+    first_line = next(s[1] for s in seen if s[0] == "node.log")
+    first_done = next(s[1] for s in seen if s[0] == "node.finished")
+    assert first_done - first_line > 1.0  # the first line came as it was written, not at the job's end
+
+    whole = server.client.get(f"/runs/{run_id}/logs/first/1")
+    assert whole.text == "line 1\nline 2\nline 3\nline 4\n"
+    assert whole.headers["x-log-size"] == str(len(whole.text))
+    assert server.client.get(f"/runs/{run_id}/logs/first/1", params={"offset": 7}).text == "line 2\nline 3\nline 4\n"
+    assert server.client.get(f"/runs/{run_id}/logs/first/1", params={"tail": 2}).text == "line 3\nline 4\n"
+    assert server.client.get(f"/runs/{run_id}/logs/nojob").status_code == 404
+    assert cli("logs", run_id, "first", "--state-dir", server_state(server)).stdout.endswith("line 4\n")
+
+
+def server_state(server) -> str:
+    return server.stdout[0].split("runs kept in ")[1].rstrip(")\n")
+
+
+def test_pause_lets_running_jobs_finish_and_starts_nothing_until_unpaused(server):
+    run_id = server.start("slow.yml")
+    server.wait_for(run_id, "running")
+    assert server.client.post(f"/runs/{run_id}/pause").json() == {"run_id": run_id, "status": "paused"}
+    deadline = time.monotonic() + 30
+    while server.client.get(f"/runs/{run_id}").json()["jobs"].get("first", {}).get("state") != "succeeded":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(1.0)
+    run = server.client.get(f"/runs/{run_id}").json()
+    assert run["status"] == "paused" and "second" not in run["jobs"]
+    listed = cli("runs", "list", "--state-dir", server_state(server)).stdout
+    assert f"{run_id}  " in listed and "paused" in listed
+    assert server.client.post(f"/runs/{run_id}/unpause").json()["status"] == "running"
+    run = server.wait_for(run_id, "success")
+    assert run["jobs"]["second"]["state"] == "succeeded"
+    kinds = [e["event"] for e in server.events(run_id)]
+    paused, unpaused = kinds.index("run.paused"), kinds.index("run.unpaused")
+    assert paused < kinds.index("node.finished") < unpaused < len(kinds) - 1 - kinds[::-1].index("node.started")
+
+
+def test_cancel_stops_the_run_lets_cleanup_run_and_removes_its_containers(server):
+    run_id = server.start("long.yml")
+    with server.client.stream("GET", f"/runs/{run_id}/events") as response:
+        for line in response.iter_lines():
+            if '"line":"started"' in line:
+                break
+    response = server.client.post(f"/runs/{run_id}/cancel")
+    assert response.status_code == 202
+    run = server.wait_for(run_id, "cancelled", timeout=30)
+    assert run["jobs"]["sleeper"]["state"] == "cancelled"
+    assert run["jobs"]["cleanup"]["state"] == "succeeded"
+    # the docker fixture finds no container left behind
+
+
+def test_resume_runs_again_what_failed_as_a_new_attempt(server, workflows):
+    response = server.client.post("/runs", params={"wait": 60}, json={"workflow": "flaky.yml"})
+    run_id = response.json()["run_id"]
+    assert response.json()["status"] == "failure"
+    assert server.client.post(f"/runs/{run_id}/cancel").status_code == 409  # it has ended
+    (workflows / "fixed").write_text("")  # the workflow's directory is its workspace
+    resumed = server.client.post(f"/runs/{run_id}/resume", params={"wait": 60}, json={})
+    assert resumed.status_code == 201, resumed.text
+    run = resumed.json()
+    assert run["run_id"] == run_id and run["status"] == "success"
+    assert [a["command"] for a in run["attempts"]] == ["run", "resume"]
+    first = server.events(run_id)  # a stream ends with an attempt's run.finished
+    assert first[-1]["event"] == "run.finished" and first[-1]["data"]["status"] == "failure"
+    second = server.events(run_id, after=first[-1]["id"])
+    assert second[0]["event"] == "run.started" and second[0]["data"]["attempt"] == 2
+    assert second[-1]["event"] == "run.finished" and second[-1]["data"]["status"] == "success"
+    assert [e["id"] for e in first + second] == list(range(1, len(first) + len(second) + 1))
+    again = server.client.post(f"/runs/{run_id}/resume", json={})
+    assert again.status_code == 409 and "nothing to resume" in again.json()["detail"]
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_cancels_the_runs_as_the_cli_does_and_removes_their_containers(tmp_path, workflows, docker, signum, status):
+    served = Served("--workflows", workflows, "--state-dir", tmp_path / "state", cwd=tmp_path)
+    run_id = served.start("long.yml")
+    with served.client.stream("GET", f"/runs/{run_id}/events") as response:
+        for line in response.iter_lines():
+            if '"line":"started"' in line:
+                break
+    assert served.stop(signum) == status
+    shown = json.loads(cli("runs", "show", run_id, "--format", "json", "--state-dir", tmp_path / "state").stdout)
+    assert shown["status"] == "cancelled"
+    assert shown["jobs"]["sleeper"]["result"] == "cancelled" and shown["jobs"]["cleanup"]["result"] == "success"
+
+
+def test_runs_of_a_killed_server_show_as_killed_and_resume(tmp_path, workflows, docker):
+    served = Served("--workflows", workflows, "--state-dir", tmp_path / "state", cwd=tmp_path)
+    run_id = served.start("slow.yml")
+    with served.client.stream("GET", f"/runs/{run_id}/events") as response:
+        for line in response.iter_lines():
+            if '"line":"line 1"' in line:
+                break
+    assert served.stop(signal.SIGKILL) == -signal.SIGKILL
+    again = Served("--workflows", workflows, "--state-dir", tmp_path / "state", cwd=tmp_path)
+    try:
+        assert again.client.get(f"/runs/{run_id}").json()["status"] == "killed"
+        before = again.events(run_id)
+        assert before[-1]["event"] != "run.finished"  # the stream of a dead run ends all the same
+        resumed = again.client.post(f"/runs/{run_id}/resume", params={"wait": 60}, json={})
+        assert resumed.status_code == 201 and resumed.json()["status"] == "success"
+        events = again.events(run_id)
+        assert events[:len(before)] == before and events[-1]["event"] == "run.finished"
+    finally:
+        again.stop()
