@@ -70,6 +70,14 @@ outputs:
   greeting: ${{ jobs.greet.outputs.greeting }}
 """
 
+BROKEN = """
+version: 1
+jobs:
+  a:
+    needs: nowhere
+    outputs: {x: 1}
+"""
+
 FAILS = """
 version: 1
 name: fails
@@ -268,9 +276,13 @@ def test_a_run_page_shows_a_job_turn_from_running_to_succeeded_and_its_log_line(
 def test_a_workflow_starts_from_the_form_built_from_its_typed_inputs(page, server):
     from selenium.webdriver.support.ui import Select
 
-    s = server({"typed.yml": TYPED})
+    s = server({"typed.yml": TYPED, "broken.yml": BROKEN})
     page.get(f"{s.url}#/start")
-    until(page, "the registered workflow", css('a[data-workflow="typed.yml"]'))[0].click()
+    link = until(page, "the registered workflow", css('a[data-workflow="typed.yml"]'))[0]
+    invalid = css('li[data-invalid="broken.yml"]')(page)
+    assert invalid and "nowhere" in invalid[0].text, "an invalid workflow is listed with its problem"
+    assert not css('a[data-workflow="broken.yml"]')(page)
+    link.click()
     form = until(page, "the form", css('form.start[data-workflow="typed.yml"]'))[0]
     assert {e.get_attribute("name"): e.get_attribute("type") for e in form.find_elements("css selector", "input")} == {
         "who": "text", "times": "number", "loud": "checkbox"}

@@ -4,7 +4,6 @@ import * as api from "./api.js";
 import { h, badge, when, duration, problem } from "./dom.js";
 import { drawGraph } from "./graph.js";
 import { drawTimeline } from "./timeline.js";
-import { workflows } from "./workflows.js";
 
 const FINISHED = new Set(["succeeded", "failed", "skipped", "cancelled"]);
 const ENDED = new Set(["success", "failure", "cancelled", "killed"]);
@@ -31,7 +30,7 @@ class RunView {
 
   async load() {
     this.doc = await api.json(this.path);
-    this.graphJobs = await this.jobGraph();
+    this.graphJobs = this.jobGraph();
     this.build();
     this.absorb(this.doc);
     // What the first document knew: events about it are replayed history, not news to time.
@@ -49,20 +48,11 @@ class RunView {
     clearTimeout(this.refetching);
   }
 
-  // Jobs and what each needs: from the run's document, else from the registered workflow.
-  async jobGraph() {
-    const doc = this.doc;
-    const listed = doc.graph || doc.workflow_jobs || null;
-    if (Array.isArray(listed)) return listed.map((j) => ({ id: j.id, kind: j.kind, needs: [].concat(j.needs || []) }));
-    const jobs = Object.entries(doc.jobs || {});
-    if (jobs.some(([, j]) => j.needs !== undefined)) return jobs.map(([id, j]) => ({ id, needs: [].concat(j.needs || []) }));
-    try {
-      const found = (await workflows()).find((w) => w.name === doc.workflow || String(doc.workflow).endsWith(`/${w.name}`));
-      if (found && Array.isArray(found.jobs)) return found.jobs.map((j) => ({ id: j.id, kind: j.kind, needs: [].concat(j.needs || []) }));
-    } catch {
-      // no graph then: the jobs are drawn side by side
-    }
-    return jobs.map(([id]) => ({ id, needs: [] }));
+  // Jobs and what each needs, from the workflow file (null if it can no longer be read:
+  // then the jobs the run recorded are drawn side by side).
+  jobGraph() {
+    const graph = this.doc.graph || Object.keys(this.doc.jobs || {}).map((id) => ({ id, needs: [] }));
+    return graph.map((j) => ({ id: j.id, kind: j.kind, needs: [].concat(j.needs || []) }));
   }
 
   build() {
@@ -433,7 +423,7 @@ function bars(node) {
 
 // The registered name the run was started by, else the workflow file's path.
 function workflowName(doc) {
-  return [doc.registered, doc.workflow].find((v) => v && !String(v).startsWith("/")) || doc.path || doc.workflow || "";
+  return doc.registered || doc.workflow || "";
 }
 
 function attemptsCount(attempts) {

@@ -73,8 +73,8 @@ export async function renderRuns(main, params) {
 }
 
 function row(run) {
-  return h("tr", { "data-run": run.id, "data-status": run.status },
-    h("th", { scope: "row" }, h("a", { href: `#/runs/${encodeURIComponent(run.id)}` }, run.id)),
+  return h("tr", { "data-run": run.run_id, "data-status": run.status },
+    h("th", { scope: "row" }, h("a", { href: `#/runs/${encodeURIComponent(run.run_id)}` }, run.run_id)),
     h("td", {}, h("span", { class: "workflow" }, workflowLabel(run)),
       run.name && run.name !== workflowLabel(run) ? h("span", { class: "muted" }, ` ${run.name}`) : null),
     h("td", {}, badge(run.status)),

@@ -1,12 +1,11 @@
 // Starting a registered workflow: the list of workflows, and a form built from one's typed inputs.
 import * as api from "./api.js";
 import { h } from "./dom.js";
-import { workflows } from "./workflows.js";
 
 export async function renderStart(main, name) {
-  const all = await workflows();
+  const { workflows: all, invalid } = await api.json("workflows");
   if (!name) {
-    main.replaceChildren(h("h1", {}, "Start a workflow"), choices(all));
+    main.replaceChildren(h("h1", {}, "Start a workflow"), choices(all), broken(invalid || []));
     return null;
   }
   const workflow = all.find((w) => w.name === name);
@@ -31,6 +30,16 @@ function choices(all) {
       w.title && w.title !== w.name ? h("span", { class: "muted" }, ` ${w.title}`) : null,
       w.description ? h("p", { class: "muted" }, w.description) : null,
       h("p", { class: "hint" }, w.inputs.length ? `inputs: ${w.inputs.map((i) => i.name).join(", ")}` : "no inputs"))));
+}
+
+// Workflow files the server found invalid at start, with why: they cannot be started.
+function broken(invalid) {
+  if (!invalid.length) return "";
+  return h("section", { "aria-labelledby": "invalid-title" },
+    h("h2", { id: "invalid-title" }, "Not registered: not valid"),
+    h("ul", { class: "workflows" }, invalid.map((w) =>
+      h("li", { "data-invalid": w.name }, h("strong", {}, w.name),
+        h("ul", {}, w.problems.map((p) => h("li", { class: "error" }, `line ${p.line}: ${p.path ? `${p.path}: ` : ""}${p.message}`)))))));
 }
 
 function form(workflow) {
@@ -59,7 +68,7 @@ function form(workflow) {
     submit.disabled = true;
     try {
       const answer = await api.json("runs", { method: "POST", body: { workflow: workflow.name, inputs } });
-      location.hash = `#/runs/${encodeURIComponent(answer.run_id || answer.id)}`;
+      location.hash = `#/runs/${encodeURIComponent(answer.run_id)}`;
     } catch (error) {
       show(error.problems && error.problems.length ? error.problems : [{ message: error.message }]);
     } finally {
@@ -86,7 +95,7 @@ function form(workflow) {
 function field(spec) {
   const id = `input-${spec.name}`;
   const type = spec.type || "string";
-  const choices = spec.enum || spec.options || spec.choices;
+  const choices = spec.enum;
   const required = Boolean(spec.required);
   const given = spec.default ?? undefined; // the API gives null for "no default"
   const hint = spec.description ? h("p", { class: "hint", id: `${id}-hint` }, spec.description) : null;
@@ -99,6 +108,7 @@ function field(spec) {
       required && given === undefined ? h("option", { value: "" }, "choose…") : null,
       !required && given === undefined ? h("option", { value: "" }, "(not given)") : null,
       choices.map((c, index) => h("option", { value: String(index), selected: c === given }, String(c))));
+    // The option's index is its value, so that a choice keeps its type (a number stays one).
     value = () => {
       if (control.value === "") return required ? fail("choose one") : undefined;
       return choices[Number(control.value)];
