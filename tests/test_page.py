@@ -135,11 +135,12 @@ def page(browser):
 class Server:
     """`runner serve` in a subprocess, on a free port of 127.0.0.1."""
 
-    def __init__(self, directory: Path, tokens: str = ""):
+    def __init__(self, directory: Path, tokens: str = "", options: tuple[str, ...] = ()):
         self.workflows = directory / "workflows"
         self.workflows.mkdir(exist_ok=True)
         self.directory = directory
         self.token = tokens.split(",")[0] if tokens else ""
+        self.options = options
         self.process = None
         self.url = ""
 
@@ -149,7 +150,7 @@ class Server:
             env["RUNNER_TOKENS"] = self.token
         self.process = subprocess.Popen(
             [sys.executable, "-m", "runner", "serve", "--port", "0", "--workflows", str(self.workflows),
-             "--state-dir", str(self.directory / "state")],
+             "--state-dir", str(self.directory / "state"), *self.options],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         )
         lines: queue.Queue[str] = queue.Queue()
@@ -194,8 +195,8 @@ class Server:
 def server(tmp_path):
     started: list[Server] = []
 
-    def start(workflows: dict[str, str], tokens: str = "") -> Server:
-        s = Server(tmp_path, tokens)
+    def start(workflows: dict[str, str], tokens: str = "", options: tuple[str, ...] = ()) -> Server:
+        s = Server(tmp_path, tokens, options)
         for name, text in workflows.items():
             write(s.workflows, text, name)
         started.append(s.start())
@@ -405,3 +406,19 @@ def test_the_buttons_pause_unpause_cancel_and_resume_a_run(page, docker, server)
     assert s.api("GET", f"runs/{run_id}")["status"] == "cancelled"
     marks = css(".timeline .mark")(page)
     assert len(marks) == 2, "each attempt of the run is marked on the timeline"
+
+
+def test_a_queued_run_shows_its_jobs_once_it_starts(page, docker, server):
+    s = server({"wait.yml": WAITING}, options=("--concurrency", "1"))
+    first = s.api("POST", "runs", {"workflow": "wait.yml"})["run_id"]
+    second = s.api("POST", "runs", {"workflow": "wait.yml"})["run_id"]
+    page.get(f"{s.url}#/runs?status=queued")
+    until(page, "the second run queued", css(f'table.runs tr[data-run="{second}"][data-status="queued"]'))
+    assert not css(f'table.runs tr[data-run="{first}"]')(page)
+    page.get(f"{s.url}#/runs/{second}")
+    until(page, "the run waiting for a slot", lambda d: "waits for a free slot" in d.find_element("id", "view").text)
+
+    (s.workflows / "go").touch()  # the first run ends, the second starts and finds the file there
+    until(page, "the second run's jobs, succeeded", lambda d: state_of(d, "work") == "succeeded")
+    until(page, "the run's success", css('.meta .badge[data-state="success"]'))
+    assert s.api("GET", f"runs/{first}")["status"] == "success"

@@ -85,11 +85,32 @@ class RunView {
       h("section", { "aria-labelledby": "timeline-title" }, h("h2", { id: "timeline-title" }, "Timeline"), this.timelineBox),
       h("section", { "aria-labelledby": "logs-title" }, h("h2", { id: "logs-title" }, "Jobs and logs"), this.jobList),
       this.outputs);
-    this.graph = drawGraph(
-      this.graphJobs.map((j) => ({ ...j, state: "pending" })),
-      (id) => this.reveal(id));
-    this.graphBox.replaceChildren(this.graph.svg);
-    this.resumeJob.replaceChildren(...this.graphJobs.map((j) => h("option", { value: j.id }, j.id)));
+    this.drawGraph();
+  }
+
+  drawGraph() {
+    if (!this.graphJobs.length) {
+      this.graph = { update() {} };
+      this.graphBox.replaceChildren(h("p", { class: "muted" }, "The run waits for a free slot; its jobs show once it starts."));
+    } else {
+      this.graph = drawGraph(this.graphJobs.map((j) => ({ ...j, state: "pending" })), (id) => this.reveal(id));
+      this.graphBox.replaceChildren(this.graph.svg);
+    }
+    this.resumeJob.replaceChildren(
+      h("option", { value: "" }, "what failed or did not run"),
+      ...this.graphJobs.map((j) => h("option", { value: j.id }, j.id)));
+  }
+
+  // A queued run's document names no jobs yet: once it starts, they are drawn.
+  async regraph() {
+    try {
+      this.absorb(await api.json(this.path));
+    } catch {
+      return;
+    }
+    this.graphJobs = this.jobGraph();
+    this.drawGraph();
+    this.render();
   }
 
   // The run's document (first, and again after transitions): states, reasons, timings.
@@ -135,7 +156,10 @@ class RunView {
         this.lastType = type;
         handle(event.data ? JSON.parse(event.data) : {});
       });
-    on("run.started", () => this.setStatus("running"));
+    on("run.started", () => {
+      this.setStatus("running");
+      if (!this.graphJobs.length) this.regraph();
+    });
     on("run.paused", () => this.setStatus("paused"));
     on("run.unpaused", () => this.setStatus("running"));
     on("run.finished", (data) => {
@@ -370,11 +394,12 @@ class RunView {
   async act(action) {
     const labels = { cancel: "Cancel asked", pause: "Paused: no job starts, running jobs finish", unpause: "Unpaused", resume: "Resumed" };
     if (action === "cancel" && !confirm("Cancel this run? Running jobs are stopped.")) return;
-    const body = action === "resume" ? { from: this.resumeJob.value } : undefined;
+    const from = this.resumeJob.value;
+    const body = action === "resume" ? (from ? { from } : {}) : undefined;
     this.feedback.replaceChildren();
     try {
       const answer = await api.json(`${this.path}/${action}`, { method: "POST", body });
-      this.feedback.textContent = action === "resume" ? `Resumed from ${body.from}` : labels[action];
+      this.feedback.textContent = action === "resume" && from ? `Resumed from ${from}` : labels[action];
       if (action === "resume") {
         const id = answer && (answer.run_id || answer.id);
         if (id && id !== this.runId) {

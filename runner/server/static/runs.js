@@ -49,7 +49,7 @@ export async function renderRuns(main, params) {
       return;
     }
     failed = false;
-    body.replaceChildren(...found.runs.map(row));
+    show(body, found.runs);
     const filtered = chosen.status || chosen.workflow;
     status.textContent = found.runs.length ? "" : filtered ? "No run matches these filters." : "No runs yet.";
     more.hidden = !(found.next || found.runs.length >= limit);
@@ -72,12 +72,26 @@ export async function renderRuns(main, params) {
   return () => clearInterval(timer);
 }
 
+// Rows are kept and updated in place, keyed by run, so that a focused link keeps its focus.
+function show(body, runs) {
+  const rows = new Map([...body.children].map((tr) => [tr.dataset.run, tr]));
+  runs.forEach((run, index) => {
+    const tr = rows.get(run.run_id) || row(run);
+    rows.delete(run.run_id);
+    tr.setAttribute("data-status", run.status);
+    const [status, started, took] = tr.querySelectorAll("[data-cell]");
+    if (status.textContent !== run.status) status.replaceChildren(badge(run.status));
+    started.replaceChildren(h("time", { datetime: run.started ? new Date(run.started * 1000).toISOString() : null }, when(run.started)));
+    took.textContent = duration(run.duration_s);
+    if (body.children[index] !== tr) body.insertBefore(tr, body.children[index] || null);
+  });
+  for (const gone of rows.values()) gone.remove();
+}
+
 function row(run) {
-  return h("tr", { "data-run": run.run_id, "data-status": run.status },
+  return h("tr", { "data-run": run.run_id },
     h("th", { scope: "row" }, h("a", { href: `#/runs/${encodeURIComponent(run.run_id)}` }, run.run_id)),
     h("td", {}, h("span", { class: "workflow" }, workflowLabel(run)),
       run.name && run.name !== workflowLabel(run) ? h("span", { class: "muted" }, ` ${run.name}`) : null),
-    h("td", {}, badge(run.status)),
-    h("td", {}, h("time", { datetime: run.started ? new Date(run.started * 1000).toISOString() : null }, when(run.started))),
-    h("td", {}, duration(run.duration_s)));
+    h("td", { "data-cell": "status" }), h("td", { "data-cell": "started" }), h("td", { "data-cell": "duration" }));
 }
