@@ -106,12 +106,15 @@ def browser():
                      "--window-size=1280,1024"):
         options.add_argument(argument)
     profile = tempfile.TemporaryDirectory(prefix="runner-chromium-")
-    options.add_argument(f"--user-data-dir={profile.name}")
+    options.add_argument(f"--user-data-dir={profile.name}/profile")
+    options.add_experimental_option("prefs", {"download.default_directory": f"{profile.name}/downloads",
+                                              "download.prompt_for_download": False})
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     # The driver named explicitly: Selenium Manager would try to download one.
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
     driver.implicitly_wait(0)
     try:
+        driver.downloads = Path(profile.name) / "downloads"
         yield driver
     finally:
         driver.quit()
@@ -258,6 +261,13 @@ def test_a_run_page_shows_a_job_turn_from_running_to_succeeded_and_its_log_line(
     until(page, "the run's success", lambda d: css('.meta .badge[data-state="success"]')(d))
     assert state_of(page, "report") == "succeeded"
     assert state_of(page, "never") == "skipped"
+
+    # The whole log, from the server, as a file.
+    panel = css('details.job[data-node="work"]')(page)[0]
+    panel.find_element("css selector", "button.small").click()
+    saved = page.downloads / f"{run_id}-work.log"
+    until(page, "the downloaded log", lambda d: saved.exists() and "released" in saved.read_text())
+    assert "Hello from the page test" in saved.read_text()
 
     # Why a job was skipped, and the timeline: one lane a job that ran, bars on one time axis.
     never = css('details.job[data-node="never"]')(page)[0]

@@ -9,6 +9,7 @@ const FINISHED = new Set(["succeeded", "failed", "skipped", "cancelled"]);
 const ENDED = new Set(["success", "failure", "cancelled", "killed"]);
 const STATE_OF_RESULT = { success: "succeeded", failure: "failed", skipped: "skipped", cancelled: "cancelled" };
 const REFETCH_MS = 400; // transitions close together cost one fetch of the run's document
+const LOG_LINES = 5000; // lines a job's log keeps on the page
 
 export async function renderRun(main, runId) {
   const path = `runs/${encodeURIComponent(runId)}`;
@@ -26,6 +27,7 @@ class RunView {
     this.lastType = "";
     this.stream = null;
     this.timers = [];
+    this.scrolling = new Set(); // logs that got lines since the last drawing
   }
 
   async load() {
@@ -178,6 +180,10 @@ class RunView {
     // killed); EventSource would then connect again, from the last event it saw. That is kept
     // while it brings something new (a later attempt of the run), else the stream is closed.
     let seenAtError = -1;
+    stream.onopen = () => {
+      if (this.lost) this.feedback.textContent = "";
+      this.lost = false;
+    };
     stream.onerror = async () => {
       if (stream !== this.stream || stream.readyState === EventSource.CLOSED) return;
       const progressed = this.lastSeq !== seenAtError;
@@ -186,7 +192,9 @@ class RunView {
       try {
         doc = await api.json(this.path);
       } catch {
-        return; // the server is away: EventSource keeps trying
+        this.feedback.textContent = "The server does not answer; trying again…"; // EventSource keeps trying
+        this.lost = true;
+        return;
       }
       const attempts = Array.isArray(doc.attempts) ? doc.attempts.length : 1;
       if (ENDED.has(doc.status) && (!progressed || this.finishedSeen >= attempts)) {
@@ -250,14 +258,36 @@ class RunView {
     }
     log.pre.append(h("span", { class: data.stream === "stderr" ? "stderr" : null }, `${data.line}\n`));
     log.count += 1;
+    if (log.pre.childElementCount > LOG_LINES) {
+      log.pre.firstElementChild.remove();
+      log.trimmed.hidden = false;
+    }
     log.empty.hidden = true;
-    if (log.follow) log.pre.scrollTop = log.pre.scrollHeight;
+    log.download.hidden = false;
+    this.scrolling.add(log);
+    this.render();
+  }
+
+  // The whole log from the server, as a file: the page keeps the last LOG_LINES lines.
+  async download(id) {
+    try {
+      const text = await api.text(`${this.path}/logs/${encodeURIComponent(id)}`);
+      const link = h("a", { href: URL.createObjectURL(new Blob([text], { type: "text/plain" })), download: `${this.runId}-${id}.log` });
+      link.click();
+      setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+    } catch (error) {
+      this.feedback.replaceChildren(problem(error));
+    }
   }
 
   logFor(id) {
     if (!this.logs.has(id)) {
       const pre = h("pre", { class: "log", role: "log", tabindex: "0", "aria-label": `Log of ${id}`, "data-log": id });
-      const log = { pre, step: null, count: 0, follow: true, empty: h("p", { class: "muted" }, "No output yet.") };
+      const log = {
+        pre, step: null, count: 0, follow: true, empty: h("p", { class: "muted" }, "No output yet."),
+        trimmed: h("p", { class: "muted", hidden: true }, `Earlier lines are left out here: the last ${LOG_LINES} are shown.`),
+        download: h("button", { type: "button", class: "secondary small", hidden: true, onclick: () => this.download(id) }, "Download the whole log"),
+      };
       pre.addEventListener("scroll", () => {
         log.follow = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
       });
@@ -276,6 +306,8 @@ class RunView {
   }
 
   draw() {
+    for (const log of this.scrolling) if (log.follow) log.pre.scrollTop = log.pre.scrollHeight;
+    this.scrolling.clear();
     this.renderMeta();
     for (const job of this.graphJobs) {
       const node = this.node(job.id);
@@ -348,7 +380,7 @@ class RunView {
       };
       p.element = h("details", { class: "job", id: `job-${node.id}`, "data-node": node.id },
         h("summary", {}, p.state, " ", h("span", { class: "job-name" }, node.id), " ", p.time),
-        p.reason, p.outputs, log.empty, log.pre, p.children);
+        p.reason, p.outputs, log.empty, log.trimmed, log.pre, log.download, p.children);
       this.panels.set(node.id, p);
     }
     p.element.setAttribute("data-state", node.state);
