@@ -21,8 +21,8 @@ export async function renderRun(main, runId) {
 class RunView {
   constructor(main, runId, path) {
     Object.assign(this, { main, runId, path });
-    this.nodes = new Map(); // node id → {id, job, state, reason, attempts, segments, needs}
-    this.logs = new Map(); // node id → {pre, step, count}
+    this.nodes = new Map(); // node id → {id, job, state, reason, attempts, outputs, segments, observed}
+    this.logs = new Map(); // node id → its log's elements and where it stands
     this.lastSeq = 0;
     this.lastType = "";
     this.stream = null;
@@ -118,6 +118,7 @@ class RunView {
   // The run's document (first, and again after transitions): states, reasons, timings.
   absorb(doc) {
     this.doc = doc;
+    this.fetched = Date.now() / 1000;
     for (const [jobId, job] of Object.entries(doc.jobs || {})) {
       this.absorbNode(jobId, jobId, job);
       for (const [nodeId, instance] of Object.entries(job.instances || {})) this.absorbNode(nodeId, jobId, instance);
@@ -127,7 +128,7 @@ class RunView {
   absorbNode(id, job, entry) {
     const node = this.node(id, job);
     const state = entry.state || STATE_OF_RESULT[entry.result] || (entry.started && !entry.finished ? "running" : "pending");
-    const attempts = attemptsCount(entry.attempts);
+    const attempts = entry.attempts || 0;
     // The document may be a moment older than the last event: a finished node stays finished
     // until it starts again (a resume), whatever an older document says.
     const stale = FINISHED.has(node.state) && !FINISHED.has(state) && attempts <= node.attempts && node.seenFinished;
@@ -346,14 +347,11 @@ class RunView {
     }
   }
 
+  // A run going on: its duration when the document was fetched, and the time since.
   runDuration() {
     const doc = this.doc;
-    if (ENDED.has(doc.status) || !this.loadedAt) {
-      this.loadedAt = this.loadedAt || Date.now() / 1000;
-      this.loadedDuration = doc.duration_s;
-      return doc.duration_s;
-    }
-    return (this.loadedDuration ?? doc.duration_s ?? 0) + (Date.now() / 1000 - this.loadedAt);
+    if (ENDED.has(doc.status) || doc.started === null) return doc.duration_s;
+    return (doc.duration_s || 0) + (Date.now() / 1000 - this.fetched);
   }
 
   // Panels are made once and moved never, so that open ones stay open and logs keep their place.
@@ -430,14 +428,11 @@ class RunView {
     const body = action === "resume" ? (from ? { from } : {}) : undefined;
     this.feedback.replaceChildren();
     try {
-      const answer = await api.json(`${this.path}/${action}`, { method: "POST", body });
+      await api.json(`${this.path}/${action}`, { method: "POST", body });
       this.feedback.textContent = action === "resume" && from ? `Resumed from ${from}` : labels[action];
       if (action === "resume") {
-        const id = answer && (answer.run_id || answer.id);
-        if (id && id !== this.runId) {
-          location.hash = `#/runs/${encodeURIComponent(id)}`;
-          return;
-        }
+        // The same run, a new attempt: what its events now say is news.
+        for (const node of this.nodes.values()) node.known = null;
         this.liveStatus = null;
         this.doc.status = "running";
         if (this.stream) this.stream.close();
@@ -483,22 +478,11 @@ function workflowName(doc) {
   return doc.registered || doc.workflow || "";
 }
 
-function attemptsCount(attempts) {
-  if (Array.isArray(attempts)) return attempts.length;
-  return Number(attempts) || 0;
-}
-
-// A node's bars on the timeline from its document entry: per attempt when the server lists them.
+// A node's bar from its document entry: from its first start to its last end.
 function segmentsOf(entry, state) {
-  if (Array.isArray(entry.attempts) && entry.attempts.length && entry.attempts[0].started) {
-    return entry.attempts.map((a, i) => ({
-      start: a.started, end: a.finished ?? null, attempt: a.attempt || i + 1,
-      state: a.state || (i < entry.attempts.length - 1 ? "retried" : state),
-    }));
-  }
   if (!entry.started) return null;
-  const attempt = attemptsCount(entry.attempts) || 1;
-  return [{ start: entry.started, end: entry.finished ?? (FINISHED.has(state) ? entry.started + (entry.duration_s || 0) : null), state, attempt }];
+  const end = entry.finished ?? (FINISHED.has(state) ? entry.started + (entry.duration_s || 0) : null);
+  return [{ start: entry.started, end, state, attempt: entry.attempts || 1 }];
 }
 
 function values(object) {
