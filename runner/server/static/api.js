@@ -23,7 +23,7 @@ let asking = null; // one dialog however many requests were refused
 
 function askToken(refused) {
   if (!asking) {
-    asking = new Promise((resolve) => {
+    asking = new Promise((resolve, reject) => {
       const dialog = document.getElementById("token-dialog");
       const form = dialog.querySelector("form");
       dialog.querySelector("#token-refused").hidden = !refused;
@@ -34,6 +34,10 @@ function askToken(refused) {
         dialog.close();
         asking = null;
         resolve();
+      };
+      dialog.oncancel = () => {
+        asking = null;
+        reject(new ApiError(401, "This server needs a token: reload the page to give one."));
       };
       dialog.showModal();
     });
