@@ -138,19 +138,17 @@ def page(browser):
 class Server:
     """`runner serve` in a subprocess, on a free port of 127.0.0.1."""
 
-    def __init__(self, directory: Path, tokens: str = "", options: tuple[str, ...] = ()):
+    def __init__(self, directory: Path, token: str = "", options: tuple[str, ...] = ()):
         self.workflows = directory / "workflows"
         self.workflows.mkdir(exist_ok=True)
         self.directory = directory
-        self.token = tokens.split(",")[0] if tokens else ""
+        self.token = token
         self.options = options
         self.process = None
         self.url = ""
 
     def start(self) -> "Server":
-        env = {**os.environ, "RUNNER_TOKENS": ""}
-        if self.token:
-            env["RUNNER_TOKENS"] = self.token
+        env = {**os.environ, "RUNNER_TOKENS": self.token}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "runner", "serve", "--port", "0", "--workflows", str(self.workflows),
              "--state-dir", str(self.directory / "state"), *self.options],
@@ -198,8 +196,8 @@ class Server:
 def server(tmp_path):
     started: list[Server] = []
 
-    def start(workflows: dict[str, str], tokens: str = "", options: tuple[str, ...] = ()) -> Server:
-        s = Server(tmp_path, tokens, options)
+    def start(workflows: dict[str, str], token: str = "", options: tuple[str, ...] = ()) -> Server:
+        s = Server(tmp_path, token, options)
         for name, text in workflows.items():
             write(s.workflows, text, name)
         started.append(s.start())
@@ -353,7 +351,7 @@ def test_the_runs_list_filters_by_status_and_workflow(page, server):
 
 
 def test_the_page_asks_for_the_token_once_and_sends_it(page, docker, server):
-    s = server({"wait.yml": WAITING}, tokens="s3cret-page-token")
+    s = server({"wait.yml": WAITING}, token="s3cret-page-token")
     run_id = s.api("POST", "runs", {"workflow": "wait.yml"})["run_id"]
     page.get(f"{s.url}#/runs")
     dialog = until(page, "the token dialog", lambda d: [e for e in css("#token-dialog")(d) if e.is_displayed()])[0]
