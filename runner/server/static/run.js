@@ -382,6 +382,8 @@ class RunView {
       this.panels.set(node.id, p);
     }
     p.element.setAttribute("data-state", node.state);
+    if (node.state === "failed" && !p.shownFailed) p.element.open = true; // why, and its log, at once
+    p.shownFailed = node.state === "failed";
     const log = this.logFor(node.id);
     const kind = (this.graphJobs.find((j) => j.id === node.job) || {}).kind;
     const matrix = [...this.nodes.values()].some((n) => n.job === node.id && n.id !== node.id);
