@@ -3,7 +3,7 @@
 import * as api from "./api.js";
 import { h, badge, when, duration, problem } from "./dom.js";
 import { drawGraph } from "./graph.js";
-import { drawTimeline } from "./timeline.js";
+import { bars, drawTimeline, replayed, segmentsOf } from "./timeline.js";
 
 const FINISHED = new Set(["succeeded", "failed", "skipped", "cancelled"]);
 const ENDED = new Set(["success", "failure", "cancelled", "killed"]);
@@ -448,43 +448,9 @@ class RunView {
   }
 }
 
-function replayed(known, data, attempt) {
-  if (!known) return false;
-  if (data.state === "running") return attempt < known.attempts || (attempt === known.attempts && (known.running || known.finished));
-  return known.finished && attempt <= known.attempts;
-}
-
-// A node's bars: the server's times, split where this page saw a new attempt begin (the
-// server records a node's first start and last end only).
-function bars(node) {
-  const recorded = node.segments;
-  if (!recorded) return node.observed;
-  if (recorded.length !== 1) return recorded;
-  const [whole] = recorded;
-  const starts = node.observed
-    .filter((g) => g.attempt > 1 && g.start > whole.start && (whole.end === null || g.start < whole.end))
-    .sort((a, b) => a.start - b.start);
-  if (!starts.length) return recorded;
-  const split = [];
-  let from = whole.start;
-  for (const g of starts) {
-    split.push({ start: from, end: g.start, state: "retried", attempt: g.attempt - 1 });
-    from = g.start;
-  }
-  split.push({ ...whole, start: from });
-  return split;
-}
-
 // The registered name the run was started by, else the workflow file's path.
 function workflowName(doc) {
   return doc.registered || doc.workflow || "";
-}
-
-// A node's bar from its document entry: from its first start to its last end.
-function segmentsOf(entry, state) {
-  if (!entry.started) return null;
-  const end = entry.finished ?? (FINISHED.has(state) ? entry.started + (entry.duration_s || 0) : null);
-  return [{ start: entry.started, end, state, attempt: entry.attempts || 1 }];
 }
 
 function values(object) {

@@ -1,6 +1,8 @@
 // The run's timeline: a waterfall of its nodes and their attempts on one time axis.
 import { h, duration } from "./dom.js";
 
+const FINISHED = new Set(["succeeded", "failed", "skipped", "cancelled"]);
+
 const STEPS = [0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400];
 const TICKS = 8;
 
@@ -41,4 +43,42 @@ function label(t, step) {
   if (step < 60) return `${Math.round(t)} s`;
   if (step < 3600) return `${Math.round(t / 60)} min`;
   return `${(t / 3600).toFixed(step < 3600 * 2 ? 1 : 0)} h`;
+}
+
+// -- a node's bars, from the times the server recorded and the events this page saw
+
+// Whether a node's event is history the page's first document held already (`known`):
+// replayed when the stream starts from the beginning, its arrival is not when it happened.
+export function replayed(known, data, attempt) {
+  if (!known) return false;
+  if (data.state === "running") return attempt < known.attempts || (attempt === known.attempts && (known.running || known.finished));
+  return known.finished && attempt <= known.attempts;
+}
+
+// A node's bars: the server's times, split where this page saw a new attempt begin (the
+// server records a node's first start and last end only).
+export function bars(node) {
+  const recorded = node.segments;
+  if (!recorded) return node.observed;
+  if (recorded.length !== 1) return recorded;
+  const [whole] = recorded;
+  const starts = node.observed
+    .filter((g) => g.attempt > 1 && g.start > whole.start && (whole.end === null || g.start < whole.end))
+    .sort((a, b) => a.start - b.start);
+  if (!starts.length) return recorded;
+  const split = [];
+  let from = whole.start;
+  for (const g of starts) {
+    split.push({ start: from, end: g.start, state: "retried", attempt: g.attempt - 1 });
+    from = g.start;
+  }
+  split.push({ ...whole, start: from });
+  return split;
+}
+
+// A node's bar from its document entry: from its first start to its last end.
+export function segmentsOf(entry, state) {
+  if (!entry.started) return null;
+  const end = entry.finished ?? (FINISHED.has(state) ? entry.started + (entry.duration_s || 0) : null);
+  return [{ start: entry.started, end, state, attempt: entry.attempts || 1 }];
 }
