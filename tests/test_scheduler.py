@@ -295,3 +295,49 @@ def test_ten_thousand_value_jobs_in_a_chain(tmp_path):
                         reporter=Reporter())
     assert outcome.outputs == {"last": 9999}
     assert outcome.status is Result.SUCCESS
+
+
+def test_a_paused_run_starts_no_node_and_lets_running_ones_finish(tmp_path):
+    from runner.engine.control import RunControl
+
+    workflow, _ = load_workflow(write(tmp_path, """
+        version: 1
+        defaults: {image: x}
+        jobs:
+          first: {run: sleep 2}
+          shards:
+            needs: first
+            matrix: {n: [1, 2, 3], max_parallel: 1}
+            run: sleep 2
+          last: {needs: shards, run: echo last}
+    """))
+    control = RunControl()
+    reporter = Recorder()
+    reporter.run_paused = lambda: reporter.events.append(("paused", trio.current_time()))
+    reporter.run_unpaused = lambda: reporter.events.append(("unpaused", trio.current_time()))
+    reporter.node_started = lambda node: reporter.events.append(("started", node.id, trio.current_time()))
+    scheduler = Scheduler.for_run(
+        workflow, run_id="test", inputs={}, secrets={}, executors={JobKind.CONTAINER: ContainerExecutor(FakeBackend(), "test")},
+        reporter=reporter, run_dir=tmp_path / "run", control=control,
+    )
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(scheduler.run)
+            await trio.sleep(1)
+            control.pause()  # first goes on; shards must wait
+            await trio.sleep(10)
+            control.unpause()
+            await trio.sleep(1)
+            control.pause()  # the first instance runs on; the second waits
+            await trio.sleep(10)
+            control.unpause()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    started = {e[1]: e[2] for e in reporter.events if e[0] == "started"}
+    assert started["first"] == 0
+    assert started["shards"] == 11 and started["shards (n=1)"] == 11  # held until the first unpause
+    assert started["shards (n=2)"] == 22  # the instance waited at the second pause, not at max_parallel
+    assert started["last"] > started["shards (n=3)"]
+    assert [e[0] for e in reporter.events if e[0] in ("paused", "unpaused")] == ["paused", "unpaused"] * 2
+    assert scheduler.jobs["last"].state is NodeState.SUCCEEDED

@@ -64,6 +64,7 @@ def test_health_workflows_and_a_run_waited_for(server):
     assert hello["jobs"][1] == {"id": "shout", "name": "shout", "kind": "value", "needs": ["greet"]}
     broken = listed["invalid"][0]
     assert broken["name"] == "broken.yml"
+    assert "runner: broken.yml is not registered:" in server.output()
     assert broken["problems"][0]["line"] == 4 and "nowhere" in broken["problems"][0]["message"]
 
     response = server.client.post("/runs", params={"wait": 30}, json={"workflow": "hello.yml", "inputs": {"who": "api"}})
@@ -118,6 +119,11 @@ def test_errors_are_problems_located_as_the_cli_locates_them(server, workflows):
 
     not_json = server.client.post("/runs", content=b"{nope", headers={"content-type": "application/json"})
     assert not_json.status_code == 400 and not_json.json()["detail"].startswith("the body is not JSON")
+    for text in (b'{"workflow": "hello.yml", "inputs": {"times": NaN}}', b"[" * 100_000 + b"]" * 100_000):
+        odd = server.client.post("/runs", content=text)
+        assert odd.status_code == 400 and odd.json()["detail"].startswith("the body is not JSON")
+    far = server.client.get("/runs/nope/events", headers={"Last-Event-ID": str(2**70)})
+    assert far.status_code in (400, 404)
     wrong = server.client.post("/runs", json={"workflow": "hello.yml", "inputs": ["who"]})
     assert wrong.status_code == 422 and wrong.json()["detail"] == "`inputs` must be an object"
     huge = server.client.post("/runs", json={"workflow": "hello.yml", "inputs": {"who": "x" * (2 << 20)}})
@@ -243,3 +249,45 @@ def test_the_openapi_document_describes_every_route(server):
 def test_sigterm_with_nothing_running_exits_143(tmp_path, workflows):
     served = Served("--workflows", workflows, "--state-dir", tmp_path / "state", cwd=tmp_path)
     assert served.stop(signal.SIGTERM) == 143
+
+
+def test_answers_match_the_openapi_document(server):
+    import jsonschema
+
+    document = server.client.get("/openapi.json").json()
+
+    def check(method: str, template: str, response):
+        operation = document["paths"][template][method]
+        assert str(response.status_code) in operation["responses"], (method, template, response.status_code)
+        declared = operation["responses"][str(response.status_code)]
+        media = response.headers["content-type"].split(";")[0]
+        assert media in declared["content"], (method, template, media)
+        if media in ("application/json", "application/problem+json"):
+            schema = {**declared["content"][media]["schema"], "components": document["components"]}
+            jsonschema.Draft202012Validator(schema).validate(response.json())
+
+    c = server.client
+    run_id = server.start("hello.yml", wait=30)
+    check("get", "/api/v1/health", c.get("/health"))
+    check("get", "/api/v1/workflows", c.get("/workflows"))
+    check("get", "/api/v1/workflows/{name}", c.get("/workflows/hello.yml"))
+    check("get", "/api/v1/workflows/{name}", c.get("/workflows/broken.yml"))
+    check("post", "/api/v1/runs", c.post("/runs", json={"workflow": "hello.yml"}))
+    check("post", "/api/v1/runs", c.post("/runs", params={"wait": 30}, json={"workflow": "hello.yml"}))
+    check("post", "/api/v1/runs", c.post("/runs", json={"workflow": "hello.yml", "inputs": {"times": "x"}}))
+    check("post", "/api/v1/runs", c.post("/runs", params={"wait": "soon"}, json={}))
+    check("get", "/api/v1/runs", c.get("/runs"))
+    check("get", "/api/v1/runs", c.get("/runs", params={"status": "nope"}))
+    check("get", "/api/v1/runs/{run_id}", c.get(f"/runs/{run_id}"))
+    check("get", "/api/v1/runs/{run_id}/logs/{target}", c.get(f"/runs/{run_id}/logs/greet"))
+    check("post", "/api/v1/runs/{run_id}/pause", c.post(f"/runs/{run_id}/pause"))
+    check("post", "/api/v1/runs/{run_id}/cancel", c.post(f"/runs/{run_id}/cancel"))
+    check("post", "/api/v1/runs/{run_id}/resume", c.post(f"/runs/{run_id}/resume", json={"from": "shout"}, params={"wait": 30}))
+    check("post", "/api/v1/runs/{run_id}/resume", c.post(f"/runs/{run_id}/resume", json={"from": 3}))
+    check("post", "/api/v1/workflows/{name}/jobs/{job}/run", c.post("/workflows/hello.yml/jobs/greet/run", json={}))
+    with c.stream("GET", f"/runs/{run_id}/events") as response:
+        check("get", "/api/v1/runs/{run_id}/events", response)
+        for line in response.iter_lines():
+            if line:
+                schema = {"$ref": "#/components/schemas/Event", "components": document["components"]}
+                jsonschema.Draft202012Validator(schema).validate(json.loads(line))

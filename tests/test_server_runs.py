@@ -189,3 +189,33 @@ def test_runs_of_a_killed_server_show_as_killed_and_resume(tmp_path, workflows, 
         assert events[:len(before)] == before and events[-1]["event"] == "run.finished"
     finally:
         again.stop()
+
+
+def test_runs_beyond_the_concurrency_wait_their_turn(tmp_path, workflows, docker):
+    write(workflows, "version: 1\njobs:\n  a: {outputs: {x: 1}}\n", "quick.yml")
+    served = Served("--workflows", workflows, "--state-dir", tmp_path / "state", "--concurrency", "1", cwd=tmp_path)
+    try:
+        long_run = served.start("long.yml")
+        queued = served.client.post("/runs", json={"workflow": "quick.yml"})
+        assert queued.status_code == 201 and queued.json()["status"] == "queued"
+        dropped = served.start("quick.yml")
+        listed = {r["run_id"]: r["status"] for r in served.client.get("/runs").json()["runs"]}
+        assert listed[queued.json()["run_id"]] == "queued" and listed[long_run] == "running"
+        assert served.client.post(f"/runs/{dropped}/cancel").status_code == 202
+        assert served.client.post(f"/runs/{long_run}/cancel").status_code == 202
+        assert served.wait_for(queued.json()["run_id"], "success")["jobs"]["a"]["state"] == "succeeded"
+        assert served.wait_for(dropped, "cancelled")["reason"].startswith("cancelled before it started")
+    finally:
+        served.stop()
+
+
+def test_a_quiet_stream_sends_a_heartbeat_every_15_seconds(server):
+    run_id = server.start("long.yml")
+    started = time.monotonic()
+    with server.client.stream("GET", f"/runs/{run_id}/events", headers={"Accept": "text/event-stream"}) as response:
+        for line in response.iter_lines():
+            if line.startswith(":"):
+                break
+    assert line == ": heartbeat" and 14 < time.monotonic() - started < 25
+    server.client.post(f"/runs/{run_id}/cancel")
+    server.wait_for(run_id, "cancelled")

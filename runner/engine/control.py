@@ -71,3 +71,23 @@ class RunControl:
         self._pauses.append(pause)
         if self.paused:
             pause(True)
+
+
+class Gate:
+    """Open unless the run is paused: what a node that would start waits at (a matrix's instances,
+    a sub-workflow's jobs), since the plan holds only the jobs of the run's own workflow."""
+
+    def __init__(self) -> None:
+        self._open = trio.Event()
+        self._open.set()
+
+    def close(self) -> None:
+        if self._open.is_set():
+            self._open = trio.Event()
+
+    def open(self) -> None:
+        self._open.set()
+
+    async def wait(self) -> None:
+        if not self._open.is_set():
+            await self._open.wait()

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 import trio
 
+from runner.engine.control import Gate
 from runner.engine.plan import Cancellation, mentions
 from runner.engine.state import RunState
 from runner.executors import Executor, NodeFailed, NodeRun, Outcome
@@ -54,6 +55,7 @@ class Lifecycle:
     env: dict[str, str] = field(default_factory=dict)  # the workflow's, rendered
     instances: dict[str, list[str]] = field(default_factory=dict)  # matrix job → its nodes' ids
     git: Mapping[str, str | None] = field(default_factory=dict)  # the workspace's checkout (engine/workspace.py)
+    gate: Gate = field(default_factory=Gate)  # closed while the run is paused
 
     def keep(self, job: Job, record: NodeRecord, kept: dict) -> None:
         """Resume: a node that succeeded in an earlier attempt keeps its outputs and is not run."""
@@ -198,6 +200,7 @@ class Lifecycle:
         # A sub-workflow holds no slot itself: its jobs take theirs from the same limiter.
         limited = executor is not None and job.kind is not JobKind.WORKFLOW
         async with self.limiter if limited else nullcontext():
+            await self.gate.wait()
             with trio.CancelScope() as cancel:
                 if job.kind is not JobKind.WORKFLOW:  # a sub-workflow is cancelled through its scheduler
                     self.cancellation.running.add(cancel)

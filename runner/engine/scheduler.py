@@ -111,6 +111,7 @@ class Scheduler:
             workspace=parent.workspace,
             prefix=f"{node_id}/",
             limiter=parent.limiter,
+            gate=parent.gate,
             cancellation=plan.cancellation,
             cache=parent.cache,
             masker=parent.masker,
@@ -167,11 +168,13 @@ class Scheduler:
             return
         if paused:
             self.plan.pause()
+            self.nodes.gate.close()
             self._unpaused = trio.Event()
             self._nursery.start_soon(self._unpaused.wait)  # a paused run lasts, even with nothing running
             self.nodes.reporter.run_paused()
         elif self.plan.paused:
             held = self.plan.unpause()
+            self.nodes.gate.open()
             self._unpaused.set()
             self.nodes.reporter.run_unpaused()
             self._start(held)

@@ -32,6 +32,7 @@ from runner.server.stream import follow, json_line, sse
 
 MAX_BODY = 1 << 20  # bytes of a request's JSON
 MAX_WAIT = 3600.0
+MAX_NUMBER = 2**53  # the largest offset or event id taken (SQLite's integers end at 2**63)
 CLEANUP_GRACE = 5.0  # as the CLI gives jobs with `if: always()` after Ctrl-C
 
 
@@ -58,12 +59,18 @@ async def _body(request: Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_not_json)
     except (ValueError, UnicodeDecodeError) as e:
         raise ApiError(400, f"the body is not JSON: {e}") from None
+    except RecursionError:
+        raise ApiError(400, "the body is not JSON runner reads: it is nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(422, "the body must be a JSON object")
     return body
+
+
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not a JSON number")
 
 
 def _field(body: dict, name: str, kind: type, default: Any = None) -> Any:
@@ -84,8 +91,8 @@ def _number(request: Request, name: str, default: float | None, most: float | No
         value = int(text) if whole else float(text)
     except ValueError:
         raise ApiError(400, f"?{name}= takes a {'whole ' if whole else ''}number, not {text!r}") from None
-    if value < 0 or not math.isfinite(value) or most is not None and value > most:
-        raise ApiError(400, f"?{name}= must be between 0 and {most}" if most is not None else f"?{name}= must not be negative")
+    if value < 0 or not math.isfinite(value) or value > (most if most is not None else MAX_NUMBER):
+        raise ApiError(400, f"?{name}= must be between 0 and {most if most is not None else MAX_NUMBER}")
     return value
 
 
@@ -310,7 +317,7 @@ async def run_events(request: Request) -> Response:
         if server.runs.unrecorded.get(run_id) is None:
             raise ApiError(404, f"no run `{run_id}`")
     given = request.headers.get("last-event-id")
-    if given is not None and not given.strip().isdigit():
+    if given is not None and not (given.strip().isascii() and given.strip().isdigit() and int(given) <= MAX_NUMBER):
         raise ApiError(400, f"Last-Event-ID is an event's id (a whole number), not {given!r}")
     after = int(given) if given is not None else _number(request, "after", 0)
     stream = "text/event-stream" in request.headers.get("accept", "")

@@ -25,6 +25,9 @@ from runner.report.events import RUN_STARTED
 from runner.server.stream import Feed
 
 
+UNRECORDED_KEPT = 1000  # runs that ended before they were recorded, still answered for (the newest)
+
+
 @dataclass
 class Live:
     """A run this server has accepted and not yet finished."""
@@ -94,7 +97,8 @@ class Runs:
         finally:
             if live.error is not None and not live.begun.is_set():
                 self.unrecorded[live.run_id] = live
-            live.status = RunStatus.CANCELLED if live.error is not None else live.status
+                while len(self.unrecorded) > UNRECORDED_KEPT:
+                    del self.unrecorded[next(iter(self.unrecorded))]
             del self.live[live.run_id]
             del self.feeds[live.run_id]
             live.feed.end()
