@@ -78,6 +78,23 @@ jobs:
     outputs: {x: 1}
 """
 
+PARENT = """
+version: 1
+name: parent
+jobs:
+  sub:
+    uses: lib/child.yml
+"""
+
+CHILD = """
+version: 1
+name: child
+jobs:
+  inner:
+    outputs:
+      x: 1
+"""
+
 FAILS = """
 version: 1
 name: fails
@@ -199,6 +216,7 @@ def server(tmp_path):
     def start(workflows: dict[str, str], token: str = "", options: tuple[str, ...] = ()) -> Server:
         s = Server(tmp_path, token, options)
         for name, text in workflows.items():
+            (s.workflows / name).parent.mkdir(parents=True, exist_ok=True)
             write(s.workflows, text, name)
         started.append(s.start())
         return s
@@ -430,3 +448,13 @@ def test_a_queued_run_shows_its_jobs_once_it_starts(page, docker, server):
     until(page, "the second run's jobs, succeeded", lambda d: state_of(d, "work") == "succeeded")
     until(page, "the run's success", css('.meta .badge[data-state="success"]'))
     assert s.api("GET", f"runs/{first}")["status"] == "success"
+
+
+def test_a_sub_workflows_jobs_show_under_its_job(page, server):
+    s = server({"parent.yml": PARENT, "lib/child.yml": CHILD})
+    run_id = s.api("POST", "runs?wait=30", {"workflow": "parent.yml"})["run_id"]
+    page.get(f"{s.url}#/runs/{run_id}")
+    until(page, "the job `sub` succeeded", lambda d: state_of(d, "sub") == "succeeded")
+    inner = until(page, "the sub-workflow's job", css('details.job[data-node="sub"] details.job[data-node="sub/inner"]'))[0]
+    assert inner.get_attribute("data-state") == "succeeded"
+    assert "sub/inner" in [lane.get_attribute("data-node") for lane in css(".timeline li.lane")(page)]

@@ -209,7 +209,7 @@ class RunView {
   transition(data) {
     const node = this.node(data.node, data.job);
     const now = Date.now() / 1000;
-    const attempt = data.attempts || node.attempts || 1;
+    const attempt = data.attempts || 1; // a first start says 0, a retry its attempt
     const open = node.observed.find((g) => g.end === null);
     if (replayed(node.known, data, attempt)) {
       // history the first document holds already: its times are not now
@@ -312,7 +312,7 @@ class RunView {
     this.renderMeta();
     for (const job of this.graphJobs) {
       const node = this.node(job.id);
-      const instances = [...this.nodes.values()].filter((n) => n.job === job.id && n.id !== job.id);
+      const instances = this.within(job.id);
       const done = instances.filter((n) => FINISHED.has(n.state)).length;
       this.graph.update({
         id: job.id, state: node.state, detail: node.reason,
@@ -354,13 +354,17 @@ class RunView {
     return (doc.duration_s || 0) + (Date.now() / 1000 - this.fetched);
   }
 
+  // A job's matrix instances, and a sub-workflow job's jobs (`report/render`).
+  within(jobId) {
+    return [...this.nodes.values()].filter((n) => n.id !== jobId && (n.job === jobId || n.id.startsWith(`${jobId}/`)));
+  }
+
   // Panels are made once and moved never, so that open ones stay open and logs keep their place.
   renderJobs() {
     for (const job of this.graphJobs) {
       const panel = this.panel(this.node(job.id));
       if (panel.element.parentNode !== this.jobList) this.jobList.append(panel.element);
-      for (const n of this.nodes.values()) {
-        if (n.job !== job.id || n.id === job.id) continue;
+      for (const n of this.within(job.id)) {
         const child = this.panel(n);
         if (child.element.parentNode !== panel.children) panel.children.append(child.element);
       }
@@ -386,8 +390,7 @@ class RunView {
     p.shownFailed = node.state === "failed";
     const log = this.logFor(node.id);
     const kind = (this.graphJobs.find((j) => j.id === node.job) || {}).kind;
-    const matrix = [...this.nodes.values()].some((n) => n.job === node.id && n.id !== node.id);
-    log.empty.hidden = log.count > 0 || kind === "value" || node.state === "skipped" || matrix;
+    log.empty.hidden = log.count > 0 || kind === "value" || node.state === "skipped" || this.within(node.id).length > 0;
     log.empty.textContent = FINISHED.has(node.state) ? "No output." : "No output yet.";
     if (p.state.textContent !== node.state) p.state.replaceChildren(badge(node.state));
     const drawn = bars(node);
@@ -402,8 +405,7 @@ class RunView {
 
   renderTimeline() {
     const now = Date.now() / 1000;
-    const ordered = this.graphJobs.flatMap((job) =>
-      [...this.nodes.values()].filter((n) => n.job === job.id).sort((a, b) => (a.id === job.id ? -1 : b.id === job.id ? 1 : 0)));
+    const ordered = this.graphJobs.flatMap((job) => [this.node(job.id), ...this.within(job.id)]);
     const rows = ordered.map((n) => ({ id: n.id, segments: bars(n) })).filter((r) => r.segments.length);
     const attempts = Array.isArray(this.doc.attempts) ? this.doc.attempts : [];
     const marks = attempts.length > 1 ? attempts.map((a) => ({ at: a.started, label: `run attempt ${a.attempt} (${a.command})` })) : [];
