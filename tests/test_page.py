@@ -245,6 +245,13 @@ def css(selector: str):
     return lambda d: d.find_elements(By.CSS_SELECTOR, selector)
 
 
+def timeline(driver) -> dict[str, list[str]]:
+    """Each lane of the timeline and the states of its bars, read at once (the timeline is redrawn)."""
+    return dict(driver.execute_script(
+        "return [...document.querySelectorAll('.timeline li.lane')].map("
+        "(lane) => [lane.dataset.node, [...lane.querySelectorAll('.bar')].map((bar) => bar.dataset.state)])"))
+
+
 def state_of(driver, job: str) -> str | None:
     nodes = css(f'svg.graph g.node[data-job="{job}"]')(driver)
     return nodes[0].get_attribute("data-state") if nodes else None
@@ -289,10 +296,9 @@ def test_a_run_page_shows_a_job_turn_from_running_to_succeeded_and_its_log_line(
     never = css('details.job[data-node="never"]')(page)[0]
     page.execute_script("arguments[0].open = true", never)
     assert "Skipped: if was false" in never.text
-    lanes = {lane.get_attribute("data-node"): lane for lane in css(".timeline li.lane")(page)}
+    lanes = timeline(page)
     assert list(lanes)[:3] == ["prepare", "work", "report"]
-    bar = lanes["work"].find_elements("css selector", ".bar")
-    assert [b.get_attribute("data-state") for b in bar] == ["succeeded"]
+    assert lanes["work"] == ["succeeded"]
     assert css(".timeline .axis .tick")(page), "the time axis has no ticks"
     # Steering a finished run: only resuming is offered.
     assert not css('button[data-action="resume"]')(page)[0].get_attribute("disabled")
@@ -457,4 +463,4 @@ def test_a_sub_workflows_jobs_show_under_its_job(page, server):
     until(page, "the job `sub` succeeded", lambda d: state_of(d, "sub") == "succeeded")
     inner = until(page, "the sub-workflow's job", css('details.job[data-node="sub"] details.job[data-node="sub/inner"]'))[0]
     assert inner.get_attribute("data-state") == "succeeded"
-    assert "sub/inner" in [lane.get_attribute("data-node") for lane in css(".timeline li.lane")(page)]
+    assert timeline(page)["sub/inner"] == ["succeeded"]
