@@ -45,6 +45,7 @@ class RunView {
   }
 
   stop() {
+    this.stopped = true;
     if (this.stream) this.stream.close();
     this.timers.forEach(clearInterval);
     clearTimeout(this.refetching);
@@ -227,9 +228,15 @@ class RunView {
     this.refetch();
   }
 
-  // After transitions, the run's document gives the times the server recorded.
+  // After transitions, the run's document gives the times the server recorded: fetched at
+  // most every REFETCH_MS (longer for big runs, whose document is big), and once more after.
   refetch() {
-    clearTimeout(this.refetching);
+    if (this.stopped) return;
+    if (this.refetching) {
+      this.refetchAgain = true;
+      return;
+    }
+    this.refetchAgain = false;
     this.refetching = setTimeout(async () => {
       try {
         const doc = await api.json(this.path);
@@ -241,7 +248,9 @@ class RunView {
       } catch {
         // the events go on; the next transition tries again
       }
-    }, REFETCH_MS);
+      this.refetching = null;
+      if (this.refetchAgain) this.refetch();
+    }, Math.max(REFETCH_MS, this.nodes.size));
   }
 
   setStatus(status, reason) {
