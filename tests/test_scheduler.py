@@ -335,9 +335,12 @@ def test_a_paused_run_starts_no_node_and_lets_running_ones_finish(tmp_path):
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     started = {e[1]: e[2] for e in reporter.events if e[0] == "started"}
-    assert started["first"] == 0
-    assert started["shards"] == 11 and started["shards (n=1)"] == 11  # held until the first unpause
-    assert started["shards (n=2)"] == 22  # the instance waited at the second pause, not at max_parallel
-    assert started["last"] > started["shards (n=3)"]
     assert [e[0] for e in reporter.events if e[0] in ("paused", "unpaused")] == ["paused", "unpaused"] * 2
+    paused, unpaused, paused_again, unpaused_again = [e[1] for e in reporter.events if e[0] in ("paused", "unpaused")]
+    assert started["first"] < paused
+    instances = sorted(started[f"shards (n={n})"] for n in (1, 2, 3))  # trio picks which goes first
+    assert started["shards"] >= unpaused and instances[0] >= unpaused  # held by the plan
+    assert instances[0] < paused_again
+    assert instances[1] >= unpaused_again  # held at the gate, though max_parallel let it start
+    assert started["last"] > instances[2]
     assert scheduler.jobs["last"].state is NodeState.SUCCEEDED

@@ -291,3 +291,16 @@ def test_answers_match_the_openapi_document(server):
             if line:
                 schema = {"$ref": "#/components/schemas/Event", "components": document["components"]}
                 jsonschema.Draft202012Validator(schema).validate(json.loads(line))
+
+
+def test_a_port_in_use_is_a_message_and_exit_3(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        refused = cli("serve", "--port", port, "--state-dir", tmp_path / "state", cwd=tmp_path)
+    assert refused.returncode == 3
+    assert f"runner: cannot listen on 127.0.0.1:{port}: Address already in use" in refused.stderr
+    assert "Traceback" not in refused.stderr

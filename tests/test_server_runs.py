@@ -219,3 +219,33 @@ def test_a_quiet_stream_sends_a_heartbeat_every_15_seconds(server):
     assert line == ": heartbeat" and 14 < time.monotonic() - started < 25
     server.client.post(f"/runs/{run_id}/cancel")
     server.wait_for(run_id, "cancelled")
+
+
+def test_secrets_are_masked_in_events_logs_and_runs(tmp_path, workflows, docker):
+    write(workflows, f"""
+        version: 1
+        secrets: [DEPLOY_KEY]
+        jobs:
+          show:
+            image: {BUSYBOX}
+            steps:
+              - run: echo "key is $DEPLOY_KEY"
+                env: {{DEPLOY_KEY: "${{{{ secrets.DEPLOY_KEY }}}}"}}
+          leak:
+            outputs: {{key: "${{{{ secrets.DEPLOY_KEY }}}}"}}
+        outputs:
+          key: ${{{{ jobs.leak.outputs.key }}}}
+    """, "secret.yml")
+    secret = "hunter2-very-secret"
+    served = Served("--workflows", workflows, "--state-dir", tmp_path / "state", cwd=tmp_path,
+                    env={"DEPLOY_KEY": secret})
+    try:
+        run_id = served.start("secret.yml", wait=60)
+        events = served.client.get(f"/runs/{run_id}/events").text
+        assert "key is ***" in events and secret not in events
+        run = served.client.get(f"/runs/{run_id}").text
+        assert '"key":"***"' in run.replace(" ", "") and secret not in run
+        assert served.client.get(f"/runs/{run_id}/logs/show").text.strip().endswith("key is ***")
+    finally:
+        served.stop()
+    assert secret not in served.output()

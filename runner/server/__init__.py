@@ -44,6 +44,8 @@ def serve(args) -> int:
     store = Store(_state_dir(args))
     try:
         signum = trio.run(partial(_serve, args, tokens, registry, store, backend_name(None)))
+    except BaseExceptionGroup as group:
+        raise _alone(group) from None  # a RunnerError leaves as itself, for the CLI to report
     finally:
         store.close()
     return ExitStatus.TERMINATED if signum == signal.SIGTERM else ExitStatus.INTERRUPTED
@@ -82,10 +84,13 @@ async def _serve(args, tokens, registry, store, backend: str) -> int:
                 app = create_app(Server(store, registry, runs, args.allow_posted_workflows), tokens)
                 try:
                     binds = await nursery.start(partial(hypercorn_serve, app, config, shutdown_trigger=stopping.wait))
-                except OSError as e:
+                except (OSError, BaseExceptionGroup) as e:
+                    error = _alone(e)
+                    if not isinstance(error, OSError):
+                        raise
                     from runner.errors import RunNotPossible
 
-                    raise RunNotPossible(f"cannot listen on {config.bind[0]}: {e.strerror}") from None
+                    raise RunNotPossible(f"cannot listen on {config.bind[0]}: {error.strerror or error}") from None
                 print(f"runner: serving {', '.join(binds)} ({len(registry.workflows)} workflow"
                       f"{'s' if len(registry.workflows) != 1 else ''} registered; runs kept in {store.directory})",
                       flush=True)
@@ -101,6 +106,13 @@ async def _serve(args, tokens, registry, store, backend: str) -> int:
                         grace.cancel_scope.cancel()
                 runs.stop_all()
     return first
+
+
+def _alone(error: BaseException) -> BaseException:
+    """The one exception inside nested groups of one, or the group itself."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
 
 
 async def _second_signal(signals, runs, scope) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import sys
 import traceback
 from dataclasses import dataclass
@@ -22,17 +21,15 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from runner.errors import RunNotPossible, UsageError, WorkflowInvalid
-from runner.history.store import loads
 from runner.model.results import RunStatus
 from runner.server import page
 from runner.server.problems import ApiError, problem
+from runner.server.request import MAX_NUMBER, field, json_body, number
 from runner.server.registry import Registry, problem_json
 from runner.server.runs import Live, Runs, now_document
 from runner.server.stream import follow, json_line, sse
 
-MAX_BODY = 1 << 20  # bytes of a request's JSON
 MAX_WAIT = 3600.0
-MAX_NUMBER = 2**53  # the largest offset or event id taken (SQLite's integers end at 2**63)
 CLEANUP_GRACE = 5.0  # as the CLI gives jobs with `if: always()` after Ctrl-C
 
 
@@ -45,55 +42,6 @@ class Server:
 
 
 # -- helpers ------------------------------------------------------------------------
-
-
-async def _body(request: Request) -> dict[str, Any]:
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_BODY:
-        raise ApiError(413, f"the body is larger than {MAX_BODY} bytes")
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_BODY:
-            raise ApiError(413, f"the body is larger than {MAX_BODY} bytes")
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw, parse_constant=_not_json)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ApiError(400, f"the body is not JSON: {e}") from None
-    except RecursionError:
-        raise ApiError(400, "the body is not JSON runner reads: it is nested too deeply") from None
-    if not isinstance(body, dict):
-        raise ApiError(422, "the body must be a JSON object")
-    return body
-
-
-def _not_json(constant: str):
-    raise ValueError(f"{constant} is not a JSON number")
-
-
-def _field(body: dict, name: str, kind: type, default: Any = None) -> Any:
-    value = body.get(name, default)
-    if value is not None and (not isinstance(value, kind) or isinstance(value, bool) and kind is not bool):
-        raise ApiError(422, f"`{name}` must be {_kinds[kind]}")
-    return value
-
-
-_kinds = {str: "a string", dict: "an object", bool: "true or false", list: "a list"}
-
-
-def _number(request: Request, name: str, default: float | None, most: float | None = None, whole: bool = True):
-    text = request.query_params.get(name)
-    if text is None or text == "":
-        return default
-    try:
-        value = int(text) if whole else float(text)
-    except ValueError:
-        raise ApiError(400, f"?{name}= takes a {'whole ' if whole else ''}number, not {text!r}") from None
-    if value < 0 or not math.isfinite(value) or value > (most if most is not None else MAX_NUMBER):
-        raise ApiError(400, f"?{name}= must be between 0 and {most if most is not None else MAX_NUMBER}")
-    return value
 
 
 def _run_row(server: Server, run_id: str) -> dict[str, Any] | None:
@@ -234,10 +182,10 @@ async def get_workflow(request: Request) -> Response:
 
 async def post_run(request: Request) -> Response:
     server: Server = request.app.state.server
-    wait = _number(request, "wait", None, MAX_WAIT, whole=False)
-    body = await _body(request)
-    name, source = _field(body, "workflow", str), _field(body, "source", str)
-    inputs = _field(body, "inputs", dict, {})
+    wait = number(request, "wait", None, MAX_WAIT, whole=False)
+    body = await json_body(request)
+    name, source = field(body, "workflow", str), field(body, "source", str)
+    inputs = field(body, "inputs", dict, {})
     if (name is None) == (source is None):
         raise ApiError(422, "give `workflow` (a registered workflow's name) or `source` (a workflow's text), not both")
     if source is not None:
@@ -270,7 +218,7 @@ def _posted(server: Server, source: str):
 
 async def list_runs(request: Request) -> Response:
     server: Server = request.app.state.server
-    limit = _number(request, "limit", 50, 1000) or 50
+    limit = number(request, "limit", 50, 1000) or 50
     status = request.query_params.get("status") or None
     workflow = request.query_params.get("workflow") or None
     cursor = request.query_params.get("cursor") or None
@@ -319,7 +267,7 @@ async def run_events(request: Request) -> Response:
     given = request.headers.get("last-event-id")
     if given is not None and not (given.strip().isascii() and given.strip().isdigit() and int(given) <= MAX_NUMBER):
         raise ApiError(400, f"Last-Event-ID is an event's id (a whole number), not {given!r}")
-    after = int(given) if given is not None else _number(request, "after", 0)
+    after = int(given) if given is not None else number(request, "after", 0)
     stream = "text/event-stream" in request.headers.get("accept", "")
     render = sse if stream else json_line
 
@@ -341,7 +289,7 @@ async def run_logs(request: Request) -> Response:
     row = _run_row(server, run_id)
     if row is None:
         raise ApiError(404, f"no run `{run_id}`")
-    offset, tail = _number(request, "offset", 0), _number(request, "tail", None)
+    offset, tail = number(request, "offset", 0), number(request, "tail", None)
     out = io.StringIO()
     try:
         print_logs(server.store, row, target, out)
@@ -398,8 +346,8 @@ async def resume_run(request: Request) -> Response:
 
     server: Server = request.app.state.server
     run_id = request.path_params["run_id"]
-    body = await _body(request)
-    from_job, force = _field(body, "from", str), _field(body, "force", bool, False)
+    body = await json_body(request)
+    from_job, force = field(body, "from", str), field(body, "force", bool, False)
     row = _run_row(server, run_id)
     if row is None:
         raise ApiError(404, f"no run `{run_id}`")
@@ -425,7 +373,7 @@ async def resume_run(request: Request) -> Response:
         concurrency=plan.options.get("concurrency"),
     )
     live = server.runs.start(workflow, options, server.registry.name_of(row["workflow"]))
-    return await _answer_started(server, live, _number(request, "wait", None, MAX_WAIT, whole=False))
+    return await _answer_started(server, live, number(request, "wait", None, MAX_WAIT, whole=False))
 
 
 async def run_job(request: Request) -> Response:
@@ -433,8 +381,8 @@ async def run_job(request: Request) -> Response:
 
     server: Server = request.app.state.server
     name, job = request.path_params["name"], request.path_params["job"]
-    body = await _body(request)
-    inputs, sets = _field(body, "inputs", dict, {}), _field(body, "set", dict, {})
+    body = await json_body(request)
+    inputs, sets = field(body, "inputs", dict, {}), field(body, "set", dict, {})
     workflow, digest = _registered(server, name)
     _check_inputs(workflow, inputs)
     try:

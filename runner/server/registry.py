@@ -16,6 +16,7 @@ from runner.errors import Problem, Severity, WorkflowInvalid
 from runner.model.workflow import Workflow
 
 SUFFIXES = (".yml", ".yaml")
+GRAPHS_KEPT = 100
 
 
 def problem_json(p: Problem) -> dict[str, Any]:
@@ -43,6 +44,7 @@ class Registry:
     workflows: dict[str, str] = field(default_factory=dict)  # name → absolute path
     described: dict[str, dict[str, Any]] = field(default_factory=dict)
     invalid: dict[str, list[Problem]] = field(default_factory=dict)
+    graphs: dict[tuple, list | None] = field(default_factory=dict)  # (path, mtime) → jobs of unregistered files
 
     @classmethod
     def scan(cls, directory: str | None) -> "Registry":
@@ -91,11 +93,17 @@ class Registry:
         name = self.name_of(path)
         if name is not None:
             return self.described[name]["jobs"]
-        if not os.path.isfile(path):
-            return None
-        from runner.load.workflow import load_workflow
-
         try:
-            return describe(load_workflow(path)[0])["jobs"]
-        except WorkflowInvalid:
+            key = (path, os.stat(path).st_mtime_ns)
+        except OSError:
             return None
+        if key not in self.graphs:  # a big workflow takes a while to load: once per version of the file
+            from runner.load.workflow import load_workflow
+
+            try:
+                self.graphs[key] = describe(load_workflow(path)[0])["jobs"]
+            except WorkflowInvalid:
+                self.graphs[key] = None
+            while len(self.graphs) > GRAPHS_KEPT:
+                del self.graphs[next(iter(self.graphs))]
+        return self.graphs[key]
