@@ -126,11 +126,10 @@ CREATE TABLE IF NOT EXISTS cache (
 );
 CREATE TABLE IF NOT EXISTS events (  -- what a run told, numbered across its attempts (report/events.py)
     run_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
+    seq INTEGER NOT NULL,            -- the first event's number: a row holds a batch of events, numbered on
+    last INTEGER NOT NULL,           -- the last event's
     run_attempt INTEGER NOT NULL,
-    time REAL NOT NULL,
-    type TEXT NOT NULL,              -- run.started, node.started, node.log, …
-    data TEXT NOT NULL,              -- JSON, masked
+    lines TEXT NOT NULL,             -- an event a line: seq, Unix time in ms, type (run.started, node.log, …), JSON data, tab-separated and masked
     PRIMARY KEY (run_id, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS runs_started ON runs (started);
@@ -384,7 +383,7 @@ class Store:
             )
             db.executemany("INSERT INTO transitions VALUES (?, ?, ?, ?, ?, ?, ?)", transitions)
             db.executemany("INSERT OR REPLACE INTO logs VALUES (?, ?, ?, ?, ?, ?)", logs)
-            db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", events)
+            db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", events)
 
     def set_status(self, run_id: str, status: RunStatus) -> None:
         """A running run paused, or unpaused."""
@@ -393,13 +392,22 @@ class Store:
 
     def last_event(self, run_id: str) -> int:
         """The sequence number of the run's last recorded event (0: none)."""
-        return self.value("SELECT max(seq) FROM events WHERE run_id = ?", run_id)[0] or 0
+        return self.value("SELECT max(last) FROM events WHERE run_id = ?", run_id)[0] or 0
 
     def events(self, run_id: str, after: int, limit: int = 1000) -> list[tuple[int, str, str]]:
         """The run's events after sequence number `after`, oldest first: (seq, type, data as JSON text)."""
-        return self.db.execute(
-            "SELECT seq, type, data FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?", (run_id, after, limit)
-        ).fetchall()
+        found: list[tuple[int, str, str]] = []
+        rows = self.db.execute(
+            "SELECT lines FROM events WHERE run_id = ? AND last > ? ORDER BY seq", (run_id, after)
+        )
+        for (lines,) in rows:
+            for line in lines.split("\n"):
+                seq, _, kind, data = line.split("\t", 3)
+                if int(seq) > after:
+                    found.append((int(seq), kind, data))
+            if len(found) >= limit:
+                break
+        return found
 
     def find_run(self, given: str) -> dict[str, Any]:
         """The run named by its id, or by a unique beginning or end of it."""

@@ -3,8 +3,9 @@
 Every event gets the next sequence number of its run — across attempts, so
 that a client resuming after event N misses nothing and sees nothing twice,
 whichever process wrote them.  Events wait in `pending` until the recorder
-writes them with its next batch (one transaction for both); `listener`, if
-given, hears each at once (a server's live streams).  It sits behind
+writes them with its next batch (one transaction for both), the batch's events
+as one row of lines: a 10,000-node run has 20,000 events, and rows cost far
+more than lines.  `listener`, if given, hears each at once (a server's live streams).  It sits behind
 `Masking`: what it sees is masked already.
 """
 
@@ -16,6 +17,7 @@ from typing import Any, Callable
 from json.encoder import encode_basestring as _text  # a JSON string, as dumps writes it
 
 from runner.history.store import dumps
+from runner.model.results import NodeState
 from runner.report import Reporter
 
 # The event types, as clients see them.
@@ -28,6 +30,8 @@ NODE_FINISHED = "node.finished"
 NODE_EXPANDED = "node.expanded"
 NODE_LOG = "node.log"
 
+_RESULTS = {state: state.result.value for state in NodeState if state.finished}
+
 Listener = Callable[[int, str, str], None]  # (seq, type, data as JSON text)
 
 
@@ -37,19 +41,22 @@ class Events(Reporter):
         self.run_attempt = run_attempt
         self.seq = last  # the run's last recorded event
         self.listener = listener
-        self.pending: list[tuple] = []
+        self.pending: list[str] = []  # lines
 
     def take(self) -> list[tuple]:
-        """The rows waiting to be written (the recorder takes them into its batch)."""
-        rows, self.pending = self.pending, []
-        return rows
+        """The row of the events waiting to be written, if any (the recorder takes it into its batch)."""
+        if not self.pending:
+            return []
+        lines, self.pending = self.pending, []
+        last = self.seq
+        return [(self.run_id, last - len(lines) + 1, last, self.run_attempt, "\n".join(lines))]
 
     def _emit(self, kind: str, data: dict[str, Any]) -> None:
         self._add(kind, dumps(data))
 
     def _add(self, kind: str, text: str) -> None:
         self.seq += 1
-        self.pending.append((self.run_id, self.seq, self.run_attempt, time.time(), kind, text))
+        self.pending.append(f"{self.seq}\t{time.time_ns() // 1_000_000}\t{kind}\t{text}")
         if self.listener is not None:
             self.listener(self.seq, kind, text)
 
@@ -63,9 +70,10 @@ class Events(Reporter):
 
     def node_finished(self, node):
         cached = f',"cached_from":{_text(node.cached_from)}' if node.cached_from is not None else ""
+        took = node.finished - node.started if node.started is not None and node.finished is not None else 0.0
         self._add(NODE_FINISHED, f'{{"node":{_text(node.id)},"job":{_text(node.job_id)},"state":"{node.state.value}",'
-                                 f'"result":"{node.result.value}","reason":{_text(node.reason)},'
-                                 f'"attempts":{node.attempts},"duration_s":{round(node.duration, 3)!r}{cached}}}')
+                                 f'"result":"{_RESULTS[node.state]}","reason":{_text(node.reason)},'
+                                 f'"attempts":{node.attempts},"duration_s":{took:.3f}{cached}}}')
 
     def expanded(self, node_id, instances):
         self._emit(NODE_EXPANDED, {"node": node_id, "instances": instances})
