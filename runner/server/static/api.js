@@ -70,30 +70,32 @@ export async function request(path, { method = "GET", body, query, accept = "app
   }
 }
 
-// The answer's JSON, or an ApiError with the server's message (problem+json or plain).
+// The answer's JSON, or an ApiError with the server's message.
 export async function json(path, options) {
   const response = await request(path, options);
-  const text = await response.text();
-  let data = null;
-  try {
-    data = text ? JSON.parse(text) : null;
-  } catch {
-    data = null;
-  }
-  if (!response.ok) {
-    const message =
-      (data && (data.detail || data.title || data.message || data.error)) ||
-      text ||
-      `${response.status} ${response.statusText}`;
-    throw new ApiError(response.status, String(message), (data && data.problems) || []);
-  }
-  return data;
+  const body = await response.text();
+  if (!response.ok) throw failure(response, body);
+  return body ? JSON.parse(body) : null;
 }
 
+// The answer's text (a log), or an ApiError with the server's message.
 export async function text(path, options) {
   const response = await request(path, { ...options, accept: "text/plain" });
-  if (!response.ok) throw new ApiError(response.status, `${response.status} ${response.statusText}`);
-  return response.text();
+  const body = await response.text();
+  if (!response.ok) throw failure(response, body);
+  return body;
+}
+
+// An error answer: a problem document (application/problem+json) says what was wrong.
+function failure(response, body) {
+  let problem = null;
+  try {
+    problem = JSON.parse(body);
+  } catch {
+    problem = null;
+  }
+  const message = (problem && (problem.detail || problem.title)) || `${response.status} ${response.statusText}`;
+  return new ApiError(response.status, String(message), (problem && problem.problems) || []);
 }
 
 // The run's event stream; the token rides in the query, as the server allows there only.
