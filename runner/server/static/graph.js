@@ -62,5 +62,5 @@ export function drawGraph(jobs, pick) {
     node.title.textContent = `${job.id}: ${job.state}${job.detail ? `\n${job.detail}` : ""}`;
   }
   jobs.forEach(update);
-  return { svg, update, has: (id) => nodes.has(id) };
+  return { svg, update };
 }
