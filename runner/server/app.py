@@ -11,18 +11,18 @@ import json
 import sys
 import traceback
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import trio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from runner.errors import RunNotPossible, UsageError, WorkflowInvalid
 from runner.model.results import RunStatus
+from runner.server import page
 from runner.server.problems import ApiError, problem
 from runner.server.request import MAX_NUMBER, field, json_body, number
 from runner.server.registry import Registry, problem_json
@@ -31,7 +31,6 @@ from runner.server.stream import follow, json_line, sse
 
 MAX_WAIT = 3600.0
 CLEANUP_GRACE = 5.0  # as the CLI gives jobs with `if: always()` after Ctrl-C
-STATIC = Path(__file__).parent / "static"
 
 
 @dataclass
@@ -398,17 +397,13 @@ async def run_job(request: Request) -> Response:
     return JSONResponse(_document(server, live.run_id))
 
 
-async def page(request: Request) -> Response:
-    return FileResponse(STATIC / "index.html")
-
-
 # -- the application ----------------------------------------------------------------
 
 
 def routes() -> list[Route]:
     api = "/api/v1"
     return [
-        Route("/", page),
+        *page.routes(),  # the web page at / and its files under /static/
         Route(f"{api}/health", health),
         Route(f"{api}/openapi.json", openapi),
         Route(f"{api}/workflows", list_workflows),
