@@ -47,6 +47,7 @@ class ContainerSpec:
     capabilities: frozenset[str] = DEFAULT_CAPABILITIES  # every other one is dropped
     aliases: tuple[str, ...] = ()  # names it answers to on `network` (a network of the job's own)
     hidden: tuple[str, ...] = ()  # container paths inside the mounts covered by an empty read-only directory
+    placement: tuple[str, ...] = ()  # a cluster's constraints on the node that runs it (`placement:`)
 
 
 class Backend(ABC):
@@ -121,6 +122,9 @@ class Backend(ABC):
     def host_path(self, path: str) -> str:
         """Where the engine finds `path` to mount it; RunNotPossible if it cannot."""
         return path
+
+    async def check_storage(self, workspace: str, run_dir: str) -> None:
+        """RunNotPossible if a machine that may run jobs does not see these directories at the same paths."""
 
     def check(self, workflow) -> list[str]:
         """Warnings to print before the run starts; WorkflowInvalid, naming each key, for

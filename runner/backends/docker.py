@@ -16,7 +16,7 @@ from typing import Callable, Mapping
 
 import trio
 
-from runner.errors import RunNotPossible
+from runner.errors import Problem, RunNotPossible, WorkflowInvalid
 from runner.backends.base import DISAPPEARED, KEPT_PREFIX, Backend, BackendError, ContainerSpec
 
 LABEL_RUN = "dev.runner.run-id"
@@ -121,6 +121,17 @@ class DockerBackend(Backend):
 
     def host_path(self, path: str) -> str:
         return self.host_paths(path)
+
+    def check(self, workflow) -> list[str]:
+        problems = [
+            Problem(job.container.where.get("placement", job.location),
+                    "--backend docker cannot honour `placement`: it runs every job on this engine; "
+                    "run with --backend swarm, or remove the key")
+            for w in workflow.workflows() for job in w.jobs.values() if job.container is not None and job.container.placement
+        ]
+        if problems:
+            raise WorkflowInvalid(problems)
+        return []
 
     async def _call(self, fn, *args, cancellable: bool = False):
         from docker.errors import DockerException

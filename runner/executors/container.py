@@ -154,6 +154,7 @@ class ContainerExecutor(Executor):
             pids=resources.pids or DEFAULT_PIDS,
             user=user,
             capabilities=capabilities(spec.capabilities),
+            placement=spec.placement,
         )
         box = _Container(self.backend, container_spec)
         kept = None
