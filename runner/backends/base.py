@@ -24,6 +24,7 @@ DEFAULT_CAPABILITIES = frozenset({
 })
 DISAPPEARED = "the container disappeared: it was stopped or removed from outside runner"
 KEPT_PREFIX = "runner-kept-"  # the name of a failed job's container left running for debugging
+ON_NODE = " on node "  # between a kept container's name and its machine's, where a backend has several
 
 
 class BackendError(Exception):
@@ -114,6 +115,10 @@ class Backend(ABC):
         False when the backend cannot keep containers; BackendError if the container is gone.
         """
         return False
+
+    async def placed(self, container: str) -> tuple[str, str] | None:
+        """For a backend with several machines: the container's name on the one it runs on, and that machine's."""
+        return None
 
     async def image_path(self, image: str) -> str | None:
         """The PATH the image sets for its processes, if it sets one (None: the engine's default)."""

@@ -28,6 +28,7 @@ from runner.backends.base import DISAPPEARED, Backend, BackendError, ContainerSp
 from runner.backends.docker import LABEL_OWNER, LABEL_RUN, _alive, _engine_errors, _first_line
 from runner.errors import Problem, RunNotPossible, WorkflowInvalid
 
+LABEL_WORKSPACE = "dev.runner.workspace"  # set by the container executor on its jobs' containers
 LABEL_KEPT = "dev.runner.kept"  # a failed job's service left running for debugging
 AGENT_DIR = "agent"  # in the directory mounted at SCRATCH
 SCRATCH = "/runner"  # where the container executor mounts a node's scratch directory
@@ -112,7 +113,7 @@ class SwarmBackend(Backend):
         images = sorted(pinned for pinned in self._pinned.values())
         if not images:
             return  # every image is named by an expression: each job's own task shows what its node lacks
-        await trio.to_thread.run_sync(storage.probe, self.api, images[0], workspace, run_dir, {}, limiter=self.limiter)
+        await trio.to_thread.run_sync(storage.probe, self.api, images[0], workspace, run_dir, {LABEL_WORKSPACE: workspace}, limiter=self.limiter)
 
     async def ensure_image(self, image: str) -> None:
         """Pin the image to its digest in its registry, so that every node runs the same image."""
@@ -298,10 +299,13 @@ class SwarmBackend(Backend):
                 return node
         return self._node_names[node]
 
-    async def node_of(self, container: str) -> str | None:
-        """The node the job's container runs on, by name and id."""
-        job = self._jobs.get(container)
-        return await self._node_name(job.node) if job and job.node else None
+    async def placed(self, container: str) -> tuple[str, str] | None:
+        """The id of the service's container on its node, and the node's name."""
+        task = await self._task(container)
+        if task is None or not task.get("NodeID"):
+            return None
+        inside = (task["Status"].get("ContainerStatus") or {}).get("ContainerID", "")[:12]
+        return inside or task["ID"], await self._node_name(task["NodeID"])
 
     async def remove(self, container: str) -> None:
         await trio.to_thread.run_sync(self._remove, container, limiter=self.limiter)

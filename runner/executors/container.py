@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping
 
 import trio
 
-from runner.backends.base import DEFAULT_PIDS, DISAPPEARED, KEPT_PREFIX, Backend, BackendError, ContainerSpec
+from runner.backends.base import DEFAULT_PIDS, DISAPPEARED, KEPT_PREFIX, ON_NODE, Backend, BackendError, ContainerSpec
 from runner.model import fields
 from runner.model.durations import format_duration
 from runner.model.fields import FieldError
@@ -201,6 +201,9 @@ class ContainerExecutor(Executor):
                     return None
             except BackendError:
                 return None  # gone already (stopped from outside): nothing to keep
+            placed = await self.backend.placed(container)
+        if placed is not None:  # the name the engine gave it there, and the machine
+            name = ON_NODE.join(placed)
         self.kept[name] = container
         return name
 
