@@ -113,7 +113,7 @@ def summary(path: Path) -> dict:
 
 
 class Tasks:
-    """The nodes the tasks of the test's services ran on, watched while a run goes on."""
+    """The nodes the tasks of the test's jobs ran on, watched while a run goes on."""
 
     def __init__(self, manager, tmp_path: Path):
         self.api = manager.api
@@ -134,7 +134,8 @@ class Tasks:
     def _watch(self):
         while not self.stop.is_set():
             for service in self.api.services():
-                if self.mine(service["Spec"].get("Labels")):
+                labels = service["Spec"].get("Labels") or {}
+                if self.mine(labels) and "dev.runner.run-id" in labels:  # a job's, not the storage probe's
                     self.images.add(service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"])
                     for task in self.api.tasks(filters={"service": service["ID"]}):
                         if task.get("NodeID"):

@@ -17,8 +17,10 @@ before its step has ended fails the step with a reason naming the node.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
+from secrets import token_hex
 from typing import Callable, Mapping
 
 import trio
@@ -57,6 +59,12 @@ def connect(threads: int):
             "at a manager, or start one with `docker swarm init` (see docs/distributed.md)"
         )
     return client
+
+
+def service_name(name: str) -> str:
+    """A unique name the manager accepts: a DNS label (letters, digits, dashes; at most 63 characters)."""
+    label = re.sub(r"[^a-zA-Z0-9]+", "-", name)[:55].strip("-")
+    return f"{label}-{token_hex(3)}"
 
 
 class _Job:
@@ -195,7 +203,7 @@ class SwarmBackend(Backend):
             networks=["none"] if spec.network == "none" else None,
         )
         mode = types.ServiceMode("replicated", replicas=1)
-        created = self.api.create_service(template, name=spec.name[:63], labels=labels, mode=mode)
+        created = self.api.create_service(template, name=service_name(spec.name), labels=labels, mode=mode)
         self._jobs[created["ID"]] = _Job(spec, agent)
         return created["ID"]
 
