@@ -476,7 +476,7 @@ def test_an_engine_that_is_not_a_swarm_manager_is_refused(manager, tmp_path):
     assert "--backend swarm needs a swarm manager" in done.stderr and "docs/distributed.md" in done.stderr
 
 
-def test_services_are_refused_on_the_swarm_where_they_are_written(manager, tmp_path):
+def test_services_and_no_network_are_refused_on_the_swarm_where_they_are_written(manager, tmp_path):
     path = write(tmp_path, """
         version: 1
         jobs:
@@ -485,10 +485,15 @@ def test_services_are_refused_on_the_swarm_where_they_are_written(manager, tmp_p
             services:
               db: {image: runner-test/busybox}
             run: 'true'
+          b:
+            image: runner-test/busybox
+            network: none
+            run: 'true'
     """)
-    done = cli("run", path, "--backend", "swarm", cwd=tmp_path, env={"RUNNER_BACKEND": "swarm"})
+    done = cli("run", path, cwd=tmp_path, env={"RUNNER_BACKEND": "swarm"})
     assert done.returncode == 2, done.stdout + done.stderr
     assert "workflow.yml:5:5: --backend swarm cannot run `services`" in done.stderr
+    assert "workflow.yml:10:5: --backend swarm cannot honour `network: none`" in done.stderr
 
 
 @pytest.mark.parametrize("backend", ["docker", "local"])

@@ -104,11 +104,18 @@ class SwarmBackend(Backend):
         problems = []
         for w in workflow.workflows():
             for job in w.jobs.values():
-                if job.container is not None and job.container.services:
+                c = job.container
+                if c is not None and c.services:
                     problems.append(Problem(
-                        job.container.where.get("services", job.location),
+                        c.where.get("services", job.location),
                         "--backend swarm cannot run `services`; run the job with --backend docker, "
                         "or start what it needs as a swarm service of your own",
+                    ))
+                if c is not None and c.network == "none":
+                    problems.append(Problem(
+                        c.where.get("network", job.location),
+                        "--backend swarm cannot honour `network: none`: a swarm has no such network for services; "
+                        "run the job with --backend docker, or remove the key",
                     ))
         if problems:
             raise WorkflowInvalid(problems)
@@ -200,7 +207,6 @@ class SwarmBackend(Backend):
             resources=resources,
             restart_policy=types.RestartPolicy(condition="none", max_attempts=0),
             placement=types.Placement(constraints=list(spec.placement)) if spec.placement else None,
-            networks=["none"] if spec.network == "none" else None,
         )
         mode = types.ServiceMode("replicated", replicas=1)
         created = self.api.create_service(template, name=service_name(spec.name), labels=labels, mode=mode)
