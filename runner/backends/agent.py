@@ -7,7 +7,8 @@ in a directory on shared storage, one at a time, in order, as Tekton's
 entrypoint sequences steps:
 
     N.sh    runner's request: a sh script that enters the working directory,
-            exports the environment and execs the step's command
+            exports the environment and execs the step's command (removed
+            once it has ended: the environment may hold secrets)
     N.out   its standard output, N.err its standard error, tailed by runner as
             they grow, so that logs stream live
     N.code  its exit status, written once it has ended (renamed into place:
@@ -34,6 +35,7 @@ while :; do
   if [ -f "$d/$n.sh" ]; then
     sh "$d/$n.sh" </dev/null >"$d/$n.out" 2>"$d/$n.err"
     echo $? >"$d/$n.tmp" && mv "$d/$n.tmp" "$d/$n.code"
+    rm -f "$d/$n.sh"
     n=$((n + 1))
   else
     sleep 0.05 2>/dev/null || sleep 1

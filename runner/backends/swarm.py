@@ -87,6 +87,9 @@ class SwarmBackend(Backend):
         self._image_errors: dict[str, str] = {}
         self._jobs: dict[str, _Job] = {}
         self._node_names: dict[str, str] = {}
+        self._node_status: dict[str, dict] = {}
+        self._nodes_asked = float("-inf")
+        self._nodes_lock = trio.Lock()
 
     async def _call(self, fn, *args):
         from docker.errors import DockerException
@@ -125,10 +128,14 @@ class SwarmBackend(Backend):
         """A probe task on every node that may take a job; RunNotPossible naming the nodes that fail it."""
         from runner.backends import storage
 
-        images = sorted(pinned for pinned in self._pinned.values())
+        # An image pinned to its digest if there is one: every node can get it.
+        images = sorted(self._pinned.values(), key=lambda image: ("@" not in image, image))
         if not images:
             return  # every image is named by an expression: each job's own task shows what its node lacks
-        await trio.to_thread.run_sync(storage.probe, self.api, images[0], workspace, run_dir, {LABEL_WORKSPACE: workspace}, limiter=self.limiter)
+        labels = {LABEL_WORKSPACE: workspace}
+        await trio.to_thread.run_sync(
+            storage.probe, self.api, images[0], workspace, run_dir, labels, limiter=self.limiter
+        )
 
     async def ensure_image(self, image: str) -> None:
         """Pin the image to its digest in its registry, so that every node runs the same image."""
@@ -218,7 +225,9 @@ class SwarmBackend(Backend):
         for ours, inside in spec.mounts:
             if inside == SCRATCH:
                 return ours
-        raise BackendError(f"--backend swarm runs steps through the directory mounted at {SCRATCH}, and the job has none")
+        raise BackendError(
+            f"--backend swarm runs steps through the directory mounted at {SCRATCH}, and the job has none"
+        )
 
     async def run(self, container: str, output: Callable[[str, bytes], None]) -> int:
         job = self._job(container)
@@ -241,17 +250,26 @@ class SwarmBackend(Backend):
         return job
 
     async def _placed(self, service: str, job: _Job) -> None:
-        """Wait until the job's agent runs; BackendError if no node takes it in time or its task fails."""
+        """Wait until the job's agent runs; BackendError if no node takes it in time or its task fails.
+
+        The agent's file is looked at often, the manager asked about the task
+        twice a second: a job that starts at once costs the manager nothing.
+        """
         if job.ready:
             return
-        waited = 0.0
+        started = trio.current_time()
+        asked = started
         while job.agent.started() is None:
+            await trio.sleep(step_agent.POLL)
+            if trio.current_time() - asked < 0.5:
+                continue
+            asked = trio.current_time()
             task = await self._task(service)
             state = task["Status"]["State"] if task else "new"
             job.node = task.get("NodeID") if task else None
             if state in ENDED:
                 raise BackendError(await self._failed_to_start(job, task))
-            if state in WAITING and waited >= self.schedule_timeout:
+            if state in WAITING and asked - started >= self.schedule_timeout:
                 why = (task or {}).get("Status", {}).get("Err") or "the manager has not placed it"
                 raise BackendError(
                     f"no node took the job's container within {self.schedule_timeout:g}s ({why}); "
@@ -259,8 +277,6 @@ class SwarmBackend(Backend):
                 )
             if job.node:
                 await self._lost(job.node)
-            await trio.sleep(0.1)
-            waited += 0.1
         job.ready = True
 
     async def _failed_to_start(self, job: _Job, task: dict) -> str:
@@ -287,15 +303,23 @@ class SwarmBackend(Backend):
 
     async def _lost(self, node: str) -> None:
         """Raise if the node's engine no longer answers the manager."""
-        try:
-            status = (await self._call(self.api.inspect_node, node))["Status"]
-        except BackendError:
-            raise BackendError(f"node {self._node_names.get(node, node)} left the swarm while running the job") from None
+        status = (await self._nodes()).get(node)
+        if status is None:
+            raise BackendError(f"node {self._node_names.get(node, node)} left the swarm while running the job")
         if status.get("State") == "down":
             raise BackendError(
                 f"node {await self._node_name(node)} was lost while running the job: "
                 f"its engine stopped answering the swarm manager ({status.get('Message') or 'down'})"
             )
+
+    async def _nodes(self) -> dict[str, dict]:
+        """Each node's status, asked of the manager at most once a second whatever the number of jobs."""
+        async with self._nodes_lock:
+            if trio.current_time() - self._nodes_asked >= 1:
+                nodes = await self._call(self.api.nodes)
+                self._node_status = {n["ID"]: n["Status"] for n in nodes}
+                self._nodes_asked = trio.current_time()
+        return self._node_status
 
     async def _task(self, service: str) -> dict | None:
         """The service's newest task (a replicated job may be given a new one after a failure)."""
