@@ -189,7 +189,6 @@ class SwarmBackend(Backend):
         agent = step_agent.Agent(Path(self._scratch(spec)) / AGENT_DIR)
         if first is not None:  # queued before the container starts: the agent runs it at once
             agent.send(list(first), spec.env, spec.working_dir)
-        labels = {**spec.labels, LABEL_OWNER: f"{socket.gethostname()}:{os.getpid()}"}
         mounts = [types.Mount(inside, ours, type="bind") for ours, inside in spec.mounts]
         mounts += [types.Mount(inside, None, type="tmpfs", read_only=True) for inside in spec.hidden]
         container = types.ContainerSpec(
@@ -198,7 +197,9 @@ class SwarmBackend(Backend):
             env=None if first is not None else dict(spec.env),
             workdir="/",
             user=spec.user or None,
-            labels=labels,
+            # Without runner's owner label: the docker backend's reaper on a node must leave
+            # the swarm's containers to the swarm.
+            labels=dict(spec.labels),
             mounts=mounts,
             init=True,
             stop_grace_period=STOP_GRACE,
@@ -216,6 +217,7 @@ class SwarmBackend(Backend):
             placement=types.Placement(constraints=list(spec.placement)) if spec.placement else None,
         )
         mode = types.ServiceMode("replicated", replicas=1)
+        labels = {**spec.labels, LABEL_OWNER: f"{socket.gethostname()}:{os.getpid()}"}
         created = self.api.create_service(template, name=service_name(spec.name), labels=labels, mode=mode)
         self._jobs[created["ID"]] = _Job(spec, agent)
         return created["ID"]
@@ -259,7 +261,7 @@ class SwarmBackend(Backend):
             return
         started = trio.current_time()
         asked = started
-        while job.agent.started() is None:
+        while not job.agent.started():
             await trio.sleep(step_agent.POLL)
             if trio.current_time() - asked < 0.5:
                 continue
