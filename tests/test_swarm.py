@@ -1,146 +1,17 @@
-"""`--backend swarm` on a real three-node swarm: the one `scripts/swarm-cluster up` builds on this machine.
-
-The host's engine is the manager; two more engines, each in network and UTS
-namespaces of their own, are the workers; a registry on the cluster's network
-serves the test images.  What a test checks on "every node" it asks each
-node's own engine.
+"""`--backend swarm` on a real three-node swarm (`tests/swarm_cluster.py`): the same results as on the
+docker backend, jobs placed on the cluster's nodes, and what a swarm cannot do refused where it is written.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import threading
-import time
-from pathlib import Path
 
 import pytest
 
-from conftest import BUSYBOX, IMAGE_MAP, PYTHON, ROOT, cli, write
+from conftest import IMAGE_MAP, ROOT, cli, write
+from swarm_cluster import SWARM, SWARM_IMAGES, CLUSTER_RUN, Tasks, cluster, manager, summary  # noqa: F401 (fixtures)
 from test_resume import run_id_of
 from test_workflows import RUNS
-
-REGISTRY = os.environ.get("RUNNER_REGISTRY", "10.213.7.1:5000")
-CLUSTER_RUN = "/run/runner-swarm"  # where scripts/swarm-cluster keeps the workers' sockets and pids
-WORKERS = ("w1", "w2")
-HOW_TO_START = "the swarm tests need the three-node test cluster: run `sudo scripts/swarm-cluster up`"
-# Every image a test workflow names, from the registry every node reaches.
-SWARM_IMAGES = [
-    arg
-    for local, public in ((BUSYBOX, "alpine:3.20"), (PYTHON, "python:3.12-slim"))
-    for name in (local.split(":")[0], public)
-    for arg in ("--image-map", f"{name}={REGISTRY}/{local}")
-]
-SWARM = ["--backend", "swarm", *SWARM_IMAGES]
-WORKSPACE_LABEL = "dev.runner.workspace"
-
-
-def worker(name: str):
-    import docker
-
-    return docker.DockerClient(base_url=f"unix://{CLUSTER_RUN}/{name}.sock", timeout=30)
-
-
-@pytest.fixture(scope="session")
-def manager():
-    """The swarm manager; fails (never skips) when the test cluster is not up."""
-    import docker
-    from docker.errors import DockerException
-
-    try:
-        client = docker.from_env(timeout=60)
-        swarm = client.info().get("Swarm") or {}
-        nodes = client.api.nodes() if swarm.get("ControlAvailable") else []
-        for name in WORKERS:
-            worker(name).ping()
-        client.api.inspect_distribution(f"{REGISTRY}/{BUSYBOX}")
-    except DockerException as e:
-        pytest.fail(f"{HOW_TO_START} ({e})", pytrace=False)
-    ready = [n for n in nodes if n["Status"]["State"] == "ready"]
-    if len(ready) < 3:
-        pytest.fail(f"{HOW_TO_START} (found {len(ready)} ready swarm nodes, not 3)", pytrace=False)
-    return client
-
-
-def ours(tmp_path: Path):
-    return lambda labels: (labels or {}).get(WORKSPACE_LABEL, "").startswith(str(tmp_path))
-
-
-@pytest.fixture
-def cluster(manager, tmp_path):
-    """The manager, checked after the test: no service of the test's runs on it, no container on any node."""
-    yield manager
-    mine = ours(tmp_path)
-    services = [s["Spec"]["Name"] for s in manager.api.services() if mine(s["Spec"].get("Labels"))]
-    for service in manager.api.services():
-        if mine(service["Spec"].get("Labels")):
-            manager.api.remove_service(service["ID"])
-    assert not services, f"services left behind: {services}"
-    assert leftovers(manager, tmp_path, wait=20) == [], "containers left behind"
-
-
-def leftovers(manager, tmp_path: Path, wait: float) -> list[str]:
-    """The containers of the test's runs on any node, after waiting up to `wait` seconds for them to go
-    (a node removes a removed service's container on its own time)."""
-    mine = ours(tmp_path)
-    deadline = time.monotonic() + wait
-    while True:
-        found = [
-            f"{node}: {c['Names'][0]}"
-            for node, client in (("manager", manager), *((w, worker(w)) for w in WORKERS))
-            for c in client.api.containers(all=True)
-            if mine(c.get("Labels"))
-        ]
-        if not found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.5)
-
-
-def summary(path: Path) -> dict:
-    """The run's --output-json, without what differs from run to run (ids, durations)."""
-
-    def strip(value):
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k not in ("run_id", "duration_s", "cached_from")}
-        if isinstance(value, list):
-            return [strip(v) for v in value]
-        return value
-
-    return strip(json.loads(path.read_text()))
-
-
-class Tasks:
-    """The nodes the tasks of the test's jobs ran on, watched while a run goes on."""
-
-    def __init__(self, manager, tmp_path: Path):
-        self.api = manager.api
-        self.mine = ours(tmp_path)
-        self.nodes: dict[str, str] = {}  # task id → node id
-        self.images: set[str] = set()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._watch, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
-
-    def _watch(self):
-        while not self.stop.is_set():
-            for service in self.api.services():
-                labels = service["Spec"].get("Labels") or {}
-                if self.mine(labels) and "dev.runner.run-id" in labels:  # a job's, not the storage probe's
-                    self.images.add(service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"])
-                    for task in self.api.tasks(filters={"service": service["ID"]}):
-                        if task.get("NodeID"):
-                            self.nodes[task["ID"]] = task["NodeID"]
-            time.sleep(0.2)
 
 
 # -- the same results as on the docker backend
@@ -316,28 +187,6 @@ def test_jobs_land_on_every_node_and_reserve_their_cpus(cluster, tmp_path):
     assert tasks.images and all("@sha256:" in image for image in tasks.images), tasks.images
 
 
-def test_a_job_no_node_can_take_fails_after_the_scheduling_timeout(cluster, tmp_path):
-    path = write(tmp_path, """
-        version: 1
-        jobs:
-          huge:
-            image: runner-test/busybox
-            resources: {cpus: 64}
-            run: echo never
-          nowhere:
-            image: runner-test/busybox
-            placement: {constraints: [node.labels.runner-test-nothing == yes]}
-            run: echo never
-    """)
-    done = cli("run", path, *SWARM, "--output-json", tmp_path / "out.json", cwd=tmp_path,
-               env={"RUNNER_SWARM_SCHEDULE_TIMEOUT": "3"})
-    assert done.returncode == 1, done.stdout + done.stderr
-    jobs = json.loads((tmp_path / "out.json").read_text())["jobs"]
-    for job, why in (("huge", "insufficient resources"), ("nowhere", "scheduling constraints")):
-        assert "no node took the job's container within 3s" in jobs[job]["reason"], jobs[job]
-        assert why in jobs[job]["reason"], jobs[job]
-
-
 def test_placement_constraints_choose_the_node(cluster, tmp_path):
     path = write(tmp_path, """
         version: 1
@@ -353,116 +202,6 @@ def test_placement_constraints_choose_the_node(cluster, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     managers = {n["ID"] for n in cluster.api.nodes() if n["Spec"]["Role"] == "manager"}
     assert tasks.nodes and set(tasks.nodes.values()) <= managers
-
-
-# -- failures
-
-
-def test_a_worker_engine_killed_mid_job_fails_the_attempt_naming_its_node_and_the_retry_runs_elsewhere(cluster, tmp_path):
-    path = write(tmp_path, """
-        version: 1
-        jobs:
-          long:
-            image: runner-test/busybox
-            placement: {constraints: [node.role == worker]}
-            retry: {attempts: 2}
-            run: echo "started"; sleep 20; echo "finished"
-    """)
-    names = {n["ID"]: n["Description"]["Hostname"] for n in cluster.api.nodes()}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "runner", "run", path, *SWARM, "--output-json", tmp_path / "out.json"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    killed = None
-    try:
-        with Tasks(cluster, tmp_path) as tasks:
-            deadline = time.monotonic() + 60
-            while not tasks.nodes and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert tasks.nodes, "the job was never placed"
-            first_node = next(iter(tasks.nodes.values()))
-            killed = names[first_node].rsplit("-", 1)[1]  # runner-swarm-w1 → w1
-            time.sleep(2)  # the step runs
-            os.kill(int(Path(f"{CLUSTER_RUN}/{killed}.pid").read_text()), signal.SIGKILL)
-            output, _ = process.communicate(timeout=120)
-    finally:
-        process.kill()
-        if killed is not None:  # the cluster as it was, for the tests after this one
-            subprocess.run([ROOT / "scripts" / "swarm-cluster", "up"], check=True, capture_output=True, timeout=180)
-    assert process.returncode == 0, output
-    job = json.loads((tmp_path / "out.json").read_text())["jobs"]["long"]
-    assert job["attempts"] == 2 and job["result"] == "success"
-    assert f"node {names[first_node]} ({first_node[:12]}) was lost while running the job" in output
-    assert len(set(tasks.nodes.values())) == 2 and "finished" in output
-
-
-def test_a_node_that_cannot_get_the_image_is_named(cluster, tmp_path):
-    # The image is on the manager only, and named by an expression: the job's own task shows the failure.
-    path = write(tmp_path, """
-        version: 1
-        jobs:
-          local_only:
-            image: '${{ "runner-test/busybox" }}'
-            placement: {constraints: [node.role == worker]}
-            run: echo never
-    """)
-    done = cli("run", path, "--backend", "swarm", "--output-json", tmp_path / "out.json", cwd=tmp_path)
-    assert done.returncode == 1, done.stdout + done.stderr
-    reason = json.loads((tmp_path / "out.json").read_text())["jobs"]["local_only"]["reason"]
-    assert "node runner-swarm-w" in reason and "cannot get image `runner-test/busybox`" in reason, reason
-    assert "push it to a registry every node can reach" in reason
-
-
-def test_the_probe_names_the_nodes_that_cannot_run_the_image(cluster, tmp_path):
-    path = write(tmp_path, "version: 1\njobs:\n  a:\n    image: runner-test/busybox\n    run: echo never\n")
-    done = cli("run", path, "--backend", "swarm", cwd=tmp_path)
-    assert done.returncode == 3, done.stdout + done.stderr
-    assert "these nodes cannot run image `runner-test/busybox`" in done.stderr
-    assert "runner-swarm-w1" in done.stderr and "runner-swarm-w2" in done.stderr
-    assert "Traceback" not in done.stderr
-
-
-def test_keep_on_failure_names_the_node_and_runs_clean_removes_the_service(cluster, tmp_path):
-    path = write(tmp_path, "version: 1\njobs:\n  bad:\n    image: runner-test/busybox\n    run: exit 4\n")
-    done = cli("run", path, *SWARM, "--keep-on-failure", cwd=tmp_path)
-    assert done.returncode == 1, done.stdout + done.stderr
-    nodes = [n["Description"]["Hostname"] for n in cluster.api.nodes()]
-    assert any(f"container kept for debugging on node {node} (" in done.stdout for node in nodes), done.stdout
-    run_id = run_id_of(done.stdout)
-    assert [s for s in cluster.api.services() if ours(tmp_path)(s["Spec"].get("Labels"))]
-    clean = cli("runs", "clean", run_id, cwd=tmp_path)
-    assert clean.returncode == 0 and "removed runner-" in clean.stdout, clean.stdout + clean.stderr
-
-
-@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL])
-def test_ctrl_c_removes_the_services_and_a_killed_runner_s_are_reaped_by_the_next_run(cluster, tmp_path, how):
-    path = write(tmp_path, """
-        version: 1
-        jobs:
-          slow:
-            image: runner-test/busybox
-            matrix: {n: [1, 2]}
-            run: echo "waiting"; sleep 60
-    """)
-    with Tasks(cluster, tmp_path) as tasks:
-        process = subprocess.Popen([sys.executable, "-m", "runner", "run", path, *SWARM], cwd=tmp_path,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 60
-        while len(tasks.nodes) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(1)
-        process.send_signal(how)
-        output, _ = process.communicate(timeout=60)
-    services = [s for s in cluster.api.services() if ours(tmp_path)(s["Spec"].get("Labels"))]
-    if how == signal.SIGINT:
-        assert process.returncode == 130, output
-        assert services == []
-        return
-    assert len(services) == 2
-    again = cli("run", write(tmp_path, "version: 1\njobs:\n  a:\n    image: runner-test/busybox\n    run: 'true'\n",
-                             "other.yml"), *SWARM, cwd=tmp_path)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert [s for s in cluster.api.services() if ours(tmp_path)(s["Spec"].get("Labels"))] == []
 
 
 # -- refusals

@@ -127,7 +127,8 @@ class DockerBackend(Backend):
             Problem(job.container.where.get("placement", job.location),
                     "--backend docker cannot honour `placement`: it runs every job on this engine; "
                     "run with --backend swarm, or remove the key")
-            for w in workflow.workflows() for job in w.jobs.values() if job.container is not None and job.container.placement
+            for w in workflow.workflows() for job in w.jobs.values()
+            if job.container is not None and job.container.placement
         ]
         if problems:
             raise WorkflowInvalid(problems)

@@ -341,7 +341,10 @@ class SwarmBackend(Backend):
 
     async def placed(self, container: str) -> tuple[str, str] | None:
         """The id of the service's container on its node, and the node's name."""
-        task = await self._task(container)
+        try:
+            task = await self._task(container)
+        except BackendError:
+            return None
         if task is None or not task.get("NodeID"):
             return None
         inside = (task["Status"].get("ContainerStatus") or {}).get("ContainerID", "")[:12]
