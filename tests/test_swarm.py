@@ -262,3 +262,10 @@ def test_a_malformed_placement_is_refused_by_the_schema(tmp_path):
     done = cli("validate", path, cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "workflow.yml:5:" in done.stderr and "a placement constraint is `ATTRIBUTE == VALUE`" in done.stderr
+
+
+def test_a_scheduling_timeout_that_is_not_a_number_is_refused(manager, tmp_path):
+    path = write(tmp_path, "version: 1\njobs:\n  a:\n    image: runner-test/busybox\n    run: 'true'\n")
+    done = cli("run", path, "--backend", "swarm", cwd=tmp_path, env={"RUNNER_SWARM_SCHEDULE_TIMEOUT": "soon"})
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "RUNNER_SWARM_SCHEDULE_TIMEOUT='soon' is not a number of seconds above 0" in done.stderr

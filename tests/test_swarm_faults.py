@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, cli, write
+from conftest import BUSYBOX, ROOT, cli, write
 from swarm_cluster import CLUSTER_RUN, SWARM, Tasks, cluster, manager, ours  # noqa: F401 (fixtures)
 from test_resume import run_id_of
 
@@ -79,28 +79,40 @@ def test_a_worker_engine_killed_mid_job_fails_the_attempt_naming_its_node_and_th
     assert len(set(tasks.nodes.values())) == 2 and "finished" in output
 
 
-def test_a_node_that_cannot_get_the_image_is_named(cluster, tmp_path):
-    # The image is on the manager only, and named by an expression: the job's own task shows the failure.
-    path = write(tmp_path, """
+# An image only the manager has, named as if from a registry nobody reaches: the workers fail
+# to pull it at once (an image named without a registry would first wait for Docker Hub's address).
+LOCAL_ONLY = "127.0.0.1:9/runner-test/local-only:latest"
+
+
+@pytest.fixture
+def local_only(manager):
+    manager.api.tag(BUSYBOX, LOCAL_ONLY)
+    yield LOCAL_ONLY
+    manager.api.remove_image(LOCAL_ONLY)
+
+
+def test_a_node_that_cannot_get_the_image_is_named(cluster, tmp_path, local_only):
+    # Named by an expression, the image is not probed before the run: the job's own task shows the failure.
+    path = write(tmp_path, f"""
         version: 1
         jobs:
           local_only:
-            image: '${{ "runner-test/busybox" }}'
-            placement: {constraints: [node.role == worker]}
+            image: '${{{{ "{local_only}" }}}}'
+            placement: {{constraints: [node.role == worker]}}
             run: echo never
     """)
     done = cli("run", path, "--backend", "swarm", "--output-json", tmp_path / "out.json", cwd=tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     reason = json.loads((tmp_path / "out.json").read_text())["jobs"]["local_only"]["reason"]
-    assert "node runner-swarm-w" in reason and "cannot get image `runner-test/busybox`" in reason, reason
+    assert "node runner-swarm-w" in reason and f"cannot get image `{local_only}`" in reason, reason
     assert "push it to a registry every node can reach" in reason
 
 
-def test_the_probe_names_the_nodes_that_cannot_run_the_image(cluster, tmp_path):
-    path = write(tmp_path, "version: 1\njobs:\n  a:\n    image: runner-test/busybox\n    run: echo never\n")
+def test_the_probe_names_the_nodes_that_cannot_run_the_image(cluster, tmp_path, local_only):
+    path = write(tmp_path, f"version: 1\njobs:\n  a:\n    image: '{local_only}'\n    run: echo never\n")
     done = cli("run", path, "--backend", "swarm", cwd=tmp_path)
     assert done.returncode == 3, done.stdout + done.stderr
-    assert "these nodes cannot run image `runner-test/busybox`" in done.stderr
+    assert f"these nodes cannot run image `{local_only}`" in done.stderr
     assert "runner-swarm-w1" in done.stderr and "runner-swarm-w2" in done.stderr
     assert "Traceback" not in done.stderr
 

@@ -28,7 +28,7 @@ import trio
 from runner.backends import agent as step_agent
 from runner.backends.base import DISAPPEARED, Backend, BackendError, ContainerSpec
 from runner.backends.docker import LABEL_OWNER, LABEL_RUN, _alive, _engine_errors, _first_line
-from runner.errors import Problem, RunNotPossible, WorkflowInvalid
+from runner.errors import Problem, RunNotPossible, UsageError, WorkflowInvalid
 
 LABEL_WORKSPACE = "dev.runner.workspace"  # set by the container executor on its jobs' containers
 LABEL_KEPT = "dev.runner.kept"  # a failed job's service left running for debugging
@@ -61,6 +61,19 @@ def connect(threads: int):
     return client
 
 
+def _seconds(value: str | None) -> float:
+    """RUNNER_SWARM_SCHEDULE_TIMEOUT, in seconds; UsageError if it is not a positive number."""
+    if not value:
+        return SCHEDULE_TIMEOUT
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0
+    if not 0 < seconds < float("inf"):
+        raise UsageError(f"{SCHEDULE_VARIABLE}={value!r} is not a number of seconds above 0")
+    return seconds
+
+
 def service_name(name: str) -> str:
     """A unique name the manager accepts: a DNS label (letters, digits, dashes; at most 63 characters)."""
     label = re.sub(r"[^a-zA-Z0-9]+", "-", name)[:55].strip("-")
@@ -81,7 +94,7 @@ class SwarmBackend(Backend):
     def __init__(self, client, threads: int = 32, environ: Mapping[str, str] = os.environ):
         self.api = client.api
         self.limiter = trio.CapacityLimiter(threads)
-        self.schedule_timeout = float(environ.get(SCHEDULE_VARIABLE) or SCHEDULE_TIMEOUT)
+        self.schedule_timeout = _seconds(environ.get(SCHEDULE_VARIABLE))
         self._pinned: dict[str, str] = {}  # image → the name it runs under, pinned to its digest if it can be
         self._images: dict[str, trio.Event] = {}
         self._image_errors: dict[str, str] = {}
@@ -324,7 +337,7 @@ class SwarmBackend(Backend):
         return self._node_status
 
     async def _task(self, service: str) -> dict | None:
-        """The service's newest task (a replicated job may be given a new one after a failure)."""
+        """The service's newest task (its only one, unless the manager gave it another)."""
         tasks = await self._call(lambda: self.api.tasks(filters={"service": service}))
         return max(tasks, key=lambda t: t.get("CreatedAt", ""), default=None)
 
@@ -413,10 +426,6 @@ class SwarmBackend(Backend):
             self._remove(service["ID"])
             removed.append(service["Spec"]["Name"])
         return removed
-
-    def leftovers(self, run_id: str) -> list[str]:
-        """The run's services still present (none, once a run has ended)."""
-        return [s["ID"] for s in self._services({"label": f"{LABEL_RUN}={run_id}"})]
 
     def _services(self, filters: dict) -> list[dict]:
         from docker.errors import DockerException
