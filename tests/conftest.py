@@ -87,7 +87,7 @@ def docker(docker_client, tmp_path):
             pass
     networks = [
         n for n in docker_client.api.networks(filters={"label": LABEL})
-        if (n.get("Labels") or {}).get("dev.runner.workspace", "").startswith(mine)
+        if mine((n.get("Labels") or {}).get("dev.runner.workspace", ""))
     ]
     for network in networks:
         try:
