@@ -127,12 +127,18 @@ class Tasks:
         self.thread.join()
 
     def _watch(self):
+        from docker.errors import NotFound
+
         while not self.stop.is_set():
             for service in self.api.services():
                 labels = service["Spec"].get("Labels") or {}
                 if self.mine(labels) and "dev.runner.run-id" in labels:  # a job's, not the storage probe's
                     self.images.add(service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"])
-                    for task in self.api.tasks(filters={"service": service["ID"]}):
+                    try:
+                        tasks = self.api.tasks(filters={"service": service["ID"]})
+                    except NotFound:  # removed since it was listed
+                        continue
+                    for task in tasks:
                         if task.get("NodeID"):
                             self.nodes[task["ID"]] = task["NodeID"]
             time.sleep(0.2)

@@ -338,8 +338,15 @@ class SwarmBackend(Backend):
 
     async def _task(self, service: str) -> dict | None:
         """The service's newest task (its only one, unless the manager gave it another)."""
-        tasks = await self._call(lambda: self.api.tasks(filters={"service": service}))
-        return max(tasks, key=lambda t: t.get("CreatedAt", ""), default=None)
+        from docker.errors import NotFound
+
+        def tasks() -> list[dict]:
+            try:
+                return self.api.tasks(filters={"service": service})
+            except NotFound:  # the service was removed from outside runner
+                return []
+
+        return max(await self._call(tasks), key=lambda t: t.get("CreatedAt", ""), default=None)
 
     async def _node_name(self, node: str | None) -> str:
         if not node:
