@@ -118,8 +118,9 @@ def _run_options(parser: argparse.ArgumentParser, state_dir_help: str) -> None:
     """Options of every command that runs jobs (`run`, `resume`)."""
     parser.add_argument("--concurrency", type=int, metavar="N", help="most nodes running at once")
     parser.add_argument(
-        "--backend", choices=BACKENDS, metavar="{docker,local}",
-        help="what runs container jobs (default: $RUNNER_BACKEND, else docker); local runs them as processes on "
+        "--backend", choices=BACKENDS, metavar="{" + ",".join(BACKENDS) + "}",
+        help="what runs container jobs (default: $RUNNER_BACKEND, else docker); swarm places them on a Docker Swarm's "
+        "nodes (docs/distributed.md); local runs them as processes on "
         "this machine, in the workspace: not sandboxed, `image` ignored, `network: none`, `resources` and `user` refused",
     )
     parser.add_argument(

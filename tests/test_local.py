@@ -277,12 +277,12 @@ def test_runner_backend_variable_chooses_and_is_checked(tmp_path):
     assert "[hello/1] hello" in done.stdout and WARNING in done.stderr
     done = cli("run", workflow, cwd=tmp_path, env={**NO_DOCKER, "RUNNER_BACKEND": "podman"})
     assert done.returncode == 2
-    assert "RUNNER_BACKEND='podman' names no backend; it is one of docker, local" in done.stderr
+    assert "RUNNER_BACKEND='podman' names no backend; it is one of docker, local, swarm" in done.stderr
     # Without a choice it is Docker, never a silent fallback to processes.
     done = cli("run", workflow, cwd=tmp_path, env=NO_DOCKER)
     assert done.returncode == 3
     assert "cannot reach the Docker engine at unix:///nonexistent.sock" in done.stderr
-    assert "--backend {docker,local}" in cli("run", "--help").stdout
+    assert "--backend {docker,local,swarm}" in cli("run", "--help").stdout
 
 
 def test_a_local_run_does_not_import_the_docker_sdk(tmp_path):

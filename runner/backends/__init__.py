@@ -1,7 +1,7 @@
-"""Container backends behind one seam (`base.Backend`): docker, local processes, and a fake for engine tests.
+"""Container backends behind one seam (`base.Backend`): docker, a swarm, local processes, and a fake for engine tests.
 
 `open_backend` is the one place that turns a backend's name into a backend;
-the Docker SDK is imported only when the Docker backend is opened.
+the Docker SDK is imported only when the Docker or swarm backend is opened.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from runner.errors import UsageError
 if TYPE_CHECKING:  # the command line imports this module: it stays light
     from runner.backends.base import Backend
 
-BACKENDS = ("docker", "local")
+BACKENDS = ("docker", "local", "swarm")
 DEFAULT = "docker"
 VARIABLE = "RUNNER_BACKEND"
 
@@ -33,6 +33,10 @@ def open_backend(name: str, threads: int = 4) -> Backend:
         from runner.backends.local import LocalBackend
 
         return LocalBackend()
+    if name == "swarm":
+        from runner.backends.swarm import SwarmBackend, connect as connect_manager
+
+        return SwarmBackend(connect_manager(threads), threads)
     from runner.backends.docker import DockerBackend, connect
 
     return DockerBackend(connect(threads), threads)

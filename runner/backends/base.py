@@ -24,6 +24,7 @@ DEFAULT_CAPABILITIES = frozenset({
 })
 DISAPPEARED = "the container disappeared: it was stopped or removed from outside runner"
 KEPT_PREFIX = "runner-kept-"  # the name of a failed job's container left running for debugging
+ON_NODE = " on node "  # between a kept container's name and its machine's, where a backend has several
 
 
 class BackendError(Exception):
@@ -47,6 +48,7 @@ class ContainerSpec:
     capabilities: frozenset[str] = DEFAULT_CAPABILITIES  # every other one is dropped
     aliases: tuple[str, ...] = ()  # names it answers to on `network` (a network of the job's own)
     hidden: tuple[str, ...] = ()  # container paths inside the mounts covered by an empty read-only directory
+    placement: tuple[str, ...] = ()  # a cluster's constraints on the node that runs it (`placement:`)
 
 
 class Backend(ABC):
@@ -114,6 +116,10 @@ class Backend(ABC):
         """
         return False
 
+    async def placed(self, container: str) -> tuple[str, str] | None:
+        """For a backend with several machines: the container's name on the one it runs on, and that machine's."""
+        return None
+
     async def image_path(self, image: str) -> str | None:
         """The PATH the image sets for its processes, if it sets one (None: the engine's default)."""
         return None
@@ -121,6 +127,9 @@ class Backend(ABC):
     def host_path(self, path: str) -> str:
         """Where the engine finds `path` to mount it; RunNotPossible if it cannot."""
         return path
+
+    async def check_storage(self, workspace: str, run_dir: str) -> None:
+        """RunNotPossible if a machine that may run jobs does not see these directories at the same paths."""
 
     def check(self, workflow) -> list[str]:
         """Warnings to print before the run starts; WorkflowInvalid, naming each key, for

@@ -16,7 +16,7 @@ from typing import Callable, Mapping
 
 import trio
 
-from runner.errors import RunNotPossible
+from runner.errors import Problem, RunNotPossible, WorkflowInvalid
 from runner.backends.base import DISAPPEARED, KEPT_PREFIX, Backend, BackendError, ContainerSpec
 
 LABEL_RUN = "dev.runner.run-id"
@@ -124,6 +124,18 @@ class DockerBackend(Backend):
 
     def close(self) -> None:
         self.api.close()  # its pooled sockets, at once rather than when the collector finds the client
+
+    def check(self, workflow) -> list[str]:
+        problems = [
+            Problem(job.container.where.get("placement", job.location),
+                    "--backend docker cannot honour `placement`: it runs every job on this engine; "
+                    "run with --backend swarm, or remove the key")
+            for w in workflow.workflows() for job in w.jobs.values()
+            if job.container is not None and job.container.placement
+        ]
+        if problems:
+            raise WorkflowInvalid(problems)
+        return []
 
     async def _call(self, fn, *args, cancellable: bool = False):
         from docker.errors import DockerException

@@ -73,6 +73,12 @@ class LocalBackend(Backend):
                     if message:
                         where = c.where.get(key, job.location)
                         problems.append(Problem(where, f"--backend local {message}; {INSTEAD}"))
+                if c.placement:
+                    problems.append(Problem(
+                        c.where.get("placement", job.location),
+                        "--backend local cannot honour `placement`: it has no cluster to place jobs on; "
+                        "run with --backend swarm, or remove the key",
+                    ))
         if problems:
             raise WorkflowInvalid(problems)
         images = sorted(workflow.images())

@@ -170,6 +170,7 @@ async def _run(workflow: Workflow, options: RunOptions, store, state_dir: Path, 
             # Both are mounted into job containers: the engine must be able to reach them.
             for path in (str(workspace), str(run_dir)):
                 executors[JobKind.CONTAINER].backend.host_path(os.path.abspath(path))
+            await executors[JobKind.CONTAINER].backend.check_storage(str(workspace), str(run_dir))
         masked_inputs = masker.value(inputs, numbers=True)
         attempt = store.begin_run(
             run_id,

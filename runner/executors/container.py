@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping
 
 import trio
 
-from runner.backends.base import DEFAULT_PIDS, DISAPPEARED, KEPT_PREFIX, Backend, BackendError, ContainerSpec
+from runner.backends.base import DEFAULT_PIDS, DISAPPEARED, KEPT_PREFIX, ON_NODE, Backend, BackendError, ContainerSpec
 from runner.model import fields
 from runner.model.durations import format_duration
 from runner.model.fields import FieldError
@@ -158,6 +158,7 @@ class ContainerExecutor(Executor):
             pids=resources.pids or DEFAULT_PIDS,
             user=user,
             capabilities=capabilities(spec.capabilities),
+            placement=spec.placement,
         )
         box = _Container(self.backend, container_spec)
         kept = None
@@ -204,6 +205,9 @@ class ContainerExecutor(Executor):
                     return None
             except BackendError:
                 return None  # gone already (stopped from outside): nothing to keep
+            placed = await self.backend.placed(container)
+        if placed is not None:  # the name the engine gave it there, and the machine
+            name = ON_NODE.join(placed)
         self.kept[name] = container
         return name
 

@@ -308,9 +308,10 @@ class _Compiler:
             user=str(spec["user"]) if spec.get("user") is not None else None,
             capabilities=Capabilities(*(tuple((spec.get("capabilities") or {}).get(k) or ()) for k in ("add", "drop"))),
             services=self.services(spec.get("services") or {}, network, path),
+            placement=tuple((spec.get("placement") or {}).get("constraints") or ()),
             where=frozen({
                 key: self.doc.locate(path + (key,) if key in spec else ("defaults", key), key=True)
-                for key in ("image", "resources", "network", "user", "capabilities", "services")
+                for key in ("image", "resources", "network", "user", "capabilities", "services", "placement")
                 if key in spec or key in self.defaults
             }),
         )

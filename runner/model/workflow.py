@@ -110,7 +110,8 @@ class Container:
     user: str | None  # "host": the workspace's owner; None: runner's user when it is not root, else the image's
     capabilities: Capabilities = Capabilities()
     services: tuple[Service, ...] = ()
-    # Where `image`, `resources`, `network`, `user`, `capabilities` and `services` are set
+    placement: tuple[str, ...] = ()  # `placement: {constraints}`: where a cluster may run the job
+    # Where `image`, `resources`, `network`, `user`, `capabilities`, `services` and `placement` are set
     # (the job's key or the default's), for a backend that cannot honour them to say so.
     where: Mapping[str, Location] = field(default_factory=dict)
 

@@ -7,6 +7,7 @@ import sys
 from collections import deque
 from typing import Any, TextIO
 
+from runner.backends.base import ON_NODE
 from runner.model.durations import format_duration
 from runner.model.results import Result
 from runner.report import Reporter
@@ -74,7 +75,10 @@ class Console(Reporter):
         if node.result is Result.FAILURE and node.continue_on_error:
             text += " (continue_on_error)"
         self._print(text)
-        if node.container:
+        if node.container and ON_NODE in node.container:
+            name, _, machine = node.container.partition(ON_NODE)
+            self._print(f"  container kept for debugging on node {machine}; there: docker exec -it {name} sh")
+        elif node.container:
             self._print(f"  container kept for debugging: docker exec -it {node.container} sh")
         progress = self.matrices.get(node.job_id) if node.id != node.job_id else None
         if progress is not None and progress.finished(node) and not self.quiet:
