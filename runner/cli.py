@@ -104,6 +104,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--concurrency", type=int, metavar="N", help="most runs at once; more wait their turn")
     serve.add_argument("--token-file", metavar="FILE", help="bearer tokens, one a line (also $RUNNER_TOKENS)")
     serve.add_argument("--allow-posted-workflows", action="store_true", help="also run workflow text posted to the API")
+    serve.add_argument(
+        "--backend", choices=BACKENDS, metavar="{" + ",".join(BACKENDS) + "}",
+        help="what runs container jobs (default: $RUNNER_BACKEND, else docker); see `runner run --help`",
+    )
 
     commands.add_parser("schema", help="print the workflow JSON Schema")
     commands.add_parser(

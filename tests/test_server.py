@@ -304,3 +304,25 @@ def test_a_port_in_use_is_a_message_and_exit_3(tmp_path):
     assert refused.returncode == 3
     assert f"runner: cannot listen on 127.0.0.1:{port}: Address already in use" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_backend_option_chooses_what_runs_container_jobs(tmp_path):
+    directory = tmp_path / "workflows"
+    directory.mkdir()
+    write(directory, """
+        version: 1
+        jobs:
+          show:
+            image: runner-test/busybox:latest
+            steps:
+              - run: echo "ran as a process of this machine"
+    """, "local.yml")
+    # No Docker engine answers at this address: only --backend local can run the job.
+    served = Served("--workflows", directory, "--state-dir", tmp_path / "state", "--backend", "local",
+                    cwd=tmp_path, env={"DOCKER_HOST": "unix:///nonexistent.sock", "RUNNER_BACKEND": "docker"})
+    try:
+        run_id = served.start("local.yml")
+        assert served.wait_for(run_id, "success", "failure")["status"] == "success"
+        assert served.client.get(f"/runs/{run_id}/logs/show/1").text == "ran as a process of this machine\n"
+    finally:
+        served.stop()

@@ -43,7 +43,7 @@ def serve(args) -> int:
             print(f"  {problem}", file=sys.stderr)
     store = Store(_state_dir(args))
     try:
-        signum = trio.run(partial(_serve, args, tokens, registry, store, backend_name(None)))
+        signum = trio.run(partial(_serve, args, tokens, registry, store, backend_name(args.backend)))
     except BaseExceptionGroup as group:
         raise _alone(group) from None  # a RunnerError leaves as itself, for the CLI to report
     finally:
