@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from httpx_sse import connect_sse
 
 from _measure import IMAGE, RUNNER, write
 
@@ -144,13 +145,10 @@ def measure_stream(server: Server, runs: int) -> list[float]:
     for _ in range(runs):
         run_id = server.start("talking.yml")["run_id"]
         arrived: dict[int, float] = {}
-        with server.client.stream("GET", f"/runs/{run_id}/events", headers={"Accept": "text/event-stream"}) as response:
+        with connect_sse(server.client, "GET", f"/runs/{run_id}/events") as source:
             connected = time.time()
-            seq = None
-            for line in response.iter_lines():
-                if line.startswith("id: "):
-                    seq = int(line[4:])
-                    arrived[seq] = time.time()
+            for event in source.iter_sse():
+                arrived[int(event.id)] = time.time()
         made = {seq: made for seq, made, _ in made_at(server, run_id)}
         # Only what was made while the client followed: older events are read from the store at once.
         seconds += [arrived[s] - made[s] for s in arrived if made[s] > connected + 0.01]

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+from httpx_sse import connect_sse
 
 
 class Served:
@@ -44,14 +45,17 @@ class Served:
         assert response.status_code in (201, 202), response.text
         return response.json()["run_id"]
 
-    def events(self, run_id: str, after: int | None = None, sse: bool = False) -> list[dict]:
-        """Every event of the run after `after`, to the end of the stream."""
-        headers = {"Accept": "text/event-stream"} if sse else {}
+    def events(self, run_id: str, after: int | None = None, sse: bool = False, **headers: str) -> list[dict]:
+        """Every event of the run after `after`, to the end of the stream, as {"id", "event", "data"}."""
         params = {"after": after} if after is not None else {}
-        with self.client.stream("GET", f"/runs/{run_id}/events", headers=headers, params=params) as response:
+        url = f"/runs/{run_id}/events"
+        if sse:
+            with connect_sse(self.client, "GET", url, params=params, headers=headers) as source:
+                source.response.raise_for_status()
+                return [{"id": int(e.id), "event": e.event, "data": e.json()} for e in source.iter_sse()]
+        with self.client.stream("GET", url, params=params, headers=headers) as response:
             assert response.status_code == 200, response.read()
-            text = "".join(response.iter_text())
-        return parse_sse(text) if sse else [json.loads(line) for line in text.splitlines() if line]
+            return [json.loads(line) for line in response.iter_lines() if line]
 
     def wait_for(self, run_id: str, *statuses: str, timeout: float = 60) -> dict:
         deadline = time.monotonic() + timeout
@@ -68,17 +72,3 @@ class Served:
             self.process.send_signal(signum)
         return self.process.wait(timeout)
 
-
-def parse_sse(text: str) -> list[dict]:
-    """SSE messages as {"id", "event", "data"}; comments (heartbeats) are left out."""
-    events = []
-    for block in text.split("\n\n"):
-        fields: dict = {}
-        for line in block.splitlines():
-            if line.startswith(":"):
-                continue
-            name, _, value = line.partition(": ")
-            fields[name] = value
-        if fields:
-            events.append({"id": int(fields["id"]), "event": fields["event"], "data": json.loads(fields["data"])})
-    return events

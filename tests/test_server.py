@@ -149,12 +149,7 @@ def test_events_resume_after_the_last_event_id_without_loss_or_duplicates(server
     assert events[2]["data"] == {"node": "greet", "job": "greet", "state": "succeeded", "result": "success",
                                  "reason": "", "attempts": 1, "duration_s": events[2]["data"]["duration_s"]}
     assert events[-1]["data"]["status"] == "success" and events[-1]["data"]["outputs"] == {"text": "HELLO WORLD"}
-    with server.client.stream("GET", f"/runs/{run_id}/events",
-                              headers={"Accept": "text/event-stream", "Last-Event-ID": "3"}) as response:
-        assert response.headers["content-type"].startswith("text/event-stream")
-        from serving import parse_sse
-
-        resumed = parse_sse("".join(response.iter_text()))
+    resumed = server.events(run_id, sse=True, **{"Last-Event-ID": "3"})
     assert resumed == events[3:]
     assert server.events(run_id, after=5) == [{k: e[k] for k in ("id", "event", "data")} for e in events[5:]]
 

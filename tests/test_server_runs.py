@@ -7,6 +7,7 @@ import signal
 import time
 
 import pytest
+from httpx_sse import connect_sse
 
 from conftest import BUSYBOX, cli, write
 from serving import Served
@@ -73,12 +74,9 @@ def server(tmp_path, workflows, docker):
 def test_a_container_jobs_log_lines_stream_while_it_runs(server):
     run_id = server.start("slow.yml")
     seen = []
-    with server.client.stream("GET", f"/runs/{run_id}/events", headers={"Accept": "text/event-stream"}) as response:
-        for line in response.iter_lines():
-            if line.startswith("event: "):
-                seen.append((line[7:], time.monotonic()))
-            if line.startswith("data: ") and seen[-1][0] == "node.log":
-                seen[-1] = (seen[-1][0], seen[-1][1], json.loads(line[6:]))
+    with connect_sse(server.client, "GET", f"/runs/{run_id}/events") as source:
+        for event in source.iter_sse():
+            seen.append((event.event, time.monotonic(), event.json()))
     kinds = [s[0] for s in seen]
     assert kinds[-1] == "run.finished"
     logs = [s[2]["line"] for s in seen if s[0] == "node.log"]
