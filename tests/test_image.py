@@ -9,6 +9,7 @@ import subprocess
 import textwrap
 from pathlib import Path
 
+import httpx
 import pytest
 
 import runner
@@ -169,3 +170,40 @@ def test_runner_as_pid_1_stops_on_sigterm_and_removes_its_containers(docker, ima
         assert not docker.api.containers(all=True, filters={"label": f"dev.runner.workspace={tmp_path}"})
     finally:
         subprocess.run(["docker", "rm", "-f", runner_container], capture_output=True)
+
+
+def test_the_image_serves_the_api_and_runs_a_container_job(docker, image, tmp_path):
+    (tmp_path / "workflows").mkdir()
+    write(tmp_path / "workflows", f"""
+        version: 1
+        jobs:
+          hello: {{image: '{BUSYBOX}', run: echo served from the image}}
+    """, "hello.yml")
+    (tmp_path / "tokens").write_text("image-token\n")
+    started = subprocess.run(
+        ["docker", "run", "-d", "-p", "127.0.0.1::8080", "-v", f"{SOCKET}:{SOCKET}", "-v", f"{tmp_path}:{tmp_path}",
+         "-w", str(tmp_path), image, "serve", "--host", "0.0.0.0", "--token-file", "tokens", "--workflows", "workflows"],
+        capture_output=True, text=True, check=True,
+    )
+    server = started.stdout.strip()
+    try:
+        port = subprocess.run(["docker", "port", server, "8080/tcp"], capture_output=True, text=True,
+                              check=True).stdout.split(":")[-1].strip()
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1",
+                              headers={"Authorization": "Bearer image-token"}, timeout=60)
+        for _ in range(100):
+            try:
+                if client.get("/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            subprocess.run(["sleep", "0.2"])
+        assert client.get("/workflows", headers={"Authorization": ""}).status_code == 401
+        run = client.post("/runs", params={"wait": 60}, json={"workflow": "hello.yml"}).json()
+        assert run["status"] == "success", run
+        assert client.get(f"/runs/{run['run_id']}/logs/hello").text.strip().endswith("served from the image")
+        subprocess.run(["docker", "stop", "-t", "15", server], check=True, capture_output=True)
+        assert docker.api.inspect_container(server)["State"]["ExitCode"] == 143
+        assert not docker.api.containers(all=True, filters={"label": f"dev.runner.workspace={tmp_path}"})
+    finally:
+        subprocess.run(["docker", "rm", "-f", server], capture_output=True)
