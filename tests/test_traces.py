@@ -307,3 +307,32 @@ def test_the_exporter_masks_every_name_and_attribute_itself(tmp_path, monkeypatc
     assert len(spans) == 3
     assert SECRET not in json.dumps(spans)
     assert "could not log in with ***" in json.dumps(spans)
+
+
+def test_runs_of_the_server_are_traced_as_the_clis_are(tmp_path):
+    from serving import Served
+
+    (tmp_path / "workflows").mkdir()
+    write(tmp_path / "workflows", """
+        version: 1
+        name: served
+        jobs:
+          first: {outputs: {x: 1}}
+          second: {needs: first, outputs: {y: "${{ jobs.first.outputs.x + 1 }}"}}
+    """, name="served.yml")
+    with collector() as server:
+        served = Served("--workflows", tmp_path / "workflows", "--state-dir", tmp_path / "state", cwd=tmp_path,
+                        env=traced_env(server.endpoint))
+        try:
+            runs = [served.start("served.yml", wait=30) for _ in range(2)]
+            spans = server.wait(6)
+        finally:
+            served.stop()
+    named = by_name(spans)
+    assert len(named["served"]) == 2 and len(named["first"]) == 2 and len(named["second"]) == 2
+    for run_id in runs:
+        [run] = [s for s in named["served"] if s["attributes"]["cicd.pipeline.run.id"] == run_id]
+        assert run["trace_id"] == trace_id_of(run_id) and run["parent"] is None
+        [second] = [s for s in named["second"] if s["trace_id"] == run["trace_id"]]
+        assert second["parent"] == run["span_id"]
+        assert second["attributes"]["cicd.pipeline.task.run.result"] == "success"
