@@ -756,7 +756,7 @@ def test_retry_after_may_be_seconds_or_a_date():
 
     import httpx
 
-    from runner.executors.http import Reply
+    from runner.executors.session import Reply
 
     def after(value):
         headers = httpx.Headers({"Retry-After": value} if value is not None else {})

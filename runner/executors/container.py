@@ -15,8 +15,6 @@ to be kept for debugging.  A container is created when the job's first step runs
 
 from __future__ import annotations
 
-import codecs
-from collections import deque
 import os
 import posixpath
 import re
@@ -25,7 +23,7 @@ import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from secrets import token_hex
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import trio
 
@@ -40,15 +38,13 @@ from runner.model.results import file_name
 from runner.expr.templates import TemplateError, render_value, to_text
 from runner.executors import Executor, NodeRun, Outcome
 from runner.executors.commandfiles import CommandFileError, parse, paths
+from runner.executors.lines import Lines
 from runner.executors.scripts import ScriptError, command, render, suffix
 from runner.executors.sandbox import HOME, capabilities, job_user
 from runner.executors.services import ServiceFailed, Services
 
 WORKSPACE = "/workspace"
 RUNNER_DIR = "/runner"
-MAX_LINE = 64 * 1024  # characters of a line without a newline before it is cut
-MAX_OUTPUT = 64 * 2**20  # characters of one step's output kept and shown
-LAST_LINES = 5  # quoted when a step fails to start its command
 EXIT_HINTS = {126: "permission denied or not executable", 127: "command not found"}
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # the engine's, for images that set none
 # A step's files: (suffix, runner's variable, GitHub Actions' variable for the same file).
@@ -299,7 +295,7 @@ class ContainerExecutor(Executor):
             "RUNNER_RUN_ID": self.run_id,
             "RUNNER_JOB": node.job.id,
         })
-        lines = _Lines(lambda stream, line: node.log(step.label, stream, line), self.masker)
+        lines = Lines(lambda stream, line: node.log(step.label, stream, line), self.masker)
         argv = command(step.shell, f"{RUNNER_DIR}/{script_name}")
         # The only step may be its container's own command where nothing it can see
         # changes: a secret must stay out of the container's configuration, the
@@ -379,64 +375,6 @@ class _Container:
                 return await self.backend.run(self.id, output)
             self.id = await self.backend.start(self.spec)
         return await self.backend.exec(self.id, argv, env, workdir, self.spec.user, output)
-
-
-class _Lines:
-    """Splits streamed bytes into lines per stream, decoding UTF-8 across chunk borders.
-
-    Memory stays bounded whatever a step prints: a line without a newline is cut
-    every MAX_LINE characters, and after MAX_OUTPUT characters of a step's output
-    the rest is counted but no longer passed on.
-    """
-
-    def __init__(self, emit: Callable[[str, str], None], masker: Masker | None = None):
-        self.emit = emit
-        self.masker = masker
-        self.pending: dict[str, str] = {}
-        self.decoders: dict[str, Any] = {}
-        self.passed = 0
-        self.dropped = 0
-        self.last: deque[str] = deque(maxlen=LAST_LINES)
-
-    def feed(self, stream: str, data: bytes) -> None:
-        if self.passed >= MAX_OUTPUT:
-            self.dropped += len(data)
-            return
-        decoder = self.decoders.setdefault(stream, codecs.getincrementaldecoder("utf-8")("replace"))
-        text = self.pending.get(stream, "") + decoder.decode(data)
-        *complete, rest = text.split("\n")
-        # A cut is made only once every secret that may stand across it has arrived whole.
-        while len(rest) > MAX_LINE + (self.masker.longest if self.masker else 0):
-            cut = self._cut(rest)
-            complete.append(rest[:cut])
-            rest = rest[cut:]
-        for line in complete:
-            self._line(stream, line.rstrip("\r"))
-        self.pending[stream] = rest
-
-    def _cut(self, text: str) -> int:
-        """MAX_LINE, or where a secret that stands across it begins (ends, for one longer than a line)."""
-        for start, end in self.masker.spans(text[:MAX_LINE + self.masker.longest]) if self.masker else ():
-            if start < MAX_LINE < end:
-                return start or end
-        return MAX_LINE
-
-    def _line(self, stream: str, line: str) -> None:
-        if self.passed >= MAX_OUTPUT:
-            self.dropped += len(line) + 1
-            return
-        self.passed += len(line) + 1
-        self.last.append(line)
-        self.emit(stream, line)
-
-    def flush(self) -> None:
-        for stream, rest in self.pending.items():
-            rest += self.decoders[stream].decode(b"", final=True)
-            if rest:
-                self._line(stream, rest)
-        self.pending.clear()
-        if self.dropped:
-            self.emit("stderr", f"[runner: output cut after {MAX_OUTPUT // 2**20} MiB; {self.dropped:,} more bytes not kept]")
 
 
 def _truthy(value: Any, scope: Mapping[str, Any]) -> bool:

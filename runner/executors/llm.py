@@ -1,6 +1,6 @@
 """LLM jobs: one chat completion against an OpenAI-compatible endpoint.
 
-The request is an http request like any other (`http.Session.request`: the
+The request is an http request like any other (`session.Session.request`: the
 run's client, the deadline, the body limit, the log line, masking); this module
 only shapes the call and reads the answer.  A completion has no effect but its
 cost, so it is retried like an idempotent request: refused connections,
@@ -18,15 +18,8 @@ from typing import Any
 from runner.model.results import Result
 from runner.expr.templates import TemplateError, to_text
 from runner.executors import NodeRun, Outcome
-from runner.executors.http import (
-    Reply,
-    Request,
-    RequestFailed,
-    SessionExecutor,
-    SpecError,
-    request_timeout,
-    resolved,
-)
+from runner.executors.http import SessionExecutor, SpecError, request_timeout, resolved
+from runner.executors.session import Reply, Request, RequestFailed
 from runner.executors.response import Response
 from runner.model import checks
 

@@ -8,30 +8,26 @@ several runners can share the directory: each run is its own rows, and a
 writer waits for another's short transaction to end.
 
 What may be exclusive — continuing a run — takes a row in `locks` naming the
-process (host, pid and the pid's start time, so that a reused pid is not
-mistaken for the holder).  A lock whose holder has died is reclaimed.
+process (`locks.py`).  Where the state directory is, and how a command finds
+it, is `statedir.py`.
 
 Nothing secret is written here: callers pass values through the Masker first.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import socket
 import sqlite3
-import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from runner.errors import RunNotPossible, UsageError
+from runner.history.locks import Lock, LockHeld, alive, me
+from runner.history.statedir import DB_NAME, find_state_dir, project_state_dir  # noqa: F401 (imported from here too)
 from runner.model.results import RunStatus
 
-DB_NAME = "state.db"
 SCHEMA_VERSION = 4  # 2: cache.digest; 3: steps; 4: events
 BUSY_TIMEOUT = 30.0  # seconds a writer waits for another process's transaction
 
@@ -148,10 +144,6 @@ CREATE INDEX IF NOT EXISTS runs_started ON runs (started);
 """
 
 
-class LockHeld(RunNotPossible):
-    """Someone else is continuing this run (exit 3)."""
-
-
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
 
 
@@ -161,103 +153,6 @@ def dumps(value: Any) -> str:
 
 def loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
-
-
-# -- processes ----------------------------------------------------------------------
-
-
-def _pid_start(pid: int) -> int:
-    """When the process started (clock ticks since boot), or 0 where /proc cannot say."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        return int(stat[stat.rindex(b")") + 2 :].split()[19])
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-_me: tuple[str, int, int] | None = None
-
-
-def me() -> tuple[str, int, int]:
-    """This process, as a lock names its holder (read once: a server takes a lock for every run)."""
-    global _me
-    if _me is None or _me[1] != os.getpid():  # a forked child is another process
-        pid = os.getpid()
-        _me = (socket.gethostname(), pid, _pid_start(pid))
-    return _me
-
-
-def alive(host: str, pid: int, pid_start: int) -> bool:
-    """Whether a process is still there; one on another host is assumed to be."""
-    if host != socket.gethostname():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return not pid_start or _pid_start(pid) in (0, pid_start)
-
-
-# -- the store ---------------------------------------------------------------------
-
-
-@dataclass
-class Lock:
-    run_id: str
-    host: str
-    pid: int
-    since: float
-    command: str
-
-    def __str__(self) -> str:
-        when = time.strftime("%H:%M:%S", time.localtime(self.since))
-        return f"`runner {self.command}` (pid {self.pid} on {self.host}, since {when})"
-
-
-def project_state_dir(workspace: Path | str) -> Path:
-    """Where the runs of a workspace are kept by default: outside it, so that no job can reach them.
-
-    `$XDG_STATE_HOME/runner/<name>-<hash>` (`~/.local/state` when unset), the name being the
-    workspace's and the hash that of its real path: one directory per project, however reached.
-    """
-    base = os.environ.get("XDG_STATE_HOME", "")
-    if not os.path.isabs(base):  # the XDG specification ignores a relative path
-        base = os.path.join(os.path.expanduser("~"), ".local", "state")
-    real = os.path.realpath(workspace)
-    return Path(base) / "runner" / f"{os.path.basename(real) or 'root'}-{hashlib.sha256(real.encode()).hexdigest()[:12]}"
-
-
-LEGACY = ".runner"  # where runs were kept before: beside the workflow, inside its workspace
-
-
-def find_state_dir(option: str | None, start: Path | None = None, quiet: bool = False) -> Path:
-    """--state-dir, RUNNER_STATE_DIR, else the state directory of the nearest directory, from
-    here up, whose runs are recorded (or an old `.runner` there)."""
-    if option or os.environ.get("RUNNER_STATE_DIR"):
-        return Path(option or os.environ["RUNNER_STATE_DIR"]).absolute()
-    here = (start or Path.cwd()).resolve()
-    for directory in (here, *here.parents):
-        current, legacy = project_state_dir(directory), directory / LEGACY
-        found = current if (current / DB_NAME).is_file() else legacy if (legacy / DB_NAME).is_file() else None
-        if found is None:
-            continue
-        if not quiet and (legacy / DB_NAME).is_file():
-            print(
-                f"runner: note: {legacy} holds runs kept where runner kept them before, inside the workspace; "
-                + (f"reading them, since none are recorded in {current}, where new runs go, yet "
-                   f"(unless given --state-dir {legacy})"
-                   if found == legacy else f"see them with --state-dir {legacy}, and remove it when done"),
-                file=sys.stderr,
-            )
-        return found
-    raise UsageError(
-        f"no runs are recorded for {here} or a directory above it (those of workflows in {here} would be in "
-        f"{project_state_dir(here)}); run this in the workflow's directory, or name the state directory "
-        "with --state-dir DIR or RUNNER_STATE_DIR"
-    )
 
 
 class Store:

@@ -1,7 +1,8 @@
 """Compile a schema-valid document into a `Workflow`, checking the graph and every template.
 
 All problems are collected, not only the first, and each names its file, line,
-column and key path.  Nothing here runs anything.
+column and key path.  Whether each name a template uses is in scope is checked by
+`names.py`.  Nothing here runs anything.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from runner.errors import Location, Problem, Severity, WorkflowInvalid, suggest
 from runner.model import checks
 from runner.model.durations import parse_duration
 from runner.load.document import Document
-from runner.load.github import context_hint
+from runner.load.names import check_job_refs, check_refs
 from runner.load.scripts import literal_expression
 from runner.load.specs import http_spec, llm_spec, sub_workflow
 from runner.model.workflow import (
@@ -24,7 +25,6 @@ from runner.model.workflow import (
     Capabilities,
     Container,
     Healthcheck,
-    GIT_FACTS,
     InputSpec,
     Job,
     JobKind,
@@ -36,10 +36,8 @@ from runner.model.workflow import (
     frozen,
 )
 from runner.expr.templates import (
-    CONDITION_FUNCTIONS,
     Template,
     TemplateError,
-    is_global,
     parse_condition,
     parse_template,
 )
@@ -134,14 +132,14 @@ class _Compiler:
         self.secrets = {name: self.where(("secrets", i)) for i, name in enumerate(data.get("secrets") or ())}
         self.defaults = data.get("defaults") or {}
         env = self.template(data.get("env") or {}, ("env",))
-        self.check_refs(env, ("env",), roots={"inputs", "secrets", "run", "git"})
+        check_refs(self, env, ("env",), roots={"inputs", "secrets", "run", "git"})
         jobs_data = data.get("jobs") or {}
         self.jobs_data, self.job_ids = jobs_data, list(jobs_data)
         jobs = {job_id: self.job(job_id, spec, ("jobs", job_id)) for job_id, spec in jobs_data.items()}
         order = self.order(jobs)
-        self.check_job_refs(jobs)
+        check_job_refs(self, jobs)
         outputs = self.template(data.get("outputs") or {}, ("outputs",))
-        self.check_refs(outputs, ("outputs",), roots={"inputs", "secrets", "run", "git", "jobs", "env"}, any_job=True)
+        check_refs(self, outputs, ("outputs",), roots={"inputs", "secrets", "run", "git", "jobs", "env"}, any_job=True)
         concurrency = data.get("concurrency")
         dependents: dict[str, list[str]] = {job_id: [] for job_id in jobs}
         for job in jobs.values():
@@ -409,128 +407,6 @@ class _Compiler:
                 cycle = list(reversed(path[position[node] :]))
                 self.error(("jobs", cycle[0], "needs"), "the jobs' needs form a cycle: " + " → ".join([*cycle, cycle[0]]))
         return order
-
-    def reaches(self, job: Job, target: str, jobs: dict[str, Job]) -> bool:
-        seen, queue = set(), deque(job.needs)
-        while queue:
-            need = queue.popleft()
-            if need == target:
-                return True
-            if need in seen or need not in jobs:
-                continue
-            seen.add(need)
-            queue.extend(jobs[need].needs)
-        return False
-
-    def check_job_refs(self, jobs: dict[str, Job]) -> None:
-        base = {"inputs", "env", "secrets", "jobs", "run", "git"}
-        for job in jobs.values():
-            path = ("jobs", job.id)
-            roots = base | ({"matrix"} if job.matrix is not None else set())
-            roots |= {"repeat"} if job.repeat is not None else set()
-            step_ids = [s.id for s in job.container.steps if s.id] if job.container else []
-            self.check_refs(job.condition, path + ("if",), roots, job, jobs, functions=True)
-            for key in ("env", "timeout", "continue_on_error", "retry"):
-                self.check_refs(getattr(job, key), path + (key,), roots, job, jobs)
-            self.check_refs(job.matrix, path + ("matrix",), base, job, jobs)
-            if job.repeat is not None:
-                self.check_refs(job.repeat, path + ("repeat",), roots | {"outputs"}, job, jobs)
-            output_roots = roots | ({"steps"} if job.container else set())
-            output_roots |= {"response"} if job.kind in (JobKind.HTTP, JobKind.LLM) else set()
-            self.check_refs(job.outputs, path + ("outputs",), output_roots, job, jobs, step_ids=step_ids)
-            self.check_refs(job.given, path + ("with",), roots, job, jobs)
-            for kind, spec in (("http", job.http), ("llm", job.llm)):
-                for key in spec.locations if spec else ():
-                    if key in checks.FIELDS[kind]:
-                        self.check_refs(spec.value(key), path + (kind, key), roots, job, jobs)
-            if job.container:
-                c = job.container
-                self.check_refs(c.image, path + ("image",), roots, job, jobs)
-                self.check_refs(c.working_dir, path + ("working_dir",), roots, job, jobs)
-                for service in c.services:
-                    where = path + ("services", service.name)
-                    for key in ("image", "command", "env"):
-                        self.check_refs(getattr(service, key), where + (key,), roots, job, jobs)
-                    if service.healthcheck is not None:
-                        self.check_refs(service.healthcheck.run, where + ("healthcheck", "run"), roots, job, jobs)
-                for step in c.steps:
-                    step_path = path + ("steps", step.index) if "steps" in self.data["jobs"][job.id] else path
-                    earlier = [s.id for s in c.steps[: step.index] if s.id]
-                    for key in ("run", "env", "working_dir", "continue_on_error"):
-                        self.check_refs(
-                            getattr(step, key), step_path + (key,), roots | {"steps"}, job, jobs, step_ids=earlier
-                        )
-                    self.check_refs(
-                        step.condition, step_path + ("if",), roots | {"steps"}, job, jobs, earlier, functions=True
-                    )
-
-    def check_refs(
-        self,
-        value: Any,
-        path: tuple,
-        roots: set[str],
-        job: Job | None = None,
-        jobs: dict[str, Job] | None = None,
-        step_ids: list | None = None,
-        functions: bool = False,
-        any_job: bool = False,
-    ) -> None:
-        """Every name a template uses must be in scope where it stands."""
-        if not value:  # nothing, or empty: no template (most fields of most jobs)
-            return
-        for where, template in _templates_at(value, path):
-            for expr in template.expressions:
-                for root, key in sorted(expr.refs, key=lambda r: (r[0], r[1] or "")):
-                    message = root not in roots and context_hint(root, key, expr.source)
-                    message = message or self.ref_problem(root, key, roots, job, jobs, step_ids, functions, any_job)
-                    if message:
-                        self.error(where, f"in `{expr.source}`: {message}", offset=expr.offset)
-
-    def ref_problem(self, root, key, roots, job, jobs, step_ids, functions, any_job) -> str | None:
-        if root in CONDITION_FUNCTIONS:
-            return None if functions else f"`{root}()` can only be used in `if:`"
-        if root not in roots:
-            if is_global(root):
-                return None
-            return f"`{root}` is not defined here{suggest(root, roots)} (in scope: {', '.join(sorted(roots))})"
-        if key is None:
-            return None
-        if root == "inputs" and key not in self.inputs:
-            return f"no input named `{key}` is declared{suggest(key, self.inputs)}"
-        if root == "git" and key not in GIT_FACTS:
-            return f"no `{key}` in `git` (it has {', '.join(GIT_FACTS)}){suggest(key, GIT_FACTS)}"
-        if root == "secrets" and key not in self.secrets:
-            return f"no secret named `{key}` is declared in `secrets:`{suggest(key, self.secrets)}"
-        if root == "jobs":
-            if key not in self.jobs_data:
-                return f"there is no job `{key}`{suggest(key, self.job_ids)}"
-            if not any_job and job is not None and jobs is not None and not self.reaches(job, key, jobs):
-                return f"job `{job.id}` uses `jobs.{key}` but does not need `{key}`; add it to `needs`"
-        if root == "steps" and step_ids is not None and key not in step_ids:
-            all_ids = [s.id for s in job.container.steps if s.id] if job and job.container else []
-            if key in all_ids:
-                return f"step `{key}` has not run yet at this point"
-            return f"job `{job.id}` has no step with id `{key}`{suggest(key, all_ids)}"
-        if root == "matrix" and job is not None and isinstance(job.matrix, MappingProxyType):
-            axes = set(job.matrix) - {"include", "exclude", "max_parallel", "fail_fast", "max_instances"}
-            for entry in job.matrix.get("include") or ():
-                if isinstance(entry, MappingProxyType):
-                    axes |= set(entry)
-            if key not in axes:
-                return f"the matrix has no axis `{key}`{suggest(key, axes)}"
-        return None
-
-
-def _templates_at(value: Any, path: tuple):
-    """(path, Template) for every template inside a compiled value."""
-    if isinstance(value, Template):
-        yield path, value
-    elif isinstance(value, (dict, MappingProxyType)):
-        for key, item in value.items():
-            yield from _templates_at(item, path + (key,))
-    elif isinstance(value, tuple):
-        for i, item in enumerate(value):
-            yield from _templates_at(item, path + (i,))
 
 
 def _first_line(text: Any) -> str:

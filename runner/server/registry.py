@@ -50,14 +50,14 @@ class Registry:
 
     @classmethod
     def scan(cls, directory: str | None) -> "Registry":
-        from runner.cli import _looks_like_workflow
+        from runner.cli.tools import looks_like_workflow
         from runner.load.workflow import load_workflow
 
         registry = cls(Path(directory).resolve() if directory else None)
         if registry.directory is None:
             return registry
         for path in sorted(registry.directory.rglob("*")):
-            if path.suffix not in SUFFIXES or not path.is_file() or not _looks_like_workflow(str(path)):
+            if path.suffix not in SUFFIXES or not path.is_file() or not looks_like_workflow(str(path)):
                 continue
             name = path.relative_to(registry.directory).as_posix()
             try:
