@@ -247,3 +247,26 @@ def test_secrets_are_masked_in_events_logs_and_runs(tmp_path, workflows, docker)
     finally:
         served.stop()
     assert secret not in served.output()
+
+
+def test_image_map_applies_to_every_run_of_the_server(tmp_path, docker):
+    directory = tmp_path / "mapped"
+    directory.mkdir()
+    write(directory, """
+        version: 1
+        jobs:
+          where:
+            image: alpine:3.20
+            steps:
+              - run: echo "mapped onto busybox"
+    """, "mapped.yml")
+    served = Served("--workflows", directory, "--state-dir", tmp_path / "state",
+                    "--image-map", f"alpine:3.20={BUSYBOX}", cwd=tmp_path)
+    try:
+        run = served.client.post("/runs", params={"wait": 60}, json={"workflow": "mapped.yml"}).json()
+        assert run["status"] == "success", run
+        assert served.client.get(f"/runs/{run['run_id']}/logs/where/1").text == "mapped onto busybox\n"
+    finally:
+        served.stop()
+    bad = cli("serve", "--image-map", "alpine", cwd=tmp_path)
+    assert bad.returncode == 2 and "--image-map takes NAME=VALUE, got 'alpine'" in bad.stderr

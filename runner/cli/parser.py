@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", choices=BACKENDS, metavar="{" + ",".join(BACKENDS) + "}",
         help="what runs container jobs (default: $RUNNER_BACKEND, else docker); see `runner run --help`",
     )
+    serve.add_argument(
+        "--image-map", action="append", default=[], metavar="FROM=TO",
+        help="in every run, use image TO wherever a workflow names FROM (repeatable)",
+    )
 
     commands.add_parser("schema", help="print the workflow JSON Schema")
     commands.add_parser(

@@ -13,7 +13,7 @@ from runner.cli.problems import github_actions, print_annotations, print_problem
 from runner.errors import ExitStatus, RunnerError, UsageError
 
 
-def _pairs(items: list[str], option: str) -> dict[str, str]:
+def pairs(items: list[str], option: str) -> dict[str, str]:
     pairs = {}
     for item in items:
         name, sep, value = item.partition("=")
@@ -51,7 +51,7 @@ def run(args, given: dict | None = None) -> int:
     if args.inputs_file:
         inputs.update(_inputs_file(args.inputs_file))
         source = args.inputs_file
-    inputs.update(_pairs(args.input, "--input"))
+    inputs.update(pairs(args.input, "--input"))
     options = RunOptions(inputs=inputs, inputs_source=source, digest=digest, **_common(args, workflow, warnings))
     store = None
     try:
@@ -100,7 +100,7 @@ def _common(args, workflow, warnings) -> dict:
     return dict(
         workspace=args.workspace,
         concurrency=args.concurrency,
-        image_map=_pairs(args.image_map, "--image-map"),
+        image_map=pairs(args.image_map, "--image-map"),
         state_dir=args.state_dir,
         events=args.events,
         output_json=args.output_json,
@@ -249,7 +249,7 @@ def action(args) -> int:
         except ValueError as e:
             raise UsageError(f"the `inputs` input is not valid JSON: {e}") from None
     else:
-        given = _pairs([line.strip() for line in text.splitlines() if line.strip()], "inputs")
+        given = pairs([line.strip() for line in text.splitlines() if line.strip()], "inputs")
     argv = ["run", workflow]
     for pair in get("image-map").replace(",", "\n").split():
         argv += ["--image-map", pair]

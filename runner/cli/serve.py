@@ -4,7 +4,9 @@ from __future__ import annotations
 
 
 def serve(args) -> int:
+    from runner.cli.running import pairs
     from runner.server import serve
 
+    args.image_map = pairs(args.image_map, "--image-map")
     return serve(args)
 

@@ -80,7 +80,7 @@ async def _serve(args, tokens, registry, store, backend: str) -> int:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             async with trio.open_nursery() as run_nursery:
-                runs = Runs(store, run_nursery, args.concurrency, backend)
+                runs = Runs(store, run_nursery, args.concurrency, backend, args.image_map)
                 app = create_app(Server(store, registry, runs, args.allow_posted_workflows), tokens)
                 try:
                     binds = await nursery.start(partial(hypercorn_serve, app, config, shutdown_trigger=stopping.wait))

@@ -46,11 +46,13 @@ class Live:
 
 
 class Runs:
-    def __init__(self, store, nursery: trio.Nursery, concurrency: int | None, backend: str):
+    def __init__(self, store, nursery: trio.Nursery, concurrency: int | None, backend: str,
+                 image_map: dict[str, str] | None = None):
         self.store = store
         self.nursery = nursery
         self.slots = trio.Semaphore(concurrency) if concurrency else None
         self.backend = backend
+        self.image_map = image_map or {}  # serve's --image-map, for every run
         self.live: dict[str, Live] = {}
         self.unrecorded: dict[str, Live] = {}  # runs that ended before the store knew them (cancelled while queued, …)
         self.feeds: dict[str, Feed] = {}
@@ -66,6 +68,7 @@ class Runs:
         live = Live(run_id, os.path.abspath(workflow.path), registered)
         options.run_id, options.control, options.store = run_id, live.control, self.store
         options.backend = self.backend
+        options.image_map = {**self.image_map, **options.image_map}
         options.on_event = lambda seq, kind, data: self._event(live, seq, kind, data)
         self.live[run_id] = live
         self.feeds[run_id] = live.feed
