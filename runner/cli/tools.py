@@ -8,6 +8,7 @@ import sys
 
 from runner.cli.problems import print_annotations, print_problems
 from runner.errors import ExitStatus, Problem, Severity, WorkflowInvalid
+from runner.load.files import looks_like_workflow
 
 
 def _expand(patterns: list[str]) -> list[str]:
@@ -19,19 +20,6 @@ def _expand(patterns: list[str]) -> list[str]:
         matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) and not os.path.exists(pattern) else []
         files.extend(matches or [pattern])
     return list(dict.fromkeys(files))
-
-
-_WORKFLOW_LINES = ("version:", "jobs:")
-
-
-def looks_like_workflow(path: str) -> bool:
-    """A file with top-level `version:` and `jobs:` lines; YAML files of other tools have neither."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            starts = {line.split(":", 1)[0] + ":" for line in f if line[:1].isalpha()}
-    except OSError:
-        return True  # let validation report why it cannot be read
-    return all(key in starts for key in _WORKFLOW_LINES)
 
 
 def validate(args) -> int:

@@ -50,7 +50,7 @@ class Registry:
 
     @classmethod
     def scan(cls, directory: str | None) -> "Registry":
-        from runner.cli.tools import looks_like_workflow
+        from runner.load.files import looks_like_workflow
         from runner.load.workflow import load_workflow
 
         registry = cls(Path(directory).resolve() if directory else None)
