@@ -334,12 +334,13 @@ def test_nesting_just_under_the_limit_is_accepted():
     assert value == [1]
 
 
-def test_very_deep_nesting_in_a_small_file_is_refused_without_crashing(tmp_path):
+@pytest.mark.parametrize("text", ["a: " + "[" * 100_000 + "]" * 100_000 + "\n", "a:\n  " + "- " * 200_000 + "x\n"])
+def test_very_deep_nesting_in_a_small_file_is_refused_without_crashing(tmp_path, text):
     # 100,000 brackets is a 200 KB file: it must be refused like 100 brackets,
     # not crash the interpreter. Run in a child process, where a crash cannot
     # take the test session down with it.
     path = tmp_path / "deep.yml"
-    path.write_text("a: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    path.write_text(text)
     code = (
         "import sys\n"
         "from runner.load.document import load_file\n"

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from runner.errors import UsageError
-from runner.expr.templates import names_in
+from runner.expr.templates import ever_read, names_in
 from runner.model.workflow import GIT_FACTS, Workflow
 
 GIT_TIMEOUT = 10  # seconds; a git that hangs (a lock, a network filesystem) gives no facts rather than no run
@@ -35,6 +35,8 @@ def find_workspace(workflow_directory: str, option: str | None = None) -> Path:
 def uses_git(workflow: Workflow) -> bool:
     """Whether any expression of the workflow (or of one it uses) reads `git`: asking git takes
     tens of milliseconds, which a run that does not need its answer should not wait for."""
+    if not ever_read("git"):  # walking 10,000 jobs' templates takes longer than asking this
+        return False
     for w in workflow.workflows():
         templates = [w.env, w.outputs, *(t for job in w.jobs.values() for t in job.templates())]
         if any(root == "git" for root, _ in names_in(templates)):

@@ -203,6 +203,9 @@ _LIFTABLE = re.compile(
     r"(?<![\w.])(?:(jobs|steps)\.([A-Za-z_][A-Za-z0-9_]*)\b|(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)(?![\w.]))"
 )
 _parsed: dict[str, tuple[frozenset, bool]] = {}
+# Every root an expression parsed in this process reads (`jobs` and `steps` aside, which are
+# lifted): a root not here is read by no expression of any workflow, without walking them.
+_roots_read: set[str] = set()
 
 
 def parse_expression(source: str, offset: int = 0) -> Expression:
@@ -219,6 +222,7 @@ def parse_expression(source: str, offset: int = 0) -> Expression:
         unknown = _check(expr, refs)
         own = frozenset(r for r in refs if not r[0].startswith(_LIFT_PREFIX))
         _parsed[shape] = (own, isinstance(expr, nodes.Filter) and expr.name == "raw", unknown)
+        _roots_read.update(root for root, _ in own)
     refs, raw, unknown = _parsed[shape]
     expression = Expression(source, refs | {(root, key) for _, root, key in lifted if root}, raw, lifted, shape, offset)
     if unknown:
@@ -412,6 +416,11 @@ def paths_in(template: Template, root: str) -> set[tuple]:
     for expr in template.expressions:
         visit(_parse(_bracket_dashed(expr.source)))
     return found
+
+
+def ever_read(root: str) -> bool:
+    """Whether any expression parsed so far reads `root` (if not, none in any workflow does)."""
+    return root in _roots_read
 
 
 def names_in(value: Any) -> set:

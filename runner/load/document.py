@@ -127,7 +127,7 @@ def load_bytes(raw: bytes, file: str, top: str = WORKFLOW_TOP) -> Document:
     text = _decode(raw, file)
     yaml = _yaml()
     try:
-        if text.count("[") + text.count("{") > _FLOW_SCAN_THRESHOLD:
+        if text.count("[") + text.count("{") + text.count("-") + text.count("?") > _FLOW_SCAN_THRESHOLD:
             _check_flow_depth(yaml, text, file)
         nodes = list(yaml.compose_all(text))
     except MarkedYAMLError as e:
@@ -187,7 +187,8 @@ class _Yaml12Resolver(VersionedResolver):
 
 
 # The C composer recurses once per nesting level and overflows the C stack past
-# some tens of thousands of levels; only that many brackets can nest that deep.
+# some tens of thousands of levels; only that many brackets, or `-` and `?` (which
+# nest on one line: `- - - x`), can nest that deep.
 _FLOW_SCAN_THRESHOLD = 5_000
 
 
