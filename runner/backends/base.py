@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Awaitable, Callable, Mapping
 
 DEFAULT_PIDS = 4096
 # What a build needs of Docker's default capabilities: apt drops to its _apt user
@@ -29,6 +29,29 @@ ON_NODE = " on node "  # between a kept container's name and its machine's, wher
 
 class BackendError(Exception):
     """The container engine refused or failed; the message is for the user."""
+
+
+class OncePerImage:
+    """Work on an image done once however many jobs ask for it; its error is given to each of them."""
+
+    def __init__(self) -> None:
+        self._done: dict[str, object] = {}  # image → a trio.Event, set once its work has ended
+        self._errors: dict[str, str] = {}
+
+    async def __call__(self, image: str, work: Callable[[str], Awaitable[None]]) -> None:
+        import trio
+
+        if image not in self._done:
+            done = self._done[image] = trio.Event()
+            try:
+                await work(image)
+            except BackendError as e:
+                self._errors[image] = str(e)
+            finally:
+                done.set()
+        await self._done[image].wait()
+        if image in self._errors:
+            raise BackendError(self._errors[image])
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,13 @@ import re
 import socket
 import threading
 import time
+from functools import partial
 from typing import Callable, Mapping
 
 import trio
 
 from runner.errors import Problem, RunNotPossible, WorkflowInvalid
-from runner.backends.base import DISAPPEARED, KEPT_PREFIX, Backend, BackendError, ContainerSpec
+from runner.backends.base import DISAPPEARED, KEPT_PREFIX, Backend, BackendError, ContainerSpec, OncePerImage
 
 LABEL_RUN = "dev.runner.run-id"
 LABEL_OWNER = "dev.runner.owner"  # host:pid of the runner process that started the container
@@ -116,8 +117,7 @@ class DockerBackend(Backend):
         self.api = client.api
         self.limiter = trio.CapacityLimiter(threads)
         self.host_paths = HostPaths.discover(self.api)
-        self._images: dict[str, trio.Event] = {}
-        self._image_errors: dict[str, str] = {}
+        self._images = OncePerImage()
 
     def host_path(self, path: str) -> str:
         return self.host_paths(path)
@@ -148,17 +148,7 @@ class DockerBackend(Backend):
             raise BackendError(f"lost the Docker engine: {_first_line(e)}") from None
 
     async def ensure_image(self, image: str) -> None:
-        if image not in self._images:
-            self._images[image] = trio.Event()
-            try:
-                await trio.to_thread.run_sync(self._ensure_image, image, limiter=self.limiter)
-            except BackendError as e:
-                self._image_errors[image] = str(e)
-            finally:
-                self._images[image].set()
-        await self._images[image].wait()
-        if image in self._image_errors:
-            raise BackendError(self._image_errors[image])
+        await self._images(image, partial(trio.to_thread.run_sync, self._ensure_image, limiter=self.limiter))
 
     def _ensure_image(self, image: str) -> None:
         from docker.errors import DockerException, ImageNotFound

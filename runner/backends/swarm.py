@@ -26,7 +26,7 @@ from typing import Callable, Mapping
 import trio
 
 from runner.backends import agent as step_agent
-from runner.backends.base import DISAPPEARED, Backend, BackendError, ContainerSpec
+from runner.backends.base import DISAPPEARED, Backend, BackendError, ContainerSpec, OncePerImage
 from runner.backends.docker import LABEL_OWNER, LABEL_RUN, _alive, _engine_errors, _first_line
 from runner.errors import Problem, RunNotPossible, UsageError, WorkflowInvalid
 
@@ -96,8 +96,7 @@ class SwarmBackend(Backend):
         self.limiter = trio.CapacityLimiter(threads)
         self.schedule_timeout = _seconds(environ.get(SCHEDULE_VARIABLE))
         self._pinned: dict[str, str] = {}  # image → the name it runs under, pinned to its digest if it can be
-        self._images: dict[str, trio.Event] = {}
-        self._image_errors: dict[str, str] = {}
+        self._images = OncePerImage()
         self._jobs: dict[str, _Job] = {}
         self._node_names: dict[str, str] = {}
         self._node_status: dict[str, dict] = {}
@@ -155,17 +154,10 @@ class SwarmBackend(Backend):
 
     async def ensure_image(self, image: str) -> None:
         """Pin the image to its digest in its registry, so that every node runs the same image."""
-        if image not in self._images:
-            self._images[image] = trio.Event()
-            try:
-                self._pinned[image] = await trio.to_thread.run_sync(self._pin, image, limiter=self.limiter)
-            except BackendError as e:
-                self._image_errors[image] = str(e)
-            finally:
-                self._images[image].set()
-        await self._images[image].wait()
-        if image in self._image_errors:
-            raise BackendError(self._image_errors[image])
+        async def pin(image: str) -> None:
+            self._pinned[image] = await trio.to_thread.run_sync(self._pin, image, limiter=self.limiter)
+
+        await self._images(image, pin)
 
     def _pin(self, image: str) -> str:
         from docker.errors import DockerException
