@@ -89,18 +89,27 @@ class Lifecycle:
             "matrix": {},
         }
 
-    def value(self, job: Job, record: NodeRecord, matrix: dict | None = None) -> None:
-        """A value job without repeat, or an instance of its matrix: its outputs, evaluated at once."""
+    def _begin(self, job: Job, record: NodeRecord, matrix: dict | None) -> tuple[dict, bool, float | None] | None:
+        """A node's scope and settings, or None when it is already settled (kept from an earlier attempt, or failed
+        because a setting renders to an invalid value)."""
         if record.id in self.restore:  # a matrix instance that succeeded in an earlier attempt
             self._kept(record, self.restore[record.id])
-            return
+            return None
         scope = self.scope()
         scope["matrix"] = matrix or {}
         try:
-            continue_on_error, _ = self._settings(job, scope)
+            continue_on_error, timeout = self._settings(job, scope)
         except FieldError as e:
             self.state.transition(record, NodeState.FAILED, reason=str(e))
+            return None
+        return scope, continue_on_error, timeout
+
+    def value(self, job: Job, record: NodeRecord, matrix: dict | None = None) -> None:
+        """A value job without repeat, or an instance of its matrix: its outputs, evaluated at once."""
+        begun = self._begin(job, record, matrix)
+        if begun is None:
             return
+        scope, continue_on_error, _ = begun
         self.state.transition(record, NodeState.RUNNING, continue_on_error=continue_on_error)
         try:
             outputs = render_value(dict(job.outputs), scope)
@@ -196,16 +205,10 @@ class Lifecycle:
 
     async def _run_node(self, job: Job, record: NodeRecord, matrix: dict | None) -> None:
         """The lifecycle every node shares: limit, timeout, retry, repeat, outputs, result."""
-        if record.id in self.restore:  # a matrix instance that succeeded in an earlier attempt
-            self._kept(record, self.restore[record.id])
+        begun = self._begin(job, record, matrix)
+        if begun is None:
             return
-        scope = self.scope()
-        scope["matrix"] = matrix or {}
-        try:
-            continue_on_error, timeout = self._settings(job, scope)
-        except FieldError as e:
-            self.state.transition(record, NodeState.FAILED, reason=str(e))
-            return
+        scope, continue_on_error, timeout = begun
         key = None
         if self.cache is not None and job.cache is not None and not self.cancellation.cancelled:
             key = await self.cache.key(job, scope, self.workspace)  # None if it cannot be computed
