@@ -169,6 +169,7 @@ def test_bad_bodies_get_4xx_with_a_message(served, document, run_id):
 
 def test_bad_queries_and_headers_get_4xx_with_a_message(served, run_id):
     for path, params in [("/runs", {"limit": "x"}), ("/runs", {"limit": "-1"}), ("/runs", {"limit": "1e9"}),
+                         ("/runs", {"limit": "0"}), ("/runs", {"cursor": "nan:x"}), ("/runs", {"cursor": "inf:x"}),
                          ("/runs", {"status": "nope"}), ("/runs", {"cursor": "nope:x"}),
                          (f"/runs/{run_id}/events", {"after": "x"}), (f"/runs/{run_id}/logs/greet", {"tail": "-1"}),
                          (f"/runs/{run_id}/logs/greet", {"offset": "x"})]:

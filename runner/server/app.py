@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import sys
 import traceback
 from dataclasses import dataclass
@@ -218,7 +219,9 @@ def _posted(server: Server, source: str):
 
 async def list_runs(request: Request) -> Response:
     server: Server = request.app.state.server
-    limit = number(request, "limit", 50, 1000) or 50
+    limit = number(request, "limit", 50, 1000)
+    if limit == 0:
+        raise ApiError(400, "?limit= must be between 1 and 1000")
     status = request.query_params.get("status") or None
     workflow = request.query_params.get("workflow") or None
     cursor = request.query_params.get("cursor") or None
@@ -235,6 +238,8 @@ async def list_runs(request: Request) -> Response:
         started, _, after_id = cursor.partition(":")
         try:
             args = [float(started), float(started), after_id]
+            if not math.isfinite(args[0]):
+                raise ValueError(started)
         except ValueError:
             raise ApiError(400, f"?cursor= is not one this server gave: {cursor!r}") from None
         sql += " WHERE started < ? OR (started = ? AND id < ?)"

@@ -211,7 +211,7 @@ def document() -> dict[str, Any]:
                         _query("status", {"enum": ["", *(s.value for s in RunStatus)]},
                                "only runs with this status (empty: any)"),
                         _query("workflow", {"type": "string"}, "only runs of this workflow (registered name or path)"),
-                        _query("limit", {"type": "integer", "minimum": 0, "maximum": 1000}, "at most this many (50)"),
+                        _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "at most this many (50)"),
                         _query("cursor", {"type": "string"}, "the `next_cursor` of the page before"),
                     ],
                     "responses": {"200": _json({
