@@ -336,3 +336,30 @@ def test_runs_of_the_server_are_traced_as_the_clis_are(tmp_path):
         [second] = [s for s in named["second"] if s["trace_id"] == run["trace_id"]]
         assert second["parent"] == run["span_id"]
         assert second["attributes"]["cicd.pipeline.task.run.result"] == "success"
+
+
+def test_http_and_llm_requests_carry_the_traceparent_of_their_attempt(tmp_path):
+    from servers import serve
+    from test_llm import KEY, OpenAI
+
+    with serve(OpenAI) as api, collector() as server:
+        path = write(tmp_path, f"""
+            version: 1
+            secrets: [OPENAI_API_KEY]
+            jobs:
+              fetch: {{http: {{url: "{api.url}/issues"}}}}
+              ask: {{llm: {{model: echo, prompt: hi, base_url: "{api.url}/v1"}}}}
+              own: {{http: {{url: "{api.url}/issues", headers: {{TraceParent: "00-{'1' * 32}-{'2' * 16}-00"}}}}}}
+        """)
+        result = cli("run", path, cwd=tmp_path, env={**traced_env(server.endpoint), "OPENAI_API_KEY": KEY})
+        assert result.returncode == 0, result.stdout + result.stderr
+        spans = by_name(server.wait(4))
+        sent = [r["headers"] for r in api.requests]
+    trace = trace_id_of(run_id_of(result.stdout))
+    for job, path in (("fetch", "/issues"), ("ask", "/v1/chat/completions")):
+        [span] = spans[job]
+        [headers] = [r["headers"] for r in api.requests if r["path"] == path and "TraceParent" not in r["headers"]]
+        assert headers["traceparent"] == f"00-{trace}-{span['span_id']}-01"
+    # A job that sets its own header keeps it.
+    [own] = [h for h in sent if "TraceParent" in h]
+    assert own["TraceParent"] == f"00-{'1' * 32}-{'2' * 16}-00" and "traceparent" not in own

@@ -19,7 +19,7 @@ from runner.model.workflow import BodyKind, HttpSpec, LlmSpec
 from runner.expr.templates import TemplateError, render_value, templates_in
 from runner.executors import Executor, NodeFailed, NodeRun, Outcome
 from runner.executors.response import Headers, Response
-from runner.executors.session import DEFAULT_TIMEOUT, Request, RequestFailed, Session
+from runner.executors.session import DEFAULT_TIMEOUT, Request, RequestFailed, Session, traced
 
 IDEMPOTENT = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")  # retried unless `retry.on_methods` says otherwise
 
@@ -96,7 +96,7 @@ def http_request(node: NodeRun) -> tuple[Request, tuple[int, ...] | None]:
     spec = node.job.http
     field = lambda key: resolved("http", spec, key, node.scope)  # noqa: E731
     req = Request(method=field("method"), url=field("url"))
-    req.headers = dict(field("headers") or {})
+    req.headers = traced(dict(field("headers") or {}), node.traceparent)
     req.params = dict(field("params") or {}) or None
     if spec.body_kind is BodyKind.JSON:
         req.json, req.has_json = render_value(field("json"), {}), True  # plain lists and dicts for JSON

@@ -19,7 +19,7 @@ from runner.model.results import Result
 from runner.expr.templates import TemplateError, to_text
 from runner.executors import NodeRun, Outcome
 from runner.executors.http import SessionExecutor, SpecError, request_timeout, resolved
-from runner.executors.session import Reply, Request, RequestFailed
+from runner.executors.session import Reply, Request, RequestFailed, traced
 from runner.executors.response import Response
 from runner.model import checks
 
@@ -143,7 +143,7 @@ class Call:
             body["max_tokens"] = field("max_tokens")
         if self.json:
             body["response_format"] = {"type": "json_object"}
-        headers = {"Accept": "application/json"}
+        headers = traced({"Accept": "application/json"}, node.traceparent)
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         self.request = Request(

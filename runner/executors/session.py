@@ -312,6 +312,14 @@ class Session:
         return RequestFailed(what, cause, sent=False, retryable=False)
 
 
+def traced(headers: dict[str, str], traceparent: Callable[[str | None], str] | None) -> dict[str, str]:
+    """A traced run's request names its attempt's span (W3C Trace Context), so the server it calls
+    can join the trace; a `traceparent` the job set itself is left as it is."""
+    if traceparent is not None and not any(name.lower() == "traceparent" for name in headers):
+        headers["traceparent"] = traceparent(None)
+    return headers
+
+
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     return url.scheme, url.host, url.port or {"http": 80, "https": 443}.get(url.scheme)
 
