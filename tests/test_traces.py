@@ -363,3 +363,31 @@ def test_http_and_llm_requests_carry_the_traceparent_of_their_attempt(tmp_path):
     # A job that sets its own header keeps it.
     [own] = [h for h in sent if "TraceParent" in h]
     assert own["TraceParent"] == f"00-{'1' * 32}-{'2' * 16}-00" and "traceparent" not in own
+
+
+def test_runs_traced_at_once_keep_the_sdks_complaints_apart(monkeypatch, capsys):
+    """In a server several runs are traced at once: one ending must not let the SDK's own log
+    lines reach the console while another still exports, and each warns of its own lost spans."""
+    import logging
+
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from runner.report.otel import _Sender
+
+    with collector() as server:
+        endpoint = server.endpoint  # nothing listens here once the collector is gone
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+    logger = logging.getLogger("opentelemetry")
+    first, second = _Sender(), _Sender()
+    first.shutdown()
+    assert logger.propagate is False
+    span = TracerProvider().get_tracer("test").start_span("lost")
+    span.end()
+    second.export([span])
+    assert capsys.readouterr().err == ""
+    second.shutdown()
+    assert logger.propagate is True
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith(f"runner: warning: 1 spans of the run's trace could not be sent to {endpoint}")
+    assert first.why == "" and second.why

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -59,42 +60,66 @@ class _Ids(IdGenerator):
 
 
 class _Sender(SpanExporter):
-    """The OTLP exporter, counting what it could not send; its own complaints are kept for one warning."""
+    """The OTLP exporter, counting what it could not send; its own complaints are kept for one warning.
+
+    The SDK logs why an export failed on the thread that exports (each run's processor has its own),
+    so a complaint belongs to the sender exporting on that thread.  While any sender is open the
+    SDK's log lines are kept from the console: several runs may be traced at once in one server.
+    """
 
     def __init__(self):
         self.inner = OTLPSpanExporter()
         self.lost = 0
         self.why = ""
-        self.complaints = _Complaints(self)
-        logger = logging.getLogger("opentelemetry")
-        logger.addHandler(self.complaints)
-        logger.propagate = False
+        with _senders.lock:
+            if not _senders.open:
+                logger = logging.getLogger("opentelemetry")
+                logger.addHandler(_COMPLAINTS)
+                logger.propagate = False
+            _senders.open += 1
 
     def export(self, spans):
-        result = self.inner.export(spans)
+        _senders.exporting.sender = self
+        try:
+            result = self.inner.export(spans)
+        finally:
+            _senders.exporting.sender = None
         if result is not SpanExportResult.SUCCESS:
             self.lost += len(spans)
         return result
 
     def shutdown(self):
-        self.inner.shutdown()
-        logger = logging.getLogger("opentelemetry")
-        logger.removeHandler(self.complaints)
-        logger.propagate = True
+        try:
+            self.inner.shutdown()
+        finally:
+            with _senders.lock:
+                _senders.open -= 1
+                if not _senders.open:
+                    logger = logging.getLogger("opentelemetry")
+                    logger.removeHandler(_COMPLAINTS)
+                    logger.propagate = True
         if self.lost:
             where = getattr(self.inner, "_endpoint", "the collector")
             print(f"runner: warning: {self.lost} spans of the run's trace could not be sent to {where}"
                   + (f": {self.why}" if self.why else ""), file=sys.stderr)
 
 
-class _Complaints(logging.Handler):
-    def __init__(self, sender: _Sender):
-        super().__init__(logging.WARNING)
-        self.sender = sender
+class _Senders:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.open = 0
+        self.exporting = threading.local()  # .sender: the sender exporting on this thread
 
+
+class _Complaints(logging.Handler):
     def emit(self, record):
-        if not self.sender.why:  # the first says why; those after it, that it went on failing
-            self.sender.why = record.getMessage().split(" encountered while exporting")[0]
+        sender = getattr(_senders.exporting, "sender", None)
+        if sender is not None and not sender.why:  # the first says why; those after it, that it went on failing
+            sender.why = record.getMessage().split(" encountered while exporting")[0]
+
+
+_senders = _Senders()
+_COMPLAINTS = _Complaints(logging.WARNING)
 
 
 class Tracing(Reporter):
