@@ -15,6 +15,7 @@ from serving import Served
 HELLO = """
     version: 1
     name: hello
+    description: Greets whom it is told to.
     inputs:
       who: {type: string, default: world}
       times: {type: integer, default: 1}
@@ -59,6 +60,7 @@ def test_health_workflows_and_a_run_waited_for(server):
     listed = server.client.get("/workflows").json()
     assert [w["name"] for w in listed["workflows"]] == ["hello.yml", "nested/again.yml"]
     hello = listed["workflows"][0]
+    assert hello["title"] == "hello" and hello["description"] == "Greets whom it is told to."
     assert hello["inputs"][0] == {"name": "who", "type": "string", "default": "world", "required": False,
                                   "description": ""}
     assert hello["jobs"][1] == {"id": "shout", "name": "shout", "kind": "value", "needs": ["greet"]}

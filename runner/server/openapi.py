@@ -97,9 +97,9 @@ def _schemas() -> dict[str, Any]:
                            "needs": {"type": "array", "items": {"type": "string"}}},
         },
         "Workflow": {
-            "type": "object", "required": ["name", "title", "inputs", "jobs"],
+            "type": "object", "required": ["name", "title", "description", "inputs", "jobs"],
             "properties": {"name": {"type": "string", "description": "its path under --workflows"},
-                           "title": {"type": "string"},
+                           "title": {"type": "string"}, "description": {"type": "string"},
                            "inputs": {"type": "array", "items": _ref("Input")},
                            "jobs": {"type": "array", "items": _ref("GraphJob")}},
         },

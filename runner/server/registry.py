@@ -29,6 +29,7 @@ def describe(workflow: Workflow) -> dict[str, Any]:
     """A workflow as `GET /workflows` lists it: its inputs and its jobs' graph."""
     return {
         "title": workflow.name,
+        "description": workflow.description,
         "inputs": [
             {"name": s.name, "type": s.type, "default": s.default, "required": s.required and s.default is None,
              "description": s.description, **({"enum": list(s.enum)} if s.enum is not None else {})}
