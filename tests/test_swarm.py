@@ -49,13 +49,15 @@ CHAIN = """
         needs: first
         image: runner-test/python
         shell: python
+        env: {node-version.x: "20"}  # a name sh cannot export
         steps:
           - id: up
             run: |
               import os
               with open(os.environ["RUNNER_OUTPUT"], "a") as f:
                   f.write("upper=" + ${{ jobs.first.outputs.word }}.upper() + "\\n")
-        outputs: {upper: '${{ steps.up.outputs.upper }}'}
+                  f.write("odd=" + os.environ["node-version.x"] + "\\n")
+        outputs: {upper: '${{ steps.up.outputs.upper }}', odd: '${{ steps.up.outputs.odd }}'}
       squares:
         needs: first
         matrix: {n: [1, 2, 3]}
@@ -96,7 +98,7 @@ def test_chains_matrix_retries_and_timeouts_give_the_same_output_json_as_on_dock
     assert results["swarm"] == results["docker"]
     jobs = results["swarm"]["jobs"]
     assert results["swarm"]["outputs"] == {"word": "hello", "env": "hi there", "total": 14}
-    assert jobs["python"]["outputs"] == {"upper": "HELLO"}
+    assert jobs["python"]["outputs"] == {"upper": "HELLO", "odd": "20"}
     assert jobs["flaky"]["attempts"] == 2 and jobs["flaky"]["result"] == "success"
     assert jobs["slow"]["result"] == "failure" and "timed out after 2s" in jobs["slow"]["reason"]
     assert jobs["step_timeout"]["result"] == "success"

@@ -21,6 +21,7 @@ runs until its container is removed.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from pathlib import Path
 from typing import Callable, Mapping
@@ -52,11 +53,19 @@ def command(directory: str) -> list[str]:
 
 
 def request(argv: list[str], env: Mapping[str, str], workdir: str) -> str:
-    """A request's script: what `docker exec` does, in sh."""
+    """A request's script: what `docker exec` does, in sh.
+
+    A variable's name may be any text without `=` (`node-version`, `a.b`), as `docker exec` allows,
+    but sh exports only names that are identifiers: the others are handed to the command by `env`.
+    """
     lines = [f"cd {shlex.quote(workdir)} || exit 126"]
-    lines += [f"export {shlex.quote(f'{name}={value}')}" for name, value in env.items()]
-    lines.append("exec " + " ".join(shlex.quote(part) for part in argv))
+    lines += [f"export {shlex.quote(f'{name}={value}')}" for name, value in env.items() if _SH_NAME.fullmatch(name)]
+    others = [f"{name}={value}" for name, value in env.items() if not _SH_NAME.fullmatch(name)]
+    lines.append("exec " + " ".join(shlex.quote(part) for part in (["env", *others] if others else []) + argv))
     return "\n".join(lines) + "\n"
+
+
+_SH_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class Agent:
