@@ -692,6 +692,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run Prefect at most at N nodes and compare per node beyond (default 1000)")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="generate into DIR and keep it")
     args = parser.parse_args(argv)
+    if args.prefect_max_nodes < 1:
+        parser.error("--prefect-max-nodes must be at least 1")
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
 
