@@ -18,7 +18,19 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.constructor import SafeConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.events import CollectionEndEvent, CollectionStartEvent
+from ruamel.yaml.events import (
+    CollectionEndEvent,
+    CollectionStartEvent,
+    DocumentEndEvent,
+    DocumentStartEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+    StreamStartEvent,
+)
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.resolver import VersionedResolver
 from ruamel.yaml.tag import Tag
@@ -126,6 +138,9 @@ def load_file(path: str | Path, top: str = WORKFLOW_TOP) -> Document:
 def load_bytes(raw: bytes, file: str, top: str = WORKFLOW_TOP) -> Document:
     text = _decode(raw, file)
     yaml = _yaml()
+    plain = _load_plain(yaml, text)
+    if plain is not None:
+        return Document(file, *plain)
     try:
         if text.count("[") + text.count("{") + text.count("-") + text.count("?") > _FLOW_SCAN_THRESHOLD:
             _check_flow_depth(yaml, text, file)
@@ -158,6 +173,111 @@ def load_bytes(raw: bytes, file: str, top: str = WORKFLOW_TOP) -> Document:
     if builder.problems:
         raise WorkflowInvalid(builder.problems)
     return Document(file, data, text, builder.positions, builder.key_positions)
+
+
+def _load_plain(yaml: YAML, text: str) -> tuple | None:
+    """The data and positions of a file that needs no more than the parser's events; None when
+    it needs the node tree (anchors, aliases, tags, merge keys, a key that is not a plain value
+    or is repeated, several documents, deep nesting, a top level that is not a mapping) or is
+    not valid YAML.
+
+    Most files are like this. Building their data from the events parses them once, makes no
+    node tree, and stops at the first level too deep, before the C composer's recursion could
+    overflow the stack. Whatever this leaves, load_bytes loads as before, so that every error is
+    found and reported the same way.
+    """
+    positions: dict = {}
+    key_positions: dict = {}
+    resolver = _Yaml12Resolver()
+    typed_first = resolver.versioned_resolver  # the first characters of plain scalars that may not be text
+    typed: dict = {}
+    constructor = yaml.constructor
+    stack: list = []  # the enclosing collections: (collection, its path, whether it is a mapping)
+    parent: Any = None
+    path: tuple = ()
+    mapping = False
+    key: Any = _NO_KEY  # in a mapping, the key whose value comes next
+    documents = 0
+    try:
+        for event in yaml.parse(text):
+            kind = type(event)
+            if kind is ScalarEvent:
+                if event.anchor is not None or event.ctag is not None or parent is None:
+                    return None
+                value = event.value
+                if len(value) > MAX_SCALAR_CHARS:
+                    return None
+                if event.implicit[0] and value[:1] in typed_first:
+                    if value not in typed:
+                        typed[value] = _typed(resolver, constructor, value)
+                    if typed[value] is _NOT_TEXT:
+                        return None
+                    if key is not _NO_KEY or not mapping:  # keys stay text: `1: …`, `on: …`
+                        value = typed[value]
+                mark = event.start_mark
+                if not mapping:
+                    positions[path + (len(parent),)] = (mark.line + 1, mark.column + 1)
+                    parent.append(value)
+                elif key is _NO_KEY:
+                    if value in parent:
+                        return None
+                    key = value
+                    key_positions[path + (key,)] = (mark.line + 1, mark.column + 1)
+                else:
+                    positions[path + (key,)] = (mark.line + 1, mark.column + 1)
+                    parent[key] = value
+                    key = _NO_KEY
+            elif kind is MappingStartEvent or kind is SequenceStartEvent:
+                if event.anchor is not None or event.ctag is not None:
+                    return None
+                if not mapping:
+                    here = path + (len(parent),) if parent is not None else ()
+                elif key is _NO_KEY:
+                    return None  # a list or mapping as a key
+                else:
+                    here = path + (key,)
+                if len(here) >= MAX_DEPTH or (parent is None and (documents != 1 or kind is SequenceStartEvent)):
+                    return None
+                mark = event.start_mark
+                positions[here] = (mark.line + 1, mark.column + 1)
+                value = {} if kind is MappingStartEvent else []
+                if mapping:
+                    parent[key] = value
+                elif parent is not None:
+                    parent.append(value)
+                else:
+                    root = value
+                stack.append((parent, path, mapping))
+                parent, path, mapping, key = value, here, kind is MappingStartEvent, _NO_KEY
+            elif kind is MappingEndEvent or kind is SequenceEndEvent:
+                parent, path, mapping = stack.pop()
+            elif kind is DocumentStartEvent:
+                documents += 1
+            elif kind is not StreamStartEvent and kind is not DocumentEndEvent and kind is not StreamEndEvent:
+                return None  # an alias
+    except YAMLError:
+        return None
+    if documents != 1 or not positions:
+        return None
+    return root, text, positions, key_positions
+
+
+def _typed(resolver: VersionedResolver, constructor: SafeConstructor, value: str) -> Any:
+    """A plain scalar's value: text, a number, a boolean or None; _NOT_TEXT for any other tag,
+    or for a value its constructor refuses (the general path meets it too)."""
+    tag = str(resolver.resolve(ScalarNode, value, (True, False)))
+    if tag in _TEXT_TAGS:
+        return value
+    if tag not in _SCALAR_TAGS:
+        return _NOT_TEXT
+    try:
+        return constructor.yaml_constructors[tag](constructor, ScalarNode(tag, value, None, None))
+    except Exception:
+        return _NOT_TEXT
+
+
+_NO_KEY = object()
+_NOT_TEXT = object()
 
 
 class _Yaml12Resolver(VersionedResolver):
