@@ -58,8 +58,9 @@ class Document:
     file: str
     data: Any
     text: str
-    positions: dict[tuple, tuple[int, int]] = field(repr=False)
-    key_positions: dict[tuple, tuple[int, int]] = field(repr=False)
+    # The parser's start marks (0-based line and column), turned into a Location only when asked.
+    positions: dict[tuple, Any] = field(repr=False)
+    key_positions: dict[tuple, Any] = field(repr=False)
 
     def locate(self, path: tuple, key: bool = False, offset: int = 0) -> Location:
         """Where the value at ``path`` is (or its key, with ``key=True``).
@@ -71,10 +72,11 @@ class Document:
         """
         path = tuple(path)
         if key and path in self.key_positions:
-            return Location(self.file, *self.key_positions[path])
+            return _mark_location(self.file, self.key_positions[path])
         while path not in self.positions and path:
             path = path[:-1]
-        line, col = self.positions.get(path, (1, 1))
+        mark = self.positions.get(path)
+        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
         if offset > 0:
             line, col = self._expression_at(path, line, col, offset)
         return Location(self.file, line, col)
@@ -199,7 +201,8 @@ def _load_plain(yaml: YAML, text: str) -> tuple | None:
     key: Any = _NO_KEY  # in a mapping, the key whose value comes next
     documents = 0
     try:
-        for event in yaml.parse(text):
+        parser = yaml.get_constructor_parser(text)[1]
+        for event in iter(parser.get_event, None):  # None after the end; cheaper than YAML.parse's generator
             kind = type(event)
             if kind is ScalarEvent:
                 if event.anchor is not None or event.ctag is not None or parent is None:
@@ -216,15 +219,15 @@ def _load_plain(yaml: YAML, text: str) -> tuple | None:
                         value = typed[value]
                 mark = event.start_mark
                 if not mapping:
-                    positions[path + (len(parent),)] = (mark.line + 1, mark.column + 1)
+                    positions[path + (len(parent),)] = mark
                     parent.append(value)
                 elif key is _NO_KEY:
                     if value in parent:
                         return None
                     key = value
-                    key_positions[path + (key,)] = (mark.line + 1, mark.column + 1)
+                    key_positions[path + (key,)] = mark
                 else:
-                    positions[path + (key,)] = (mark.line + 1, mark.column + 1)
+                    positions[path + (key,)] = mark
                     parent[key] = value
                     key = _NO_KEY
             elif kind is MappingStartEvent or kind is SequenceStartEvent:
@@ -239,7 +242,7 @@ def _load_plain(yaml: YAML, text: str) -> tuple | None:
                 if len(here) >= MAX_DEPTH or (parent is None and (documents != 1 or kind is SequenceStartEvent)):
                     return None
                 mark = event.start_mark
-                positions[here] = (mark.line + 1, mark.column + 1)
+                positions[here] = mark
                 value = {} if kind is MappingStartEvent else []
                 if mapping:
                     parent[key] = value
@@ -382,8 +385,8 @@ class _Builder:
     def __init__(self, file: str, constructor: SafeConstructor):
         self.file = file
         self.problems: list[Problem] = []
-        self.positions: dict[tuple, tuple[int, int]] = {}
-        self.key_positions: dict[tuple, tuple[int, int]] = {}
+        self.positions: dict[tuple, Any] = {}
+        self.key_positions: dict[tuple, Any] = {}
         self._constructor = constructor
         self._active: set[int] = set()
 
@@ -422,7 +425,7 @@ class _Builder:
     def build(self, node: Node, path: tuple) -> Any:
         if len(path) > MAX_DEPTH:
             self._fail(node, f"nesting deeper than {MAX_DEPTH} levels", path)
-        self.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        self.positions[path] = node.start_mark
         tag = node.tag
         if isinstance(node, ScalarNode):
             return self._scalar(node, tag, path)
@@ -475,7 +478,7 @@ class _Builder:
                     )
                 continue
             seen[key] = key_node.start_mark
-            self.key_positions[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            self.key_positions[path + (key,)] = key_node.start_mark
             result[key] = self.build(value_node, path + (key,))
         return result
 
