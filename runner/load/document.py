@@ -140,10 +140,12 @@ def load_file(path: str | Path, top: str = WORKFLOW_TOP) -> Document:
 def load_bytes(raw: bytes, file: str, top: str = WORKFLOW_TOP) -> Document:
     text = _decode(raw, file)
     yaml = _yaml()
-    plain = _load_plain(yaml, text)
-    if plain is not None:
-        return Document(file, *plain)
     try:
+        # A YAML error found here is the one composing would find: only anchors and aliases
+        # give the composer errors of its own, and the event pass stops at the first of them.
+        plain = _load_plain(yaml, text)
+        if plain is not None:
+            return Document(file, *plain)
         if text.count("[") + text.count("{") + text.count("-") + text.count("?") > _FLOW_SCAN_THRESHOLD:
             _check_flow_depth(yaml, text, file)
         nodes = list(yaml.compose_all(text))
@@ -180,13 +182,12 @@ def load_bytes(raw: bytes, file: str, top: str = WORKFLOW_TOP) -> Document:
 def _load_plain(yaml: YAML, text: str) -> tuple | None:
     """The data and positions of a file that needs no more than the parser's events; None when
     it needs the node tree (anchors, aliases, tags, merge keys, a key that is not a plain value
-    or is repeated, several documents, deep nesting, a top level that is not a mapping) or is
-    not valid YAML.
+    or is repeated, several documents, deep nesting, a top level that is not a mapping).
 
     Most files are like this. Building their data from the events parses them once, makes no
     node tree, and stops at the first level too deep, before the C composer's recursion could
     overflow the stack. Whatever this leaves, load_bytes loads as before, so that every error is
-    found and reported the same way.
+    found and reported the same way. A YAML error is raised as the parser gives it.
     """
     positions: dict = {}
     key_positions: dict = {}
@@ -200,66 +201,63 @@ def _load_plain(yaml: YAML, text: str) -> tuple | None:
     mapping = False
     key: Any = _NO_KEY  # in a mapping, the key whose value comes next
     documents = 0
-    try:
-        parser = yaml.get_constructor_parser(text)[1]
-        for event in iter(parser.get_event, None):  # None after the end; cheaper than YAML.parse's generator
-            kind = type(event)
-            if kind is ScalarEvent:
-                if event.anchor is not None or event.ctag is not None or parent is None:
+    parser = yaml.get_constructor_parser(text)[1]
+    for event in iter(parser.get_event, None):  # None after the end; cheaper than YAML.parse's generator
+        kind = type(event)
+        if kind is ScalarEvent:
+            if event.anchor is not None or event.ctag is not None or parent is None:
+                return None
+            value = event.value
+            if len(value) > MAX_SCALAR_CHARS:
+                return None
+            if event.implicit[0] and value[:1] in typed_first:
+                if value not in typed:
+                    typed[value] = _typed(resolver, constructor, value)
+                if typed[value] is _NOT_TEXT:
                     return None
-                value = event.value
-                if len(value) > MAX_SCALAR_CHARS:
+                if key is not _NO_KEY or not mapping:  # keys stay text: `1: …`, `on: …`
+                    value = typed[value]
+            mark = event.start_mark
+            if not mapping:
+                positions[path + (len(parent),)] = mark
+                parent.append(value)
+            elif key is _NO_KEY:
+                if value in parent:
                     return None
-                if event.implicit[0] and value[:1] in typed_first:
-                    if value not in typed:
-                        typed[value] = _typed(resolver, constructor, value)
-                    if typed[value] is _NOT_TEXT:
-                        return None
-                    if key is not _NO_KEY or not mapping:  # keys stay text: `1: …`, `on: …`
-                        value = typed[value]
-                mark = event.start_mark
-                if not mapping:
-                    positions[path + (len(parent),)] = mark
-                    parent.append(value)
-                elif key is _NO_KEY:
-                    if value in parent:
-                        return None
-                    key = value
-                    key_positions[path + (key,)] = mark
-                else:
-                    positions[path + (key,)] = mark
-                    parent[key] = value
-                    key = _NO_KEY
-            elif kind is MappingStartEvent or kind is SequenceStartEvent:
-                if event.anchor is not None or event.ctag is not None:
-                    return None
-                if not mapping:
-                    here = path + (len(parent),) if parent is not None else ()
-                elif key is _NO_KEY:
-                    return None  # a list or mapping as a key
-                else:
-                    here = path + (key,)
-                if len(here) >= MAX_DEPTH or (parent is None and (documents != 1 or kind is SequenceStartEvent)):
-                    return None
-                mark = event.start_mark
-                positions[here] = mark
-                value = {} if kind is MappingStartEvent else []
-                if mapping:
-                    parent[key] = value
-                elif parent is not None:
-                    parent.append(value)
-                else:
-                    root = value
-                stack.append((parent, path, mapping))
-                parent, path, mapping, key = value, here, kind is MappingStartEvent, _NO_KEY
-            elif kind is MappingEndEvent or kind is SequenceEndEvent:
-                parent, path, mapping = stack.pop()
-            elif kind is DocumentStartEvent:
-                documents += 1
-            elif kind is not StreamStartEvent and kind is not DocumentEndEvent and kind is not StreamEndEvent:
-                return None  # an alias
-    except YAMLError:
-        return None
+                key = value
+                key_positions[path + (key,)] = mark
+            else:
+                positions[path + (key,)] = mark
+                parent[key] = value
+                key = _NO_KEY
+        elif kind is MappingStartEvent or kind is SequenceStartEvent:
+            if event.anchor is not None or event.ctag is not None:
+                return None
+            if not mapping:
+                here = path + (len(parent),) if parent is not None else ()
+            elif key is _NO_KEY:
+                return None  # a list or mapping as a key
+            else:
+                here = path + (key,)
+            if len(here) >= MAX_DEPTH or (parent is None and (documents != 1 or kind is SequenceStartEvent)):
+                return None
+            mark = event.start_mark
+            positions[here] = mark
+            value = {} if kind is MappingStartEvent else []
+            if mapping:
+                parent[key] = value
+            elif parent is not None:
+                parent.append(value)
+            else:
+                root = value
+            stack.append((parent, path, mapping))
+            parent, path, mapping, key = value, here, kind is MappingStartEvent, _NO_KEY
+        elif kind is MappingEndEvent or kind is SequenceEndEvent:
+            parent, path, mapping = stack.pop()
+        elif kind is DocumentStartEvent:
+            documents += 1
+        elif kind is not StreamStartEvent and kind is not DocumentEndEvent and kind is not StreamEndEvent:
+            return None  # an alias
     if documents != 1 or not positions:
         return None
     return root, text, positions, key_positions
