@@ -448,7 +448,10 @@ class _Builder:
             return node.value
         if tag not in _SCALAR_TAGS:
             self._fail(node, f"unsupported tag {_short_tag(tag)}", path)
-        return self._constructor.yaml_constructors[tag](self._constructor, node)
+        try:
+            return self._constructor.yaml_constructors[tag](self._constructor, node)
+        except (ValueError, KeyError, IndexError):  # an explicit tag on a value it cannot read: `!!int x`
+            self._fail(node, f"`{node.value}` is not a valid {_short_tag(tag)}", path)
 
     def _mapping(self, node: MappingNode, path: tuple) -> dict:
         result: dict = {}
