@@ -18,19 +18,8 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.constructor import SafeConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.events import (
-    CollectionEndEvent,
-    CollectionStartEvent,
-    DocumentEndEvent,
-    DocumentStartEvent,
-    MappingEndEvent,
-    MappingStartEvent,
-    ScalarEvent,
-    SequenceEndEvent,
-    SequenceStartEvent,
-    StreamEndEvent,
-    StreamStartEvent,
-)
+from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, DocumentStartEvent, ScalarEvent
+from ruamel.yaml.events import MappingEndEvent, MappingStartEvent, SequenceEndEvent, SequenceStartEvent
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.resolver import VersionedResolver
 from ruamel.yaml.tag import Tag
@@ -256,8 +245,8 @@ def _load_plain(yaml: YAML, text: str) -> tuple | None:
             parent, path, mapping = stack.pop()
         elif kind is DocumentStartEvent:
             documents += 1
-        elif kind is not StreamStartEvent and kind is not DocumentEndEvent and kind is not StreamEndEvent:
-            return None  # an alias
+        elif kind is AliasEvent:
+            return None
     if documents != 1 or not positions:
         return None
     return root, text, positions, key_positions
@@ -265,7 +254,7 @@ def _load_plain(yaml: YAML, text: str) -> tuple | None:
 
 def _typed(resolver: VersionedResolver, constructor: SafeConstructor, value: str) -> Any:
     """A plain scalar's value: text, a number, a boolean or None; _NOT_TEXT for any other tag,
-    or for a value its constructor refuses (the general path meets it too)."""
+    or for a value its constructor refuses (left to the general path, which reports it)."""
     tag = str(resolver.resolve(ScalarNode, value, (True, False)))
     if tag in _TEXT_TAGS:
         return value
