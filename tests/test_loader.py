@@ -312,6 +312,12 @@ def test_standard_tags_are_accepted():
     assert doc.data == {"a": "12", "b": 7, "c": 1.0, "d": {"x": 1}, "e": [1]}
 
 
+@pytest.mark.parametrize("value", ["!!int x", "!!float x", "!!bool x", "!!int ''"])
+def test_a_standard_tag_on_a_value_it_cannot_read_is_refused_where_it_stands(value):
+    error = refused(f"version: 1\nx: {value}\n")
+    assert value.split()[0] in at(error, 2, 4)
+
+
 # -- limits --------------------------------------------------------------------
 
 

@@ -18,7 +18,8 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.constructor import SafeConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.events import CollectionEndEvent, CollectionStartEvent
+from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, DocumentStartEvent, ScalarEvent
+from ruamel.yaml.events import MappingEndEvent, MappingStartEvent, SequenceEndEvent, SequenceStartEvent
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.resolver import VersionedResolver
 from ruamel.yaml.tag import Tag
@@ -46,8 +47,9 @@ class Document:
     file: str
     data: Any
     text: str
-    positions: dict[tuple, tuple[int, int]] = field(repr=False)
-    key_positions: dict[tuple, tuple[int, int]] = field(repr=False)
+    # The parser's start marks (0-based line and column), turned into a Location only when asked.
+    positions: dict[tuple, Any] = field(repr=False)
+    key_positions: dict[tuple, Any] = field(repr=False)
 
     def locate(self, path: tuple, key: bool = False, offset: int = 0) -> Location:
         """Where the value at ``path`` is (or its key, with ``key=True``).
@@ -59,10 +61,11 @@ class Document:
         """
         path = tuple(path)
         if key and path in self.key_positions:
-            return Location(self.file, *self.key_positions[path])
+            return _mark_location(self.file, self.key_positions[path])
         while path not in self.positions and path:
             path = path[:-1]
-        line, col = self.positions.get(path, (1, 1))
+        mark = self.positions.get(path)
+        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
         if offset > 0:
             line, col = self._expression_at(path, line, col, offset)
         return Location(self.file, line, col)
@@ -127,6 +130,11 @@ def load_bytes(raw: bytes, file: str, top: str = WORKFLOW_TOP) -> Document:
     text = _decode(raw, file)
     yaml = _yaml()
     try:
+        # A YAML error found here is the one composing would find: only anchors and aliases
+        # give the composer errors of its own, and the event pass stops at the first of them.
+        plain = _load_plain(yaml, text)
+        if plain is not None:
+            return Document(file, *plain)
         if text.count("[") + text.count("{") + text.count("-") + text.count("?") > _FLOW_SCAN_THRESHOLD:
             _check_flow_depth(yaml, text, file)
         nodes = list(yaml.compose_all(text))
@@ -158,6 +166,108 @@ def load_bytes(raw: bytes, file: str, top: str = WORKFLOW_TOP) -> Document:
     if builder.problems:
         raise WorkflowInvalid(builder.problems)
     return Document(file, data, text, builder.positions, builder.key_positions)
+
+
+def _load_plain(yaml: YAML, text: str) -> tuple | None:
+    """The data and positions of a file that needs no more than the parser's events; None when
+    it needs the node tree (anchors, aliases, tags, merge keys, a key that is not a plain value
+    or is repeated, several documents, deep nesting, a top level that is not a mapping).
+
+    Most files are like this. Building their data from the events parses them once, makes no
+    node tree, and stops at the first level too deep, before the C composer's recursion could
+    overflow the stack. Whatever this leaves, load_bytes loads as before, so that every error is
+    found and reported the same way. A YAML error is raised as the parser gives it.
+    """
+    positions: dict = {}
+    key_positions: dict = {}
+    resolver = _Yaml12Resolver()
+    typed_first = resolver.versioned_resolver  # the first characters of plain scalars that may not be text
+    typed: dict = {}
+    constructor = yaml.constructor
+    stack: list = []  # the enclosing collections: (collection, its path, whether it is a mapping)
+    parent: Any = None
+    path: tuple = ()
+    mapping = False
+    key: Any = _NO_KEY  # in a mapping, the key whose value comes next
+    documents = 0
+    parser = yaml.get_constructor_parser(text)[1]
+    for event in iter(parser.get_event, None):  # None after the end; cheaper than YAML.parse's generator
+        kind = type(event)
+        if kind is ScalarEvent:
+            if event.anchor is not None or event.ctag is not None or parent is None:
+                return None
+            value = event.value
+            if len(value) > MAX_SCALAR_CHARS:
+                return None
+            if event.implicit[0] and value[:1] in typed_first:
+                if value not in typed:
+                    typed[value] = _typed(resolver, constructor, value)
+                if typed[value] is _NOT_TEXT:
+                    return None
+                if key is not _NO_KEY or not mapping:  # keys stay text: `1: …`, `on: …`
+                    value = typed[value]
+            mark = event.start_mark
+            if not mapping:
+                positions[path + (len(parent),)] = mark
+                parent.append(value)
+            elif key is _NO_KEY:
+                if value in parent:
+                    return None
+                key = value
+                key_positions[path + (key,)] = mark
+            else:
+                positions[path + (key,)] = mark
+                parent[key] = value
+                key = _NO_KEY
+        elif kind is MappingStartEvent or kind is SequenceStartEvent:
+            if event.anchor is not None or event.ctag is not None:
+                return None
+            if not mapping:
+                here = path + (len(parent),) if parent is not None else ()
+            elif key is _NO_KEY:
+                return None  # a list or mapping as a key
+            else:
+                here = path + (key,)
+            if len(here) >= MAX_DEPTH or (parent is None and (documents != 1 or kind is SequenceStartEvent)):
+                return None
+            mark = event.start_mark
+            positions[here] = mark
+            value = {} if kind is MappingStartEvent else []
+            if mapping:
+                parent[key] = value
+            elif parent is not None:
+                parent.append(value)
+            else:
+                root = value
+            stack.append((parent, path, mapping))
+            parent, path, mapping, key = value, here, kind is MappingStartEvent, _NO_KEY
+        elif kind is MappingEndEvent or kind is SequenceEndEvent:
+            parent, path, mapping = stack.pop()
+        elif kind is DocumentStartEvent:
+            documents += 1
+        elif kind is AliasEvent:
+            return None
+    if documents != 1 or not positions:
+        return None
+    return root, text, positions, key_positions
+
+
+def _typed(resolver: VersionedResolver, constructor: SafeConstructor, value: str) -> Any:
+    """A plain scalar's value: text, a number, a boolean or None; _NOT_TEXT for any other tag,
+    or for a value its constructor refuses (left to the general path, which reports it)."""
+    tag = str(resolver.resolve(ScalarNode, value, (True, False)))
+    if tag in _TEXT_TAGS:
+        return value
+    if tag not in _SCALAR_TAGS:
+        return _NOT_TEXT
+    try:
+        return constructor.yaml_constructors[tag](constructor, ScalarNode(tag, value, None, None))
+    except Exception:
+        return _NOT_TEXT
+
+
+_NO_KEY = object()
+_NOT_TEXT = object()
 
 
 class _Yaml12Resolver(VersionedResolver):
@@ -262,8 +372,8 @@ class _Builder:
     def __init__(self, file: str, constructor: SafeConstructor):
         self.file = file
         self.problems: list[Problem] = []
-        self.positions: dict[tuple, tuple[int, int]] = {}
-        self.key_positions: dict[tuple, tuple[int, int]] = {}
+        self.positions: dict[tuple, Any] = {}
+        self.key_positions: dict[tuple, Any] = {}
         self._constructor = constructor
         self._active: set[int] = set()
 
@@ -302,7 +412,7 @@ class _Builder:
     def build(self, node: Node, path: tuple) -> Any:
         if len(path) > MAX_DEPTH:
             self._fail(node, f"nesting deeper than {MAX_DEPTH} levels", path)
-        self.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        self.positions[path] = node.start_mark
         tag = node.tag
         if isinstance(node, ScalarNode):
             return self._scalar(node, tag, path)
@@ -327,7 +437,10 @@ class _Builder:
             return node.value
         if tag not in _SCALAR_TAGS:
             self._fail(node, f"unsupported tag {_short_tag(tag)}", path)
-        return self._constructor.yaml_constructors[tag](self._constructor, node)
+        try:
+            return self._constructor.yaml_constructors[tag](self._constructor, node)
+        except (ValueError, KeyError, IndexError):  # an explicit tag on a value it cannot read: `!!int x`
+            self._fail(node, f"`{node.value}` is not a valid {_short_tag(tag)}", path)
 
     def _mapping(self, node: MappingNode, path: tuple) -> dict:
         result: dict = {}
@@ -355,7 +468,7 @@ class _Builder:
                     )
                 continue
             seen[key] = key_node.start_mark
-            self.key_positions[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            self.key_positions[path + (key,)] = key_node.start_mark
             result[key] = self.build(value_node, path + (key,))
         return result
 
