@@ -89,7 +89,7 @@ class _Compiler:
             if "${{" not in value:
                 return value
             try:
-                return Template(parse_template(value).parts, self.where(path))
+                return parse_template(value, self.where(path))
             except TemplateError as e:
                 self.error(path, str(e), offset=e.offset)
                 return e.partial  # what could be read, so that its names are checked too
@@ -194,7 +194,7 @@ class _Compiler:
             kind = JobKind.LLM
         elif "uses" in spec:
             kind = JobKind.WORKFLOW
-        elif any(k in spec for k in ("steps", "run", "image")):
+        elif "steps" in spec or "run" in spec or "image" in spec:
             kind = JobKind.CONTAINER
         else:
             kind = JobKind.VALUE
@@ -206,28 +206,33 @@ class _Compiler:
             name=str(spec.get("name") or job_id),
             kind=kind,
             needs=needs,
-            condition=self.condition(spec.get("if"), path + ("if",)),
-            env=self.template(spec.get("env") or {}, path + ("env",)),
+            # An absent field costs nothing: most jobs set few of them.
+            condition=self.condition(spec["if"], path + ("if",)) if "if" in spec else None,
+            env=self.template(spec["env"], path + ("env",)) if spec.get("env") else _EMPTY,
             timeout=self.duration(
                 spec.get("timeout", self.defaults.get("timeout")),
                 path + ("timeout",) if "timeout" in spec else ("defaults", "timeout"), limit=True,
             ),
             retry=self.retry(spec.get("retry", self.defaults.get("retry")), path + ("retry",)),
-            continue_on_error=self.template(spec.get("continue_on_error", False), path + ("continue_on_error",)),
-            matrix=self.template(spec.get("matrix"), path + ("matrix",)),
-            repeat=self.template(spec.get("repeat"), path + ("repeat",)),
-            outputs=self.template(spec.get("outputs") or {}, path + ("outputs",)),
+            continue_on_error=(
+                self.template(spec["continue_on_error"], path + ("continue_on_error",)) if "continue_on_error" in spec else False
+            ),
+            matrix=self.template(spec["matrix"], path + ("matrix",)) if "matrix" in spec else None,
+            repeat=self.template(spec["repeat"], path + ("repeat",)) if "repeat" in spec else None,
+            outputs=self.template(spec["outputs"], path + ("outputs",)) if spec.get("outputs") else _EMPTY,
             location=self.where(path),
             container=container,
             http=http_spec(self, spec["http"], path + ("http",)) if kind is JobKind.HTTP else None,
             llm=llm_spec(self, spec["llm"], path + ("llm",)) if kind is JobKind.LLM else None,
             workflow=workflow,
-            given=self.template(spec.get("with") or {}, path + ("with",)),
+            given=self.template(spec["with"], path + ("with",)) if spec.get("with") else _EMPTY,
             cache=cache,
         )
 
     def cache(self, kind: JobKind, spec: dict, path: tuple) -> CachePolicy | None:
         """`cache` (or `defaults.cache`), `cache_files` and `cache_outputs` of a job."""
+        if kind is not JobKind.CONTAINER and "cache" not in spec and "cache_files" not in spec and "cache_outputs" not in spec:
+            return None  # most jobs: nothing to check
         value = spec.get("cache", self.defaults.get("cache", False))
         for key in ("cache_files", "cache_outputs"):
             for i, pattern in enumerate(spec.get(key) or ()):
