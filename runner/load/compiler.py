@@ -136,16 +136,11 @@ class _Compiler:
         jobs_data = data.get("jobs") or {}
         self.jobs_data, self.job_ids = jobs_data, list(jobs_data)
         jobs = {job_id: self.job(job_id, spec, ("jobs", job_id)) for job_id, spec in jobs_data.items()}
-        order = self.order(jobs)
+        order, dependents = self.order(jobs)
         check_job_refs(self, jobs)
         outputs = self.template(data.get("outputs") or {}, ("outputs",))
         check_refs(self, outputs, ("outputs",), roots={"inputs", "secrets", "run", "git", "jobs", "env"}, any_job=True)
         concurrency = data.get("concurrency")
-        dependents: dict[str, list[str]] = {job_id: [] for job_id in jobs}
-        for job in jobs.values():
-            for need in job.needs:
-                if need in dependents:
-                    dependents[need].append(job.id)
         return Workflow(
             path=self.doc.file,
             directory=os.path.dirname(os.path.abspath(self.doc.file)),
@@ -377,8 +372,11 @@ class _Compiler:
 
     # -- the graph -------------------------------------------------------
 
-    def order(self, jobs: dict[str, Job]) -> list[str]:
-        """A topological order; every cycle becomes a problem that prints its path."""
+    def order(self, jobs: dict[str, Job]) -> tuple[list[str], dict[str, list[str]]]:
+        """A topological order, and the jobs that need each job; every cycle becomes a problem that prints its path.
+
+        A job that needs itself is an error, so leaving it out of its own dependents changes no valid workflow.
+        """
         remaining = {job_id: sum(1 for n in job.needs if n in jobs and n != job_id) for job_id, job in jobs.items()}
         dependents: dict[str, list[str]] = {job_id: [] for job_id in jobs}
         for job in jobs.values():
@@ -411,7 +409,7 @@ class _Compiler:
                 # Printed in the direction work flows: `a needs b` reads b → a.
                 cycle = list(reversed(path[position[node] :]))
                 self.error(("jobs", cycle[0], "needs"), "the jobs' needs form a cycle: " + " → ".join([*cycle, cycle[0]]))
-        return order
+        return order, dependents
 
 
 def _first_line(text: Any) -> str:

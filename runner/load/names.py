@@ -84,7 +84,9 @@ def check_refs(
     """Every name a template uses must be in scope where it stands."""
     if not value:  # nothing, or empty: no template (most fields of most jobs)
         return
-    for where, template in _templates_at(value, path):
+    found: list = []
+    _templates_at(value, path, found)
+    for where, template in found:
         for expr in template.expressions:
             for root, key in sorted(expr.refs, key=lambda r: (r[0], r[1] or "")):
                 message = root not in roots and context_hint(root, key, expr.source)
@@ -143,13 +145,13 @@ def _reaches(job: Job, target: str, jobs: dict[str, Job]) -> bool:
     return False
 
 
-def _templates_at(value: Any, path: tuple):
-    """(path, Template) for every template inside a compiled value."""
+def _templates_at(value: Any, path: tuple, found: list) -> None:
+    """(path, Template) for every template inside a compiled value, added to `found` in order."""
     if isinstance(value, Template):
-        yield path, value
+        found.append((path, value))
     elif isinstance(value, (dict, MappingProxyType)):
         for key, item in value.items():
-            yield from _templates_at(item, path + (key,))
+            _templates_at(item, path + (key,), found)
     elif isinstance(value, tuple):
         for i, item in enumerate(value):
-            yield from _templates_at(item, path + (i,))
+            _templates_at(item, path + (i,), found)
