@@ -115,7 +115,7 @@ class Template:
 
     @property
     def expressions(self) -> tuple[Expression, ...]:
-        return tuple(p for p in self.parts if isinstance(p, Expression))
+        return tuple([p for p in self.parts if isinstance(p, Expression)])
 
     @property
     def whole(self) -> bool:

@@ -88,7 +88,8 @@ def check_refs(
     _templates_at(value, path, found)
     for where, template in found:
         for expr in template.expressions:
-            for root, key in sorted(expr.refs, key=lambda r: (r[0], r[1] or "")):
+            refs = sorted(expr.refs, key=lambda r: (r[0], r[1] or "")) if len(expr.refs) > 1 else expr.refs
+            for root, key in refs:
                 message = root not in roots and context_hint(root, key, expr.source)
                 message = message or _ref_problem(compiler, root, key, roots, job, jobs, step_ids, functions, any_job)
                 if message:
