@@ -18,6 +18,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
@@ -114,7 +115,7 @@ class Template:
 
     @property
     def expressions(self) -> tuple[Expression, ...]:
-        return tuple(p for p in self.parts if isinstance(p, Expression))
+        return tuple([p for p in self.parts if isinstance(p, Expression)])
 
     @property
     def whole(self) -> bool:
@@ -145,7 +146,7 @@ def has_expression(text: str) -> bool:
     return OPEN in text
 
 
-def parse_template(text: str) -> Template:
+def parse_template(text: str, location: Location | None = None) -> Template:
     """Split ``text`` at its ``${{ … }}`` markers and compile-check each expression."""
     parts: list = []
     pos = 0
@@ -174,7 +175,7 @@ def parse_template(text: str) -> Template:
     if error is not None:
         error.partial = Template(tuple(parts))
         raise error
-    return Template(tuple(parts))
+    return Template(tuple(parts), location)
 
 
 def parse_condition(value: Any) -> Template:
@@ -202,6 +203,8 @@ _STRING = re.compile(r"'(?:[^'\\]|\\.)*'" + r'|"(?:[^"\\]|\\.)*"')
 _LIFTABLE = re.compile(
     r"(?<![\w.])(?:(jobs|steps)\.([A-Za-z_][A-Za-z0-9_]*)\b|(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)(?![\w.]))"
 )
+# A string literal is matched whole, so that nothing inside one is lifted.
+_STRING_OR_LIFTABLE = re.compile(f"{_STRING.pattern}|{_LIFTABLE.pattern}")
 _parsed: dict[str, tuple[frozenset, bool]] = {}
 # Every root an expression parsed in this process reads (`jobs` and `steps` aside, which are
 # lifted): a root not here is read by no expression of any workflow, without walking them.
@@ -212,6 +215,17 @@ def parse_expression(source: str, offset: int = 0) -> Expression:
     source = source.strip()
     if not source:
         raise TemplateError(f"empty expression `{OPEN} {CLOSE}`")
+    refs, raw, lifted, shape, unknown = _read(source)
+    expression = Expression(source, refs, raw, lifted, shape, offset)
+    if unknown:
+        raise TemplateError(unknown, partial=Template((expression,)))
+    return expression
+
+
+@lru_cache(maxsize=4096)
+def _read(source: str) -> tuple[frozenset, bool, tuple, str, str]:
+    """An expression's references, whether it is raw, its lifted variables and shape, what is
+    wrong with its filters: the same for the same text, which many jobs of a workflow repeat."""
     shape, lifted = _lift(_bracket_dashed(source))
     if shape not in _parsed:
         try:
@@ -224,10 +238,7 @@ def parse_expression(source: str, offset: int = 0) -> Expression:
         _parsed[shape] = (own, isinstance(expr, nodes.Filter) and expr.name == "raw", unknown)
         _roots_read.update(root for root, _ in own)
     refs, raw, unknown = _parsed[shape]
-    expression = Expression(source, refs | {(root, key) for _, root, key in lifted if root}, raw, lifted, shape, offset)
-    if unknown:
-        raise TemplateError(unknown, partial=Template((expression,)))
-    return expression
+    return refs | {(root, key) for _, root, key in lifted if root}, raw, lifted, shape, unknown
 
 
 _LIFT_PREFIX = "_lifted_"
@@ -252,27 +263,24 @@ def _bracket_dashed(source: str) -> str:
 def _lift(source: str) -> tuple[str, tuple]:
     """Replace `jobs.<id>`, `steps.<id>` and numbers outside string literals with variables."""
     lifted: list = []
-
-    def replace(match: re.Match) -> str:
-        root, name, number = match.groups()
-        if number is not None:
-            value = float(number) if any(c in number for c in ".eE") else int(number)
-            key = (None, value)
-        else:
-            key = (root, name)
-        for variable, *known in lifted:
-            if tuple(known) == key and type(known[1]) is type(key[1]):
-                return variable
-        variable = f"{_LIFT_PREFIX}{len(lifted)}"
-        lifted.append((variable, *key))
-        return variable
-
+    variables: dict[tuple, str] = {}  # (root, key, type of key): its variable, so that a repeated one is lifted once
     pieces, pos = [], 0
-    for string in _STRING.finditer(source):
-        pieces.append(_LIFTABLE.sub(replace, source[pos : string.start()]))
-        pieces.append(string.group())
-        pos = string.end()
-    pieces.append(_LIFTABLE.sub(replace, source[pos:]))
+    for match in _STRING_OR_LIFTABLE.finditer(source):
+        root, name, number = match.groups()
+        if root is None and number is None:  # a string literal
+            continue
+        if number is not None:
+            root, name = None, int(number) if number.isdigit() else float(number)
+        variable = variables.get((root, name, type(name)))
+        if variable is None:
+            variable = variables[root, name, type(name)] = f"{_LIFT_PREFIX}{len(lifted)}"
+            lifted.append((variable, root, name))
+        pieces.append(source[pos : match.start()])
+        pieces.append(variable)
+        pos = match.end()
+    if not lifted:
+        return source, ()
+    pieces.append(source[pos:])
     return "".join(pieces), tuple(lifted)
 
 

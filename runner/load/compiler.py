@@ -89,7 +89,7 @@ class _Compiler:
             if "${{" not in value:
                 return value
             try:
-                return Template(parse_template(value).parts, self.where(path))
+                return parse_template(value, self.where(path))
             except TemplateError as e:
                 self.error(path, str(e), offset=e.offset)
                 return e.partial  # what could be read, so that its names are checked too
@@ -136,16 +136,11 @@ class _Compiler:
         jobs_data = data.get("jobs") or {}
         self.jobs_data, self.job_ids = jobs_data, list(jobs_data)
         jobs = {job_id: self.job(job_id, spec, ("jobs", job_id)) for job_id, spec in jobs_data.items()}
-        order = self.order(jobs)
+        order, dependents = self.order(jobs)
         check_job_refs(self, jobs)
         outputs = self.template(data.get("outputs") or {}, ("outputs",))
         check_refs(self, outputs, ("outputs",), roots={"inputs", "secrets", "run", "git", "jobs", "env"}, any_job=True)
         concurrency = data.get("concurrency")
-        dependents: dict[str, list[str]] = {job_id: [] for job_id in jobs}
-        for job in jobs.values():
-            for need in job.needs:
-                if need in dependents:
-                    dependents[need].append(job.id)
         return Workflow(
             path=self.doc.file,
             directory=os.path.dirname(os.path.abspath(self.doc.file)),
@@ -194,7 +189,7 @@ class _Compiler:
             kind = JobKind.LLM
         elif "uses" in spec:
             kind = JobKind.WORKFLOW
-        elif any(k in spec for k in ("steps", "run", "image")):
+        elif "steps" in spec or "run" in spec or "image" in spec:
             kind = JobKind.CONTAINER
         else:
             kind = JobKind.VALUE
@@ -206,28 +201,33 @@ class _Compiler:
             name=str(spec.get("name") or job_id),
             kind=kind,
             needs=needs,
-            condition=self.condition(spec.get("if"), path + ("if",)),
-            env=self.template(spec.get("env") or {}, path + ("env",)),
+            # An absent field costs nothing: most jobs set few of them.
+            condition=self.condition(spec["if"], path + ("if",)) if "if" in spec else None,
+            env=self.template(spec["env"], path + ("env",)) if spec.get("env") else _EMPTY,
             timeout=self.duration(
                 spec.get("timeout", self.defaults.get("timeout")),
                 path + ("timeout",) if "timeout" in spec else ("defaults", "timeout"), limit=True,
             ),
             retry=self.retry(spec.get("retry", self.defaults.get("retry")), path + ("retry",)),
-            continue_on_error=self.template(spec.get("continue_on_error", False), path + ("continue_on_error",)),
-            matrix=self.template(spec.get("matrix"), path + ("matrix",)),
-            repeat=self.template(spec.get("repeat"), path + ("repeat",)),
-            outputs=self.template(spec.get("outputs") or {}, path + ("outputs",)),
+            continue_on_error=(
+                self.template(spec["continue_on_error"], path + ("continue_on_error",)) if "continue_on_error" in spec else False
+            ),
+            matrix=self.template(spec["matrix"], path + ("matrix",)) if "matrix" in spec else None,
+            repeat=self.template(spec["repeat"], path + ("repeat",)) if "repeat" in spec else None,
+            outputs=self.template(spec["outputs"], path + ("outputs",)) if spec.get("outputs") else _EMPTY,
             location=self.where(path),
             container=container,
             http=http_spec(self, spec["http"], path + ("http",)) if kind is JobKind.HTTP else None,
             llm=llm_spec(self, spec["llm"], path + ("llm",)) if kind is JobKind.LLM else None,
             workflow=workflow,
-            given=self.template(spec.get("with") or {}, path + ("with",)),
+            given=self.template(spec["with"], path + ("with",)) if spec.get("with") else _EMPTY,
             cache=cache,
         )
 
     def cache(self, kind: JobKind, spec: dict, path: tuple) -> CachePolicy | None:
         """`cache` (or `defaults.cache`), `cache_files` and `cache_outputs` of a job."""
+        if kind is not JobKind.CONTAINER and "cache" not in spec and "cache_files" not in spec and "cache_outputs" not in spec:
+            return None  # most jobs: nothing to check
         value = spec.get("cache", self.defaults.get("cache", False))
         for key in ("cache_files", "cache_outputs"):
             for i, pattern in enumerate(spec.get(key) or ()):
@@ -372,8 +372,11 @@ class _Compiler:
 
     # -- the graph -------------------------------------------------------
 
-    def order(self, jobs: dict[str, Job]) -> list[str]:
-        """A topological order; every cycle becomes a problem that prints its path."""
+    def order(self, jobs: dict[str, Job]) -> tuple[list[str], dict[str, list[str]]]:
+        """A topological order, and the jobs that need each job; every cycle becomes a problem that prints its path.
+
+        A job that needs itself is an error, so leaving it out of its own dependents changes no valid workflow.
+        """
         remaining = {job_id: sum(1 for n in job.needs if n in jobs and n != job_id) for job_id, job in jobs.items()}
         dependents: dict[str, list[str]] = {job_id: [] for job_id in jobs}
         for job in jobs.values():
@@ -406,7 +409,7 @@ class _Compiler:
                 # Printed in the direction work flows: `a needs b` reads b → a.
                 cycle = list(reversed(path[position[node] :]))
                 self.error(("jobs", cycle[0], "needs"), "the jobs' needs form a cycle: " + " → ".join([*cycle, cycle[0]]))
-        return order
+        return order, dependents
 
 
 def _first_line(text: Any) -> str:

@@ -22,19 +22,28 @@ def check_job_refs(compiler, jobs: dict[str, Job]) -> None:
     base = {"inputs", "env", "secrets", "jobs", "run", "git"}
     for job in jobs.values():
         path = ("jobs", job.id)
-        roots = base | ({"matrix"} if job.matrix is not None else set())
-        roots |= {"repeat"} if job.repeat is not None else set()
-        step_ids = [s.id for s in job.container.steps if s.id] if job.container else []
-        check_refs(compiler, job.condition, path + ("if",), roots, job, jobs, functions=True)
+        roots = base
+        if job.matrix is not None or job.repeat is not None:
+            roots = base | ({"matrix"} if job.matrix is not None else set())
+            roots |= {"repeat"} if job.repeat is not None else set()
+        if job.condition is not None:
+            check_refs(compiler, job.condition, path + ("if",), roots, job, jobs, functions=True)
         for key in ("env", "timeout", "continue_on_error", "retry"):
-            check_refs(compiler, getattr(job, key), path + (key,), roots, job, jobs)
-        check_refs(compiler, job.matrix, path + ("matrix",), base, job, jobs)
+            value = getattr(job, key)
+            if value:  # most jobs have none of these
+                check_refs(compiler, value, path + (key,), roots, job, jobs)
+        if job.matrix is not None:
+            check_refs(compiler, job.matrix, path + ("matrix",), base, job, jobs)
         if job.repeat is not None:
             check_refs(compiler, job.repeat, path + ("repeat",), roots | {"outputs"}, job, jobs)
-        output_roots = roots | ({"steps"} if job.container else set())
-        output_roots |= {"response"} if job.kind in (JobKind.HTTP, JobKind.LLM) else set()
-        check_refs(compiler, job.outputs, path + ("outputs",), output_roots, job, jobs, step_ids=step_ids)
-        check_refs(compiler, job.given, path + ("with",), roots, job, jobs)
+        if job.outputs:
+            output_roots = roots | {"steps"} if job.container else roots
+            if job.kind in (JobKind.HTTP, JobKind.LLM):
+                output_roots = output_roots | {"response"}
+            step_ids = [s.id for s in job.container.steps if s.id] if job.container else []
+            check_refs(compiler, job.outputs, path + ("outputs",), output_roots, job, jobs, step_ids=step_ids)
+        if job.given:
+            check_refs(compiler, job.given, path + ("with",), roots, job, jobs)
         for kind, spec in (("http", job.http), ("llm", job.llm)):
             for key in spec.locations if spec else ():
                 if key in checks.FIELDS[kind]:
@@ -75,9 +84,12 @@ def check_refs(
     """Every name a template uses must be in scope where it stands."""
     if not value:  # nothing, or empty: no template (most fields of most jobs)
         return
-    for where, template in _templates_at(value, path):
+    found: list = []
+    _templates_at(value, path, found)
+    for where, template in found:
         for expr in template.expressions:
-            for root, key in sorted(expr.refs, key=lambda r: (r[0], r[1] or "")):
+            refs = sorted(expr.refs, key=lambda r: (r[0], r[1] or "")) if len(expr.refs) > 1 else expr.refs
+            for root, key in refs:
                 message = root not in roots and context_hint(root, key, expr.source)
                 message = message or _ref_problem(compiler, root, key, roots, job, jobs, step_ids, functions, any_job)
                 if message:
@@ -120,6 +132,8 @@ def _ref_problem(compiler, root, key, roots, job, jobs, step_ids, functions, any
 
 
 def _reaches(job: Job, target: str, jobs: dict[str, Job]) -> bool:
+    if target in job.needs:  # the common case, without a walk
+        return True
     seen, queue = set(), deque(job.needs)
     while queue:
         need = queue.popleft()
@@ -132,13 +146,13 @@ def _reaches(job: Job, target: str, jobs: dict[str, Job]) -> bool:
     return False
 
 
-def _templates_at(value: Any, path: tuple):
-    """(path, Template) for every template inside a compiled value."""
+def _templates_at(value: Any, path: tuple, found: list) -> None:
+    """(path, Template) for every template inside a compiled value, added to `found` in order."""
     if isinstance(value, Template):
-        yield path, value
+        found.append((path, value))
     elif isinstance(value, (dict, MappingProxyType)):
         for key, item in value.items():
-            yield from _templates_at(item, path + (key,))
+            _templates_at(item, path + (key,), found)
     elif isinstance(value, tuple):
         for i, item in enumerate(value):
-            yield from _templates_at(item, path + (i,))
+            _templates_at(item, path + (i,), found)
