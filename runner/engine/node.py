@@ -24,7 +24,7 @@ from runner.engine.state import RunState
 from runner.executors import Executor, NodeFailed, NodeRun, Outcome
 from runner.model.results import add_usage
 from runner.expr.matrix import MatrixError, expand, labels
-from runner.expr.templates import Template, TemplateError, render_value, templates_in, to_text
+from runner.expr.templates import Template, TemplateError, ever_read, render_value, templates_in, to_text
 from runner.masking import Masker
 from runner.model import fields
 from runner.model.durations import format_duration
@@ -112,7 +112,7 @@ class Lifecycle:
         scope, continue_on_error, _ = begun
         self.state.transition(record, NodeState.RUNNING, continue_on_error=continue_on_error)
         try:
-            outputs = render_value(dict(job.outputs), scope)
+            outputs = render_value(job.outputs, scope)
             self._taint(job, outputs)
         except TemplateError as e:
             self.state.transition(record, NodeState.FAILED, reason=e.of("outputs"), attempts=1)
@@ -303,7 +303,7 @@ class Lifecycle:
 
     def _taint(self, job: Job, outputs: dict[str, Any]) -> None:
         """An output computed from a secret is masked like the secret, wherever it goes next."""
-        if self.masker is None:
+        if self.masker is None or not ever_read("secrets"):  # no expression reads a secret
             return
         names = self._secret_outputs.get(id(job))
         if names is None:  # the same for every node of the job: a matrix has thousands

@@ -26,7 +26,7 @@ from jinja2 import TemplateSyntaxError, UndefinedError, nodes
 from jinja2.environment import Template as JinjaTemplate
 from jinja2.exceptions import SecurityError, TemplateError as JinjaTemplateError
 from jinja2.parser import Parser
-from jinja2.runtime import Undefined
+from jinja2.runtime import Context, Undefined
 
 from runner.errors import Location
 from runner.expr.jinja import ENV, MAX_RESULT_ITEMS
@@ -58,6 +58,7 @@ class TemplateError(Exception):
 
 
 _GLOBALS = frozenset(ENV.globals)
+_NO_BLOCKS: dict = {}  # an expression defines no blocks
 # By shape: the compiled template, and the globals its context starts with.
 _compiled: dict[str, tuple[JinjaTemplate, dict[str, Any]]] = {}
 
@@ -89,8 +90,10 @@ class Expression:
                 raise TemplateError(f"`{root}.{key}` is undefined") from None
         try:
             # What jinja2's compile_expression does, less two copies of the scope: one
-            # context, holding the globals and the scope, made once per evaluation.
-            context = template.new_context(variables, shared=True)
+            # context, holding the globals and the scope, made once per evaluation. Made
+            # directly: `Template.new_context` also copies the names of the template's
+            # globals (a ChainMap, walked in Python), which only imports and macros read.
+            context = Context(ENV, variables, None, _NO_BLOCKS)
             for _ in template.root_render_func(context):
                 pass
             return _native(context.vars["result"])
@@ -123,8 +126,9 @@ class Template:
 
     def render(self, scope: Mapping[str, Any]) -> Any:
         """The native value of a whole-field expression, otherwise a string."""
-        if self.whole:
-            return self.parts[0].evaluate(scope)
+        parts = self.parts
+        if len(parts) == 1 and type(parts[0]) is Expression:
+            return parts[0].evaluate(scope)
         return "".join(p if isinstance(p, str) else to_text(p.evaluate(scope)) for p in self.parts)
 
 
@@ -461,7 +465,8 @@ def render_value(value: Any, scope: Mapping[str, Any]) -> Any:
         rendered = {}
         for k, v in value.items():
             try:
-                rendered[k] = render_value(v, scope)
+                # A template, as most values are, rendered without a call more.
+                rendered[k] = v.render(scope) if type(v) is Template else render_value(v, scope)
             except TemplateError as e:
                 raise TemplateError(str(e), key=(k, *e.key)) from None
         return rendered

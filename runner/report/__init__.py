@@ -46,21 +46,39 @@ class Reporter:
     def close(self) -> None: ...
 
 
+def _calls(reporters: list[Reporter], event: str) -> tuple:
+    """The reporters' methods for `event`, a `Reporters` giving its own in its place; one that leaves
+    the event as `Reporter`'s, doing nothing, is not called for it."""
+    calls: list = []
+    for r in reporters:
+        if isinstance(r, Reporters):
+            calls.extend(_calls(r.reporters, event))
+            continue
+        method = getattr(r, event)
+        if getattr(method, "__func__", None) is not getattr(Reporter, event):
+            calls.append(method)
+    return tuple(calls)
+
+
 class Reporters(Reporter):
     def __init__(self, reporters: list[Reporter]):
         self.reporters = reporters
+        # A node's events and a step's lines are the many: each is one loop over what hears it.
+        self._node_started = _calls(reporters, "node_started")
+        self._node_finished = _calls(reporters, "node_finished")
+        self._log = _calls(reporters, "log")
 
     def run_started(self, run_id, workflow, name):
         for r in self.reporters:
             r.run_started(run_id, workflow, name)
 
     def node_started(self, node):
-        for r in self.reporters:
-            r.node_started(node)
+        for call in self._node_started:
+            call(node)
 
     def log(self, node_id, step, stream, line):
-        for r in self.reporters:
-            r.log(node_id, step, stream, line)
+        for call in self._log:
+            call(node_id, step, stream, line)
 
     def step_started(self, node_id, step):
         for r in self.reporters:
@@ -71,8 +89,8 @@ class Reporters(Reporter):
             r.step_finished(node_id, step, result, exit_code)
 
     def node_finished(self, node):
-        for r in self.reporters:
-            r.node_finished(node)
+        for call in self._node_finished:
+            call(node)
 
     def expanded(self, node_id, instances):
         for r in self.reporters:
@@ -139,12 +157,18 @@ class Masking(Reporter):
     def __init__(self, inner: Reporter, masker: "Masker"):
         self.inner = inner
         self.masker = masker
+        # A node's events go straight to the reporters behind `inner`, not through its fan-out.
+        self._node_started = _calls([inner], "node_started")
+        self._node_finished = _calls([inner], "node_finished")
 
     def run_started(self, run_id, workflow, name):
         self.inner.run_started(run_id, workflow, name)
 
     def node_started(self, node):
-        self.inner.node_started(self._node(node))
+        if self.masker:
+            node = self._masked(node)
+        for call in self._node_started:
+            call(node)
 
     def log(self, node_id, step, stream, line):
         self.inner.log(node_id, step, stream, self.masker.text(line))
@@ -156,7 +180,10 @@ class Masking(Reporter):
         self.inner.step_finished(node_id, step, result, exit_code)
 
     def node_finished(self, node):
-        self.inner.node_finished(self._node(node))
+        if self.masker:
+            node = self._masked(node)
+        for call in self._node_finished:
+            call(node)
 
     def expanded(self, node_id, instances):
         self.inner.expanded(node_id, instances)  # instance names are made from masked values
@@ -176,9 +203,7 @@ class Masking(Reporter):
     def close(self):
         self.inner.close()
 
-    def _node(self, node: "NodeRecord") -> "NodeRecord":
-        if not self.masker:
-            return node
+    def _masked(self, node: "NodeRecord") -> "NodeRecord":
         from dataclasses import replace
 
         return replace(node, outputs=self.masker.value(node.outputs, numbers=True), reason=self.masker.text(node.reason),
