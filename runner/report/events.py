@@ -34,7 +34,7 @@ NODE_FINISHED = "node.finished"
 NODE_EXPANDED = "node.expanded"
 NODE_LOG = "node.log"
 
-_RESULTS = {state: state.result.value for state in NodeState if state.finished}
+_RESULTS = {state._value_: state.result.value for state in NodeState if state.finished}
 
 Listener = Callable[[int, str, str], None]  # (seq, type, data as JSON text)
 
@@ -76,16 +76,17 @@ class Events(Reporter):
     def run_started(self, run_id, workflow, name):
         self._emit(RUN_STARTED, {"run_id": run_id, "workflow": workflow, "name": name, "attempt": self.run_attempt})
 
-    # A node's two events are written out by hand: a 10,000-node run has 20,000 of them.
+    # A node's two events are written out by hand: a 10,000-node run has 20,000 of them
+    # (and a state's `_value_` read, not the Python property `value`).
     def node_started(self, node):
-        self._add(NODE_STARTED, f'{{"node":{_text(node.id)},"job":{_text(node.job_id)},"state":"{node.state.value}",'
+        self._add(NODE_STARTED, f'{{"node":{_text(node.id)},"job":{_text(node.job_id)},"state":"{node.state._value_}",'
                                 f'"attempts":{node.attempts}}}')
 
     def node_finished(self, node):
         cached = f',"cached_from":{_text(node.cached_from)}' if node.cached_from is not None else ""
         took = node.finished - node.started if node.started is not None and node.finished is not None else 0.0
-        self._add(NODE_FINISHED, f'{{"node":{_text(node.id)},"job":{_text(node.job_id)},"state":"{node.state.value}",'
-                                 f'"result":"{_RESULTS[node.state]}","reason":{_text(node.reason)},'
+        self._add(NODE_FINISHED, f'{{"node":{_text(node.id)},"job":{_text(node.job_id)},"state":"{node.state._value_}",'
+                                 f'"result":"{_RESULTS[node.state._value_]}","reason":{_text(node.reason)},'
                                  f'"attempts":{node.attempts},"duration_s":{took:.3f}{cached}}}')
 
     def expanded(self, node_id, instances):
