@@ -16,12 +16,13 @@ STATE_DIR_FOUND = "where runs are kept (default: the workspace's, found from her
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The grammar of the command `argv` names: only its own part, the others' arguments cost a run's start.
 
-    Without a known command (`runner`, `runner --help`, a mistyped one) every command is there, for
-    the help that lists them and the error that names them.
+    Without a known command first (`runner`, `runner --help`, a mistyped one) every command is
+    there, for the help that lists them and the error that names them.
     """
     from runner.cli import COMMANDS
 
-    named = next((a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")), None)
+    given = sys.argv[1:] if argv is None else argv
+    named = given[0] if given else None  # after an option (`runner -h run`) too, the whole grammar
 
     def wanted(command: str) -> bool:
         return named not in COMMANDS or named == command
