@@ -13,7 +13,6 @@ into these at the boundary of the module that calls the library.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Iterable
@@ -79,6 +78,8 @@ def format_path(path: tuple) -> str:
 
 def suggest(name: str, choices: Iterable[str]) -> str:
     """``"; did you mean `needs`?"`` when a close match exists, else nothing."""
+    import difflib  # only a workflow with a mistake needs it
+
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
     return f"; did you mean `{close[0]}`?" if close else ""
 

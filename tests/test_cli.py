@@ -77,6 +77,17 @@ def test_usage_errors_exit_2_without_traceback(tmp_path):
         assert "Traceback" not in result.stderr
 
 
+def test_help_and_a_mistyped_command_name_every_command():
+    commands = ("validate", "run", "resume", "runs", "logs", "trace", "state-dir", "graph", "serve", "schema", "action")
+    for args in (["--help"], ["-h", "run"]):
+        listed = cli(*args).stdout
+        assert [c for c in commands if f"\n    {c}" not in listed] == [], args
+    wrong = cli("rnu", "x.yml")
+    assert wrong.returncode == 2
+    assert "invalid choice: 'rnu' (choose from " + ", ".join(f"'{c}'" for c in commands) + ")" in wrong.stderr
+    assert "usage: runner run [-h]" in cli("run", "--help").stdout
+
+
 def test_bad_input_value_exits_2_naming_the_declaration(tmp_path):
     path = write(tmp_path, "version: 1\ninputs:\n  n: {type: integer}\njobs:\n  a: {outputs: {x: '${{ inputs.n }}'}}\n")
     result = cli("run", path, "--input", "n=three")

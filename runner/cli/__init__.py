@@ -8,6 +8,7 @@ modules only by the subcommand that needs them: `running.py` (run, resume, actio
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -60,13 +61,26 @@ def _terminate(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
+    # What start-up makes (modules, the grammar, the loaded workflow) lives on: collecting
+    # cycles meanwhile would walk it all again and again for nothing. The commands that
+    # keep running (`run`, `resume`, `serve`) turn the collector on when they begin to.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _command(argv)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _command(argv: list[str] | None) -> int:
     if os.getpid() == 1:
         import signal
 
         signal.signal(signal.SIGTERM, _terminate)
     drop_privileges()
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(argv).parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0) if e.code in (0, None) else ExitStatus.INVALID
     try:

@@ -134,8 +134,9 @@ def _execute(workflow, options, args) -> int:
     from runner.signals import run_until_signalled
 
     # The compiled workflow lives as long as this process: the cyclic collector
-    # need not walk it again at every collection of the run.
+    # need not walk it again at every collection of the run, which it then watches.
     gc.freeze()
+    gc.enable()
     outcome = trio.run(run_until_signalled, workflow, options)
     kept = [r for r in outcome.nodes.values() if r.container]
     if kept:
@@ -255,5 +256,5 @@ def action(args) -> int:
         argv += ["--image-map", pair]
     if get("concurrency"):
         argv += ["--concurrency", get("concurrency")]
-    return run(build_parser().parse_args(argv), given)
+    return run(build_parser(argv).parse_args(argv), given)
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 
 def serve(args) -> int:
+    import gc
+
+    gc.enable()  # off while runner started (`main`); the server runs for long
     from runner.cli.running import pairs
     from runner.server import serve
 

@@ -118,6 +118,8 @@ def file_name(node_id: str) -> str:
 
 @dataclass
 class RunOutcome:
+    """How a run ended: its status, outputs, and every job's and node's record."""
+
     run_id: str
     status: Result
     outputs: dict[str, Any]

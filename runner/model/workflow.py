@@ -28,6 +28,8 @@ class JobKind(Enum):
 
 @dataclass(frozen=True)
 class Retry:
+    """`retry:` of a job: how many attempts, the waits between them, and which failures are tried again."""
+
     attempts: int = 1
     delay: float = 0.0
     backoff_factor: float = 2.0
@@ -38,6 +40,8 @@ class Retry:
 
 @dataclass(frozen=True)
 class Resources:
+    """`resources:` of a container job: the limits of its container; None: no limit."""
+
     cpus: float | None = None
     memory: int | None = None  # bytes
     pids: int | None = None
@@ -45,6 +49,8 @@ class Resources:
 
 @dataclass(frozen=True)
 class Step:
+    """One of a container job's `steps:`: a script run in the job's container."""
+
     index: int
     id: str | None
     name: str
@@ -81,6 +87,8 @@ class Capabilities:
 
 @dataclass(frozen=True)
 class Healthcheck:
+    """`healthcheck:` of a service: how the job learns that it is ready."""
+
     run: Any  # str or Template: run with `sh -c` in the service until it exits 0
     interval: float = 1.0
     timeout: float = 60.0  # the longest wait for a first success
@@ -177,6 +185,9 @@ def spec_templates(spec: HttpSpec | LlmSpec | None):
 
 @dataclass(frozen=True)
 class Job:
+    """A compiled job.  `container`, `http`, `llm` or `workflow` holds what it runs; a value job
+    has none of them, its outputs are its result."""
+
     id: str
     name: str
     kind: JobKind
@@ -214,6 +225,8 @@ class Job:
 
 @dataclass(frozen=True)
 class InputSpec:
+    """One of `inputs:`: a value a run is given, or takes by default."""
+
     name: str
     type: str
     default: Any = None
@@ -227,6 +240,8 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class Workflow:
+    """A compiled workflow file: its settings, and its jobs with a topological order of them."""
+
     path: str  # as the user named it
     directory: str  # absolute: the file's directory (the run's workspace is the repository holding it)
     name: str

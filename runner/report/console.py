@@ -7,7 +7,6 @@ import sys
 from collections import deque
 from typing import Any, TextIO
 
-from runner.backends.base import ON_NODE
 from runner.model.durations import format_duration
 from runner.model.results import Result
 from runner.report import Reporter
@@ -75,11 +74,8 @@ class Console(Reporter):
         if node.result is Result.FAILURE and node.continue_on_error:
             text += " (continue_on_error)"
         self._print(text)
-        if node.container and ON_NODE in node.container:
-            name, _, machine = node.container.partition(ON_NODE)
-            self._print(f"  container kept for debugging on node {machine}; there: docker exec -it {name} sh")
-        elif node.container:
-            self._print(f"  container kept for debugging: docker exec -it {node.container} sh")
+        if node.container:
+            self._print(_kept(node.container))
         progress = self.matrices.get(node.job_id) if node.id != node.job_id else None
         if progress is not None and progress.finished(node) and not self.quiet:
             self._print(f"{node.job_id}: {progress}")
@@ -147,3 +143,13 @@ class _Progress:
 
     def __str__(self) -> str:
         return f"{self.done} of {self.total} done, {self.failed} failed, {len(self.running)} running"
+
+
+def _kept(container: str) -> str:
+    """How to enter a container kept for debugging."""
+    from runner.backends.base import ON_NODE  # not imported before: a run of values has no container
+
+    if ON_NODE in container:
+        name, _, machine = container.partition(ON_NODE)
+        return f"  container kept for debugging on node {machine}; there: docker exec -it {name} sh"
+    return f"  container kept for debugging: docker exec -it {container} sh"
