@@ -219,9 +219,7 @@ def _posted(server: Server, source: str):
 
 async def list_runs(request: Request) -> Response:
     server: Server = request.app.state.server
-    limit = number(request, "limit", 50, 1000)
-    if limit == 0:
-        raise ApiError(400, "?limit= must be between 1 and 1000")
+    limit = number(request, "limit", 50, 1000, least=1)
     status = request.query_params.get("status") or None
     workflow = request.query_params.get("workflow") or None
     cursor = request.query_params.get("cursor") or None

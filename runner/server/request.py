@@ -59,7 +59,8 @@ def field(body: dict, name: str, kind: type, default: Any = None) -> Any:
 _kinds = {str: "a string", dict: "an object", bool: "true or false", list: "a list"}
 
 
-def number(request: Request, name: str, default: float | None, most: float | None = None, whole: bool = True):
+def number(request: Request, name: str, default: float | None, most: float | None = None, whole: bool = True,
+           least: float = 0):
     text = request.query_params.get(name)
     if text is None or text == "":
         return default
@@ -67,6 +68,6 @@ def number(request: Request, name: str, default: float | None, most: float | Non
         value = int(text) if whole else float(text)
     except ValueError:
         raise ApiError(400, f"?{name}= takes a {'whole ' if whole else ''}number, not {text!r}") from None
-    if value < 0 or not math.isfinite(value) or value > (most if most is not None else MAX_NUMBER):
-        raise ApiError(400, f"?{name}= must be between 0 and {most if most is not None else MAX_NUMBER}")
+    if value < least or not math.isfinite(value) or value > (most if most is not None else MAX_NUMBER):
+        raise ApiError(400, f"?{name}= must be between {least} and {most if most is not None else MAX_NUMBER}")
     return value
