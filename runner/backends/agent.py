@@ -59,8 +59,10 @@ def request(argv: list[str], env: Mapping[str, str], workdir: str) -> str:
     but sh exports only names that are identifiers: the others are handed to the command by `env`.
     """
     lines = [f"cd {shlex.quote(workdir)} || exit 126"]
-    lines += [f"export {shlex.quote(f'{name}={value}')}" for name, value in env.items() if _SH_NAME.fullmatch(name)]
-    others = [f"{name}={value}" for name, value in env.items() if not _SH_NAME.fullmatch(name)]
+    exported, others = [], []
+    for name, value in env.items():
+        (exported if _SH_NAME.fullmatch(name) else others).append(f"{name}={value}")
+    lines += [f"export {shlex.quote(assignment)}" for assignment in exported]
     lines.append("exec " + " ".join(shlex.quote(part) for part in (["env", *others] if others else []) + argv))
     return "\n".join(lines) + "\n"
 
