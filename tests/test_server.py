@@ -15,7 +15,6 @@ from serving import Served
 HELLO = """
     version: 1
     name: hello
-    description: Greets whom it is told to.
     inputs:
       who: {type: string, default: world}
       times: {type: integer, default: 1}
@@ -27,6 +26,7 @@ HELLO = """
         outputs: {text: "${{ jobs.greet.outputs.text | upper }}"}
     outputs:
       text: ${{ jobs.shout.outputs.text }}
+    description: Greets whom it is told to.
 """
 
 BROKEN = """
