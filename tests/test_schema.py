@@ -313,6 +313,13 @@ def test_empty_jobs_is_refused():
     assert "at least one job" in problem.message
 
 
+def test_input_without_a_type_is_told_only_that():
+    # The rules for each type's default apply to an input of that type, not to one that names none.
+    problem = only("version: 1\ninputs:\n  d: {default: soon}\njobs:\n  a: {run: echo}\n")
+    assert where(problem) == (3, 6)
+    assert "missing required key `type`" in problem.message
+
+
 def test_string_input_with_integer_default_is_refused():
     problem = only("version: 1\ninputs:\n  n: {type: string, default: 3}\njobs:\n  a: {run: echo}\n")
     assert "default of a string input" in problem.message
