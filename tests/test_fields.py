@@ -100,3 +100,51 @@ def test_a_timeout_that_renders_to_zero_is_refused_naming_the_field(tmp_path):
     done, summary = run_cli(tmp_path, "--input", "t=0s")
     assert done.returncode == 1
     assert summary["jobs"]["a"]["reason"] == f"{tmp_path / 'workflow.yml'}:5:14: timeout: must be more than 0"
+
+
+RETRY = """
+    version: 1
+    inputs:
+      n: {type: string, default: "3"}
+      d: {type: string, default: 10s}
+      f: {type: string, default: "1"}
+    defaults: {image: x}
+    jobs:
+      flaky:
+        retry: {attempts: "${{ inputs.n }}", delay: "${{ inputs.d }}", backoff_factor: "${{ inputs.f }}", max_delay: "${{ inputs.d }}"}
+        run: exit 1
+"""
+
+
+def test_a_retry_policy_from_inputs_is_used(tmp_path):
+    outcome, backend, _ = run(tmp_path, RETRY, inputs={"n": "3", "d": "10s", "f": "1"})
+    record = outcome.jobs["flaky"]
+    assert record.attempts == 3
+    assert record.reason.endswith("(attempt 3 of 3)"), record.reason
+    assert backend.removed == backend.started
+
+
+@pytest.mark.parametrize("inputs, reason", [
+    ({"n": "many"}, '9:23: retry.attempts: "many" is not a whole number above 0'),
+    ({"d": "soon"}, '9:49: retry.delay: "soon" is not a duration'),
+    ({"f": "0.5"}, '9:84: retry.backoff_factor: "0.5" is not a number of at least 1'),
+])
+def test_a_retry_field_that_renders_to_a_bad_value_fails_the_job_naming_the_field(tmp_path, inputs, reason):
+    outcome, backend, _ = run(tmp_path, RETRY, inputs=inputs)
+    record = outcome.jobs["flaky"]
+    assert record.state.value == "failed"
+    assert record.reason == f"{tmp_path / 'workflow.yml'}:{reason}"
+    assert backend.started == []  # the policy is read before the first attempt
+
+
+def test_a_retry_field_naming_an_undeclared_input_fails_validation(tmp_path):
+    write(tmp_path, """
+        version: 1
+        jobs:
+          a:
+            retry: {attempts: 2, delay: "${{ inputs.nope }}"}
+            outputs: {x: 1}
+    """)
+    done = cli("validate", tmp_path / "workflow.yml")
+    assert done.returncode == 2
+    assert "workflow.yml:4:33: in `inputs.nope`: no input named `nope` is declared (jobs.a.retry.delay)" in done.stderr

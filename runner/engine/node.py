@@ -244,17 +244,17 @@ class Lifecycle:
                 self.state.transition(record, NodeState.CANCELLED, reason=self.cancellation.reason or "cancelled")
 
     async def _attempts(self, job, record, scope, executor, timeout) -> tuple[NodeState, dict]:
-        retry = job.retry
         repeat = None
-        if job.repeat is not None:
-            try:
+        try:
+            retry = fields.retry(job.retry, scope)
+            if job.repeat is not None:
                 repeat = {
                     "until": job.repeat.get("until"),
                     "delay": fields.duration(job.repeat.get("delay", 0), scope, "repeat.delay", zero=True),
                     "max": fields.count(job.repeat.get("max", 10), scope, "repeat.max"),
                 }
-            except FieldError as e:
-                return NodeState.FAILED, {"reason": str(e)}
+        except FieldError as e:
+            return NodeState.FAILED, {"reason": str(e)}
         passes = 0
         retrying = ""
         while True:
@@ -264,7 +264,7 @@ class Lifecycle:
             scope["run"] = {"id": self.run_id, "attempt": record.attempts}
             if repeat is not None:
                 scope["repeat"] = {"index": passes}
-            outcome = await self._attempt(job, record, scope, executor, timeout)
+            outcome = await self._attempt(job, record, scope, executor, timeout, retry)
             record.children = outcome.children
             record.usage = add_usage(record.usage, outcome.usage)  # every attempt and pass costs
             if outcome.result is Result.CANCELLED:
@@ -328,7 +328,7 @@ class Lifecycle:
             return True, f"repeat limit ({limit}) reached without until becoming true"
         return False, ""
 
-    async def _attempt(self, job, record, scope, executor, timeout) -> Outcome:
+    async def _attempt(self, job, record, scope, executor, timeout, retry) -> Outcome:
         if executor is None:
             return Outcome(Result.SUCCESS)
         node_id = self.prefix + record.id
@@ -336,6 +336,7 @@ class Lifecycle:
         traceparent = partial(self.traceparent, node_id, record.attempts) if self.traceparent else None
         node = NodeRun(
             job=job,
+            retry=retry,
             node_id=node_id,
             scope=scope,
             env={**scope["env"], "TRACEPARENT": traceparent(None)} if traceparent else dict(scope["env"]),

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from runner.model.workflow import Job
+from runner.model.workflow import Job, Retry
 from runner.model.results import Result
 
 
@@ -26,6 +26,7 @@ class NodeFailed(Exception):
 @dataclass
 class NodeRun:
     job: Job
+    retry: Retry  # the job's retry policy, rendered
     node_id: str
     scope: dict[str, Any]  # what templates may refer to: inputs, env, secrets, matrix, jobs, run
     env: dict[str, str]  # the workflow's and the job's env, rendered

@@ -46,7 +46,7 @@ class HttpExecutor(SessionExecutor):
         except SpecError as e:
             return Outcome(Result.FAILURE, self.session.mask(str(e)), retryable=False)
         # A method that is not idempotent may have taken effect: retried only if the workflow says so.
-        repeatable = req.method in (node.job.retry.on_methods or IDEMPOTENT)
+        repeatable = req.method in (node.retry.on_methods or IDEMPOTENT)
         node.timeout_retryable = repeatable
         note = ""
         if req.verify is False and req.url.lower().startswith("https:"):
@@ -78,7 +78,7 @@ class HttpExecutor(SessionExecutor):
 
     @staticmethod
     def _not_retried(node: NodeRun, req: Request, held_back: bool) -> str:
-        if held_back and node.job.retry.attempts > 1:
+        if held_back and node.retry.attempts > 1:
             return f" (not retried: a {req.method} may have taken effect; list it in retry.on_methods to retry it)"
         return ""
 

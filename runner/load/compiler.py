@@ -28,6 +28,7 @@ from runner.model.workflow import (
     InputSpec,
     Job,
     JobKind,
+    NO_RETRY,
     Resources,
     Retry,
     Service,
@@ -45,7 +46,6 @@ from runner.expr.templates import (
 SHELLS = ("sh", "bash", "python", "node")
 SHELL_ALIASES = {"python3": "python"}  # GitHub Actions' spelling
 _EMPTY: MappingProxyType = MappingProxyType({})
-_NO_RETRY = Retry()  # immutable: every job without `retry` shares it
 _MEMORY = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)", re.IGNORECASE)
 
 
@@ -255,15 +255,17 @@ class _Compiler:
 
     def retry(self, value: Any, path: tuple) -> Retry:
         if value is None:
-            return _NO_RETRY
+            return NO_RETRY
         if not isinstance(value, dict):  # a number of attempts (1.0 is a whole number too)
             return Retry(attempts=int(value))
         codes = value.get("on_exit_codes")
         methods = value.get("on_methods")
+        attempts = self.template(value.get("attempts", 1), path + ("attempts",))
+        factor = self.template(value.get("backoff_factor", 2.0), path + ("backoff_factor",))
         return Retry(
-            attempts=int(value.get("attempts", 1)),
+            attempts=attempts if isinstance(attempts, Template) else int(attempts),
             delay=self.duration(value.get("delay", 0), path + ("delay",)) or 0.0,
-            backoff_factor=float(value.get("backoff_factor", 2.0)),
+            backoff_factor=factor if isinstance(factor, Template) else float(factor),
             max_delay=self.duration(value.get("max_delay"), path + ("max_delay",)),
             on_exit_codes=tuple(codes) if codes is not None else None,
             on_methods=tuple(m.upper() for m in methods) if methods is not None else None,

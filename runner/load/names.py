@@ -15,7 +15,7 @@ from runner.errors import suggest
 from runner.expr.templates import CONDITION_FUNCTIONS, Template, is_global
 from runner.load.github import context_hint
 from runner.model import checks
-from runner.model.workflow import GIT_FACTS, Job, JobKind
+from runner.model.workflow import GIT_FACTS, NO_RETRY, Job, JobKind
 
 
 def check_job_refs(compiler, jobs: dict[str, Job]) -> None:
@@ -28,10 +28,12 @@ def check_job_refs(compiler, jobs: dict[str, Job]) -> None:
             roots |= {"repeat"} if job.repeat is not None else set()
         if job.condition is not None:
             check_refs(compiler, job.condition, path + ("if",), roots, job, jobs, functions=True)
-        for key in ("env", "timeout", "continue_on_error", "retry"):
+        for key in ("env", "timeout", "continue_on_error"):
             value = getattr(job, key)
             if value:  # most jobs have none of these
                 check_refs(compiler, value, path + (key,), roots, job, jobs)
+        if job.retry is not NO_RETRY:
+            check_refs(compiler, vars(job.retry), path + ("retry",), roots, job, jobs)
         if job.matrix is not None:
             check_refs(compiler, job.matrix, path + ("matrix",), base, job, jobs)
         if job.repeat is not None:

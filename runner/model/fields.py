@@ -10,11 +10,14 @@ names the file, line and column where the field is written
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import replace
 from typing import Any, Mapping
 
 from runner.expr.templates import Template, TemplateError, render_value, templates_in, to_text
 from runner.model.checks import FieldError
 from runner.model.durations import parse_duration
+from runner.model.workflow import Retry
 
 
 def render(value: Any, scope: Mapping[str, Any], name: str) -> Any:
@@ -49,6 +52,33 @@ def count(value: Any, scope: Mapping[str, Any], name: str) -> int | None:
     if isinstance(rendered, bool) or not text.isdigit() or int(text) < 1:
         raise FieldError(_located(value, f"{name}: {json.dumps(text)} is not a whole number above 0"))
     return int(text)
+
+
+def factor(value: Any, scope: Mapping[str, Any], name: str) -> float:
+    """A number of at least 1."""
+    rendered = render(value, scope, name)
+    text = to_text(rendered).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if isinstance(rendered, bool) or not number >= 1 or math.isinf(number):
+        raise FieldError(_located(value, f"{name}: {json.dumps(text)} is not a number of at least 1"))
+    return number
+
+
+def retry(policy: Retry, scope: Mapping[str, Any]) -> Retry:
+    """The retry policy with its templates rendered (most have none, and are returned as they are)."""
+    attempts, delay, factor_, most = policy.attempts, policy.delay, policy.backoff_factor, policy.max_delay
+    if not any(isinstance(v, Template) for v in (attempts, delay, factor_, most)):
+        return policy
+    return replace(
+        policy,
+        attempts=count(attempts, scope, "retry.attempts"),
+        delay=duration(delay, scope, "retry.delay", zero=True),
+        backoff_factor=factor(factor_, scope, "retry.backoff_factor"),
+        max_delay=duration(most, scope, "retry.max_delay", zero=True),
+    )
 
 
 def truth(value: Any, scope: Mapping[str, Any], name: str) -> bool:

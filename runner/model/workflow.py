@@ -28,14 +28,20 @@ class JobKind(Enum):
 
 @dataclass(frozen=True)
 class Retry:
-    """`retry:` of a job: how many attempts, the waits between them, and which failures are tried again."""
+    """`retry:` of a job: how many attempts, the waits between them, and which failures are tried again.
 
-    attempts: int = 1
-    delay: float = 0.0
-    backoff_factor: float = 2.0
-    max_delay: float | None = None
+    `attempts`, `delay`, `backoff_factor` and `max_delay` may be templates, rendered when the job runs.
+    """
+
+    attempts: int | Template = 1
+    delay: float | Template = 0.0
+    backoff_factor: float | Template = 2.0
+    max_delay: float | Template | None = None
     on_exit_codes: tuple[int, ...] | None = None
     on_methods: tuple[str, ...] | None = None  # http: the methods retried (default: the idempotent ones)
+
+
+NO_RETRY = Retry()  # immutable: every job without `retry` shares it
 
 
 @dataclass(frozen=True)
