@@ -11,7 +11,8 @@ import pytest
 
 from conftest import write
 from runner.load import document as loader, schema
-from runner.load.compiler import compile_document, parse_memory
+from runner.load.compiler import compile_document
+from runner.model import checks
 from runner.model.durations import format_duration, parse_duration
 from runner.errors import Problem, Severity, WorkflowInvalid
 from runner.load.workflow import load_workflow
@@ -659,14 +660,14 @@ def test_parse_duration_refuses(text):
         ("1024", 1024),
     ],
 )
-def test_parse_memory(text, size):
-    assert parse_memory(text) == size
+def test_memory(text, size):
+    assert checks.memory(text) == size
 
 
-@pytest.mark.parametrize("text", ["lots", "", "64x", "m"])
-def test_parse_memory_refuses(text):
-    with pytest.raises(ValueError):
-        parse_memory(text)
+@pytest.mark.parametrize("text", ["lots", "", "64x", "m", "0"])
+def test_memory_refuses(text):
+    with pytest.raises(checks.FieldError, match="is not an amount of memory"):
+        checks.memory(text)
 
 
 @pytest.mark.parametrize("seconds, text", [(5, "5s"), (90, "1m30s"), (5400, "1h30m"), (3600, "1h")])

@@ -811,13 +811,21 @@ def test_network_none_leaves_only_loopback(docker, tmp_path):
     assert sorted(result.lines("online", "1")) == ["eth0", "lo"]
 
 
-def test_resource_limits_are_applied(docker, tmp_path):
+@pytest.mark.parametrize("limits", [
+    "{cpus: 0.5, memory: 128m, pids: 64}",
+    '{cpus: "${{ inputs.cpus }}", memory: "${{ inputs.memory }}", pids: "${{ inputs.pids }}"}',
+])
+def test_resource_limits_are_applied(docker, tmp_path, limits):
     result = run(tmp_path, f"""
         version: 1
+        inputs:
+          cpus: {{type: number, default: 0.5}}
+          memory: {{type: string, default: 128m}}
+          pids: {{type: integer, default: 64}}
         jobs:
           limited:
             image: {BUSYBOX_IMAGE}
-            resources: {{cpus: 0.5, memory: 128m, pids: 64}}
+            resources: {limits}
             run: |
               cg=/sys/fs/cgroup
               if [ -f $cg/memory.max ]; then

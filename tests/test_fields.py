@@ -148,3 +148,24 @@ def test_a_retry_field_naming_an_undeclared_input_fails_validation(tmp_path):
     done = cli("validate", tmp_path / "workflow.yml")
     assert done.returncode == 2
     assert "workflow.yml:4:33: in `inputs.nope`: no input named `nope` is declared (jobs.a.retry.delay)" in done.stderr
+
+
+@pytest.mark.parametrize("limit, value, reason", [
+    ("cpus", "many", "resources.cpus: `many` is not a number of CPUs above 0, e.g. 0.5 or 2"),
+    ("memory", "lots", "resources.memory: `lots` is not an amount of memory; write 512m or 2g"),
+    ("pids", "0", "resources.pids: `0` is not a whole number of at least 1"),
+])
+def test_a_resource_limit_that_renders_to_a_bad_value_fails_the_job_naming_the_field(tmp_path, limit, value, reason):
+    outcome, backend, _ = run(tmp_path, f"""
+        version: 1
+        inputs: {{v: {{type: string}}}}
+        defaults: {{image: x}}
+        jobs:
+          a:
+            resources: {{{limit}: "${{{{ inputs.v }}}}"}}
+            run: echo never
+    """, inputs={"v": value})
+    record = outcome.jobs["a"]
+    assert record.state.value == "failed"
+    assert record.reason == f"{tmp_path / 'workflow.yml'}:6:{19 + len(limit)}: {reason}"
+    assert backend.started == []

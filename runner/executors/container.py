@@ -124,6 +124,10 @@ class ContainerExecutor(Executor):
             working_dir = _in_workspace(to_text(render_value(spec.working_dir, node.scope) or ""))
         except TemplateError as e:
             return Outcome(Result.FAILURE, f"image or working_dir: {e}")
+        try:
+            resources = fields.resources(spec.resources, node.scope)
+        except FieldError as e:
+            return Outcome(Result.FAILURE, str(e))
         if spec.services and not self.backend.supports_services:
             return Outcome(Result.FAILURE, "this job has `services:`, which the container backend in use cannot run")
         node.directory.mkdir(parents=True, exist_ok=True)
@@ -132,7 +136,6 @@ class ContainerExecutor(Executor):
         if user != spec.user:
             # A user the image may have no account for, whose home would be /.
             node = replace(node, env={"HOME": HOME, **node.env})
-        resources = spec.resources
         name = f"runner-{self.run_id}-{node.directory.name}"[:120]
         labels = {
             "dev.runner.run-id": self.run_id,

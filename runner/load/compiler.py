@@ -46,20 +46,6 @@ from runner.expr.templates import (
 SHELLS = ("sh", "bash", "python", "node")
 SHELL_ALIASES = {"python3": "python"}  # GitHub Actions' spelling
 _EMPTY: MappingProxyType = MappingProxyType({})
-_MEMORY = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)", re.IGNORECASE)
-
-
-def parse_memory(value: Any) -> int:
-    """Bytes in ``67108864``, ``64m``, ``64MiB`` or ``1g``."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    match = _MEMORY.fullmatch(str(value).strip())
-    if not match:
-        raise ValueError(value)
-    power = " kmgt".index(match.group(2).lower() or " ")
-    return int(float(match.group(1)) * 1024**power)
-
-
 class _Compiler:
     def __init__(self, doc: Document, load_child):
         self.doc = doc
@@ -271,6 +257,20 @@ class _Compiler:
             on_methods=tuple(m.upper() for m in methods) if methods is not None else None,
         )
 
+    def resources(self, spec: dict, path: tuple) -> Resources:
+        """The limits as bytes and numbers; a template is kept, to be rendered when the job runs."""
+        limits = {}
+        for key, check in (("cpus", checks.cpus), ("memory", checks.memory), ("pids", checks.pids)):
+            value = self.template(spec.get(key), path + (key,))
+            if value is not None and not isinstance(value, Template):
+                try:
+                    value = check(value)
+                except checks.FieldError as e:
+                    self.error(path + (key,), str(e))
+                    value = None
+            limits[key] = value
+        return Resources(**limits)
+
     def container(self, job_id: str, spec: dict, path: tuple) -> Container:
         image = spec.get("image", self.defaults.get("image"))
         if image is None:
@@ -291,19 +291,13 @@ class _Compiler:
                 seen.setdefault(step_id, index)
             steps.append(self.step(index, step, step_path, shell))
         self.check_scripts(steps, steps_data)
-        resources = spec.get("resources", self.defaults.get("resources")) or {}
-        memory = resources.get("memory")
-        try:
-            memory = parse_memory(memory) if memory is not None else None
-        except ValueError:
-            self.error(path + ("resources", "memory"), f"`{memory}` is not an amount of memory; write 512m or 2g")
-            memory = None
+        resources = self.resources(spec.get("resources", self.defaults.get("resources")) or {}, path + ("resources",))
         network = spec.get("network", self.defaults.get("network", "bridge"))
         return Container(
             image=self.template(image, path + ("image",)) if image is not None else "",
             steps=tuple(steps),
             working_dir=self.template(spec.get("working_dir", self.defaults.get("working_dir")), path + ("working_dir",)),
-            resources=Resources(cpus=resources.get("cpus"), memory=memory, pids=resources.get("pids")),
+            resources=resources,
             network=network,
             user=str(spec["user"]) if spec.get("user") is not None else None,
             capabilities=Capabilities(*(tuple((spec.get("capabilities") or {}).get(k) or ()) for k in ("add", "drop"))),

@@ -8,6 +8,7 @@ FieldError with a message that does not name the field: the caller adds where.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any, Callable
@@ -54,6 +55,37 @@ def text_map(value: Any) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise FieldError("expected a mapping of names to values")
     return {str(k): ([to_text(i) for i in v] if isinstance(v, (list, tuple)) else to_text(v)) for k, v in value.items()}
+
+
+_MEMORY = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)", re.IGNORECASE)
+
+
+def memory(value: Any) -> int:
+    """Bytes in ``67108864``, ``64m``, ``64MiB`` or ``1g``."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    match = _MEMORY.fullmatch(to_text(value).strip())
+    size = match and int(float(match.group(1)) * 1024 ** " kmgt".index(match.group(2).lower() or " "))
+    if not size:
+        raise FieldError(f"`{to_text(value)}` is not an amount of memory; write 512m or 2g")
+    return size
+
+
+def cpus(value: Any) -> float:
+    try:
+        number = float(to_text(value)) if not isinstance(value, bool) else math.nan
+    except ValueError:
+        number = math.nan
+    if not 0 < number < math.inf:
+        raise FieldError(f"`{to_text(value)}` is not a number of CPUs above 0, e.g. 0.5 or 2")
+    return number
+
+
+def pids(value: Any) -> int:
+    text = to_text(value).strip()
+    if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
+        raise FieldError(f"`{text}` is not a whole number of at least 1")
+    return int(text)
 
 
 def positive_int(value: Any) -> int:

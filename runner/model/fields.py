@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from runner.expr.templates import Template, TemplateError, render_value, templates_in, to_text
+from runner.model import checks
 from runner.model.checks import FieldError
 from runner.model.durations import parse_duration
-from runner.model.workflow import Retry
+from runner.model.workflow import Resources, Retry
 
 
 def render(value: Any, scope: Mapping[str, Any], name: str) -> Any:
@@ -79,6 +80,28 @@ def retry(policy: Retry, scope: Mapping[str, Any]) -> Retry:
         backoff_factor=factor(factor_, scope, "retry.backoff_factor"),
         max_delay=duration(most, scope, "retry.max_delay", zero=True),
     )
+
+
+def resources(limits: Resources, scope: Mapping[str, Any]) -> Resources:
+    """The container's limits with their templates rendered (most have none, and are returned as they are)."""
+    if not any(isinstance(v, Template) for v in (limits.cpus, limits.memory, limits.pids)):
+        return limits
+    return Resources(
+        cpus=checked(limits.cpus, scope, "resources.cpus", checks.cpus),
+        memory=checked(limits.memory, scope, "resources.memory", checks.memory),
+        pids=checked(limits.pids, scope, "resources.pids", checks.pids),
+    )
+
+
+def checked(value: Any, scope: Mapping[str, Any], name: str, check: Callable[[Any], Any]) -> Any:
+    """`value` rendered and passed through one of `checks`' functions; None (not set) stays None."""
+    rendered = render(value, scope, name)
+    if rendered is None:
+        return None
+    try:
+        return check(rendered)
+    except FieldError as e:
+        raise FieldError(_located(value, f"{name}: {e}")) from None
 
 
 def truth(value: Any, scope: Mapping[str, Any], name: str) -> bool:

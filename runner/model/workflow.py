@@ -46,7 +46,7 @@ NO_RETRY = Retry()  # immutable: every job without `retry` shares it
 
 @dataclass(frozen=True)
 class Resources:
-    """`resources:` of a container job: the limits of its container; None: no limit."""
+    """`resources:` of a container job: the limits of its container; None: no limit; a template until the job runs."""
 
     cpus: float | None = None
     memory: int | None = None  # bytes
