@@ -320,6 +320,17 @@ def test_input_without_a_type_is_told_only_that():
     assert "missing required key `type`" in problem.message
 
 
+def test_a_healthcheck_wait_is_a_fixed_duration_by_the_schema_too():
+    # An editor that reads the schema must not offer what `runner validate` refuses.
+    problem = only(one_job("""
+        image: busybox
+        services:
+          db: {image: busybox, healthcheck: {run: "true", interval: "${{ 1 }}"}}
+    """))
+    assert where(problem) == (7, 65)
+    assert "fixed duration" in problem.message and "not a `${{ }}` expression" in problem.message
+
+
 def test_string_input_with_integer_default_is_refused():
     problem = only("version: 1\ninputs:\n  n: {type: string, default: 3}\njobs:\n  a: {run: echo}\n")
     assert "default of a string input" in problem.message
