@@ -169,3 +169,18 @@ def test_a_resource_limit_that_renders_to_a_bad_value_fails_the_job_naming_the_f
     assert record.state.value == "failed"
     assert record.reason == f"{tmp_path / 'workflow.yml'}:6:{19 + len(limit)}: {reason}"
     assert backend.started == []
+
+
+def test_an_image_or_working_dir_that_cannot_be_rendered_fails_the_job_naming_the_field(tmp_path):
+    outcome, backend, _ = run(tmp_path, """
+        version: 1
+        jobs:
+          a: {image: "${{ 1 // 0 }}", run: echo never}
+          b: {image: x, working_dir: "${{ [] + 1 }}", run: echo never}
+    """)
+    workflow = tmp_path / "workflow.yml"
+    assert outcome.jobs["a"].reason == f"{workflow}:3:14: image: `1 // 0` cannot be evaluated: division by zero"
+    assert outcome.jobs["b"].reason == (
+        f"{workflow}:4:30: working_dir: `[] + 1` cannot be evaluated: `+` does not apply to a list and a number"
+    )
+    assert backend.started == []

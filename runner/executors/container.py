@@ -120,11 +120,8 @@ class ContainerExecutor(Executor):
         # attempt's may still be being removed when a retry starts.
         node = replace(node, directory=node.directory.with_name(f"{node.directory.name}-{token_hex(3)}"))
         try:
-            image = self.image_for(to_text(render_value(spec.image, node.scope)))
-            working_dir = _in_workspace(to_text(render_value(spec.working_dir, node.scope) or ""))
-        except TemplateError as e:
-            return Outcome(Result.FAILURE, f"image or working_dir: {e}")
-        try:
+            image = self.image_for(to_text(fields.render(spec.image, node.scope, "image")))
+            working_dir = _in_workspace(to_text(fields.render(spec.working_dir, node.scope, "working_dir") or ""))
             resources = fields.resources(spec.resources, node.scope)
         except FieldError as e:
             return Outcome(Result.FAILURE, str(e))
