@@ -184,3 +184,15 @@ def test_an_image_or_working_dir_that_cannot_be_rendered_fails_the_job_naming_th
         f"{workflow}:4:30: working_dir: `[] + 1` cannot be evaluated: `+` does not apply to a list and a number"
     )
     assert backend.started == []
+
+
+def test_a_workflow_timeout_naming_an_undeclared_input_fails_validation(tmp_path):
+    write(tmp_path, """
+        version: 1
+        timeout: ${{ inputs.nope }}
+        jobs:
+          a: {outputs: {x: 1}}
+    """)
+    done = cli("validate", tmp_path / "workflow.yml")
+    assert done.returncode == 2
+    assert "workflow.yml:2:10: in `inputs.nope`: no input named `nope` is declared (timeout)" in done.stderr

@@ -331,6 +331,13 @@ def test_a_healthcheck_wait_is_a_fixed_duration_by_the_schema_too():
     assert "fixed duration" in problem.message and "not a `${{ }}` expression" in problem.message
 
 
+def test_concurrency_is_a_number_written_out():
+    # It sizes the run before anything is rendered; `--concurrency` chooses it per run.
+    problem = only("version: 1\nconcurrency: ${{ inputs.n }}\njobs:\n  a: {run: echo}\n")
+    assert where(problem) == (2, 14)
+    assert "`concurrency` is a whole number of at least 1 (`--concurrency N` sets it for one run)" in problem.message
+
+
 def test_string_input_with_integer_default_is_refused():
     problem = only("version: 1\ninputs:\n  n: {type: string, default: 3}\njobs:\n  a: {run: echo}\n")
     assert "default of a string input" in problem.message

@@ -124,9 +124,10 @@ class _Compiler:
         jobs = {job_id: self.job(job_id, spec, ("jobs", job_id)) for job_id, spec in jobs_data.items()}
         order, dependents = self.order(jobs)
         check_job_refs(self, jobs)
+        timeout = self.duration(data.get("timeout"), ("timeout",), limit=True)
+        check_refs(self, timeout, ("timeout",), roots={"inputs", "secrets", "run", "git", "env"})
         outputs = self.template(data.get("outputs") or {}, ("outputs",))
         check_refs(self, outputs, ("outputs",), roots={"inputs", "secrets", "run", "git", "jobs", "env"}, any_job=True)
-        concurrency = data.get("concurrency")
         return Workflow(
             path=self.doc.file,
             directory=os.path.dirname(os.path.abspath(self.doc.file)),
@@ -135,8 +136,8 @@ class _Compiler:
             inputs=frozen(self.inputs),
             secrets=frozen(self.secrets),
             env=env,
-            concurrency=concurrency if isinstance(concurrency, int) else None,
-            timeout=self.duration(data.get("timeout"), ("timeout",), limit=True),
+            concurrency=data.get("concurrency"),
+            timeout=timeout,
             fail_fast=bool(data.get("fail_fast", False)),
             jobs=frozen(jobs),
             outputs=outputs,
