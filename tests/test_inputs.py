@@ -54,3 +54,13 @@ def test_every_problem_is_reported_at_once_naming_the_declaration(tmp_path):
 def test_a_value_of_the_wrong_type_from_a_file_is_named(tmp_path):
     found = problems(tmp_path, {"who": "me", "n": True})
     assert any("input `n`: expected an integer, got bool true" in p for p in found)
+
+
+@pytest.mark.parametrize("given, problem", [
+    ({"ratio": "1e999"}, "input `ratio`: expected a finite number, got inf"),
+    ({"ratio": float("-inf")}, "input `ratio`: expected a finite number, got -inf"),  # `.inf` in an inputs file
+    ({"tags": "[NaN]"}, "input `tags`: expected an array (JSON), got '[NaN]'"),
+])
+def test_a_number_that_is_not_finite_is_refused(tmp_path, given, problem):
+    # JSON has no such numbers: the run's outputs and records would not be JSON.
+    assert any(problem in p for p in problems(tmp_path, {"who": "me", **given}))

@@ -7,6 +7,7 @@ declaration (file and line) and where the value came from.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Mapping
 
 from runner.errors import Location, Problem, WorkflowInvalid, suggest
@@ -35,11 +36,13 @@ def coerce(spec: InputSpec, value: Any) -> Any:
                     raise InvalidInput(f"expected true or false, got {value!r}")
                 value = text.lower() in _TRUE
             else:
-                value = json.loads(text)
+                value = json.loads(text, parse_constant=_not_a_number)
         except ValueError as e:
             if isinstance(e, InvalidInput):
                 raise
             raise InvalidInput(f"expected {_article(spec.type)}, got {value!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):  # 1e999, or .inf in an inputs file
+        raise InvalidInput(f"expected a finite number, got {value!r}")
     expected = _TYPES[spec.type]
     if not isinstance(value, expected) or (isinstance(value, bool) and spec.type in ("integer", "number")):
         raise InvalidInput(f"expected {_article(spec.type)}, got {_describe(value)}")
@@ -50,6 +53,10 @@ def coerce(spec: InputSpec, value: Any) -> Any:
     if spec.maximum is not None and value > spec.maximum:
         raise InvalidInput(f"{value!r} is more than the maximum {spec.maximum}")
     return value
+
+
+def _not_a_number(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def resolve(workflow: Workflow, given: Mapping[str, Any], source: str = "--input") -> dict[str, Any]:
