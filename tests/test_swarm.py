@@ -189,6 +189,29 @@ def test_jobs_land_on_every_node_and_reserve_their_cpus(cluster, tmp_path):
     assert tasks.images and all("@sha256:" in image for image in tasks.images), tasks.images
 
 
+@pytest.mark.parametrize("first", ["", "- run: 'true'"], ids=["one step", "second step"])
+def test_a_step_killed_for_memory_on_the_swarm_names_the_limit(cluster, tmp_path, first):
+    path = write(tmp_path, f"""
+        version: 1
+        jobs:
+          hog:
+            image: runner-test/python
+            resources: {{memory: 64m}}
+            steps:
+              {first}
+              - id: allocate
+                shell: python
+                run: |
+                  data = b"x" * (500 * 1024 * 1024)
+                  print("allocated", len(data))
+    """)
+    out = tmp_path / "out.json"
+    done = cli("run", path, *SWARM, "--output-json", out, cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    reason = json.loads(out.read_text())["jobs"]["hog"]["reason"]
+    assert "step `allocate`" in reason and "out of memory (limit 64 MiB)" in reason, reason
+
+
 def test_placement_constraints_choose_the_node(cluster, tmp_path):
     path = write(tmp_path, """
         version: 1

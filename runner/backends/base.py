@@ -25,6 +25,8 @@ DEFAULT_CAPABILITIES = frozenset({
 DISAPPEARED = "the container disappeared: it was stopped or removed from outside runner"
 KEPT_PREFIX = "runner-kept-"  # the name of a failed job's container left running for debugging
 ON_NODE = " on node "  # between a kept container's name and its machine's, where a backend has several
+# cgroup v2, then v1: where a container finds how often the kernel killed for memory.
+_OOM_PROBE = "cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null"
 
 
 class BackendError(Exception):
@@ -126,6 +128,19 @@ class Backend(ABC):
 
     async def out_of_memory(self, container: str) -> bool:
         """Whether the kernel killed a process in the container (running or exited) for memory."""
+        return False
+
+    async def killed_for_memory(self, container: str) -> bool:
+        """Whether the running container's cgroup counts a kill for memory (asked through `exec`)."""
+        chunks: list[bytes] = []
+        try:
+            await self.exec(container, ["sh", "-c", _OOM_PROBE], {}, "/", None, lambda s, d: chunks.append(d))
+        except BackendError:
+            return False
+        for line in b"".join(chunks).decode(errors="replace").splitlines():
+            name, _, value = line.partition(" ")
+            if name == "oom_kill" and value.strip().isdigit() and int(value) > 0:
+                return True
         return False
 
     async def digest(self, image: str) -> str:

@@ -24,8 +24,6 @@ LABEL_RUN = "dev.runner.run-id"
 LABEL_OWNER = "dev.runner.owner"  # host:pid of the runner process that started the container
 KEEP_ALIVE = (["tail"], ["-f", "/dev/null"])  # entrypoint, command: idle until removed
 NETWORK_REMOVAL_TRIES = 10
-# cgroup v2, then v1: where a container finds how often the kernel killed for memory.
-_OOM_PROBE = "cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null"
 
 
 def connect(threads: int = 32):
@@ -347,16 +345,7 @@ class DockerBackend(Backend):
         if not state.get("Running"):
             return False
         # A process killed in an exec does not set OOMKilled: ask the container's cgroup.
-        chunks: list[bytes] = []
-        try:
-            await self.exec(container, ["sh", "-c", _OOM_PROBE], {}, "/", None, lambda s, d: chunks.append(d))
-        except BackendError:
-            return False
-        for line in b"".join(chunks).decode(errors="replace").splitlines():
-            name, _, value = line.partition(" ")
-            if name == "oom_kill" and value.strip().isdigit() and int(value) > 0:
-                return True
-        return False
+        return await self.killed_for_memory(container)
 
     async def digest(self, image: str) -> str:
         """The image's content digest (its id): the same whatever tag names it."""

@@ -391,6 +391,10 @@ class SwarmBackend(Backend):
             return False
         return True
 
+    async def out_of_memory(self, container: str) -> bool:
+        # Each step runs in the task's container, which its agent keeps running.
+        return await self.running(container) and await self.killed_for_memory(container)
+
     async def keep(self, container: str, name: str) -> bool:
         """Label the failed job's service so that no reaper takes it; it stays on its node."""
 
