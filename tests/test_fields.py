@@ -196,3 +196,20 @@ def test_a_workflow_timeout_naming_an_undeclared_input_fails_validation(tmp_path
     done = cli("validate", tmp_path / "workflow.yml")
     assert done.returncode == 2
     assert "workflow.yml:2:10: in `inputs.nope`: no input named `nope` is declared (timeout)" in done.stderr
+
+
+def test_a_sub_workflow_input_that_cannot_be_rendered_names_where_it_is_written(tmp_path):
+    (tmp_path / "child.yml").write_text(
+        "version: 1\ninputs: {a: {type: integer}, b: {type: integer, default: 0}}\njobs:\n  x: {outputs: {y: 1}}\n"
+    )
+    write(tmp_path, """
+        version: 1
+        jobs:
+          c:
+            uses: child.yml
+            with: {a: 1, b: "${{ 1 // 0 }}"}
+    """)
+    done, summary = run_cli(tmp_path)
+    assert done.returncode == 1
+    reason = summary["jobs"]["c"]["reason"]
+    assert reason == f"{tmp_path / 'workflow.yml'}:5:21: with.b: `1 // 0` cannot be evaluated: division by zero"

@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Any, Awaitable, Callable, Mapping
 
 from runner.errors import WorkflowInvalid
+from runner.model import fields
+from runner.model.fields import FieldError
 from runner.model.inputs import resolve
 from runner.model.results import Result, RunOutcome
 from runner.model.workflow import Workflow
-from runner.expr.templates import TemplateError, render_value
 from runner.executors import Executor, NodeRun, Outcome
 
 
@@ -29,10 +30,10 @@ class SubWorkflows(Executor):
         """Run the child workflow to its end; cancelling this call cancels it at once."""
         child = node.job.workflow
         try:
-            given = render_value(node.job.given, node.scope)
+            given = fields.render(node.job.given, node.scope, "with")
             inputs = resolve(child, given, source=f"{node.job.id}.with")
-        except TemplateError as e:
-            return Outcome(Result.FAILURE, e.of("with"))
+        except FieldError as e:
+            return Outcome(Result.FAILURE, str(e))
         except WorkflowInvalid as e:
             return Outcome(Result.FAILURE, "; ".join(p.message for p in e.problems))
         outcome = await self.run_child(child, node.node_id, inputs)

@@ -26,7 +26,16 @@ def render(value: Any, scope: Mapping[str, Any], name: str) -> Any:
     try:
         return render_value(value, scope)
     except TemplateError as e:
-        raise FieldError(_located(value, f"{name}: {e}")) from None
+        raise FieldError(_located(_at(value, e.key), e.of(name))) from None
+
+
+def _at(value: Any, key: tuple) -> Any:
+    """What stands at `key` in `value` (where rendering a mapping failed), as deep as it goes."""
+    for k in key:
+        if not isinstance(value, Mapping) or k not in value:
+            break
+        value = value[k]
+    return value
 
 
 def duration(value: Any, scope: Mapping[str, Any], name: str = "timeout", zero: bool = False) -> float | None:
