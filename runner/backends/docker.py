@@ -53,8 +53,8 @@ def connect(threads: int = 32):
 
 
 def _local_socket(api) -> None:
-    """Spare calls to an engine on a UNIX socket two costs of docker-py's session, a quarter
-    of an exec's CPU time: looking up proxies in the environment and ~/.netrc, which no
+    """Spare calls to an engine on a UNIX socket two costs of docker-py's session, over a
+    third of what a container job's step costs runner: looking up proxies in the environment and ~/.netrc, which no
     UNIX socket uses, and a connection pool of its own for every URL (its adapter keys
     pools by the whole URL, and each exec has URLs of its own), which opened a new
     connection for nearly every call."""
