@@ -770,6 +770,24 @@ def test_secret_value_is_not_left_in_the_state_directory(docker, tmp_path):
     assert leaked == []
 
 
+def test_a_process_writing_in_runner_until_its_container_goes_leaves_nothing_behind(docker, tmp_path):
+    result = run(tmp_path, f"""
+        version: 1
+        secrets: [API_TOKEN]
+        jobs:
+          writer:
+            image: {BUSYBOX_IMAGE}
+            env: {{TOKEN: "${{{{ secrets.API_TOKEN }}}}"}}
+            steps:
+              - run: (i=0; while true; do i=$(( (i + 1) % 50 )); echo "$TOKEN" > /runner/left-$i; done) > /dev/null 2>&1 &
+              - run: sleep 1
+    """, env={"API_TOKEN": SECRET})
+    assert result.returncode == 0, result.stderr
+    left = [path for path in state_of(tmp_path).rglob("*") if path.is_file() and SECRET_PART in path.read_text(errors="replace")]
+    assert left == []
+    assert list((state_of(tmp_path) / "runs" / result.summary["run_id"] / "nodes").iterdir()) == []
+
+
 # -- sandboxing ------------------------------------------------------------------------
 
 

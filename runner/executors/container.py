@@ -180,17 +180,20 @@ class ContainerExecutor(Executor):
 
     async def _remove(self, container: str | None, directory: Path | None, services: Services | None = None) -> None:
         """Remove the container, its services and its scratch directory; not cancellable."""
+        # Scripts and output files may hold values pasted with `| raw` or
+        # written by steps, secrets among them: nothing of them is kept
+        # (but for a container kept for debugging, which has them at /runner).
         with trio.CancelScope(shield=True):
+            if container is not None and directory is not None:
+                # Removing a file takes milliseconds while the engine tears a container down,
+                # so the files go first; what the job's processes write meanwhile goes after.
+                shutil.rmtree(directory, ignore_errors=True)
             if container is not None:
                 await self.backend.remove(container)
             if services is not None:
                 await services.remove()
-            if directory is None:
-                return
-            # Scripts and output files may hold values pasted with `| raw` or
-            # written by steps, secrets among them: nothing of them is kept
-            # (but for a container kept for debugging, which has them at /runner).
-            shutil.rmtree(directory, ignore_errors=True)
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
 
     async def _keep(self, container: str, node: NodeRun) -> str | None:
         """Leave a failed job's container running, renamed so that no reaper takes it."""
