@@ -213,3 +213,25 @@ def test_a_sub_workflow_input_that_cannot_be_rendered_names_where_it_is_written(
     assert done.returncode == 1
     reason = summary["jobs"]["c"]["reason"]
     assert reason == f"{tmp_path / 'workflow.yml'}:5:21: with.b: `1 // 0` cannot be evaluated: division by zero"
+
+
+def test_a_step_field_that_cannot_be_rendered_names_the_step_and_where_the_field_is_written(tmp_path):
+    outcome, backend, _ = run(tmp_path, """
+        version: 1
+        defaults: {image: x}
+        jobs:
+          a:
+            steps: [{run: "echo ${{ 1 // 0 }}"}]
+          b:
+            steps: [{run: echo hi, env: {X: "${{ 1 // 0 }}"}}]
+          c:
+            steps: [{run: echo hi, working_dir: "${{ 1 // 0 }}"}]
+          d:
+            steps: [{run: echo hi, if: "${{ 1 // 0 }}"}]
+    """)
+    workflow, error = tmp_path / "workflow.yml", "`1 // 0` cannot be evaluated: division by zero"
+    assert outcome.jobs["a"].reason == f"step `1`: {workflow}:5:19: run: {error}"
+    assert outcome.jobs["b"].reason == f"step `1`: {workflow}:7:37: env.X: {error}"
+    assert outcome.jobs["c"].reason == f"step `1`: {workflow}:9:41: working_dir: {error}"
+    assert outcome.jobs["d"].reason == f"step `1`: {workflow}:11:32: if: {error}"
+    assert backend.removed == backend.started

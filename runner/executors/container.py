@@ -224,7 +224,7 @@ class ContainerExecutor(Executor):
                 runs = step.condition.render(scope) if step.condition else not done.failed
             except TemplateError as e:
                 runs = False
-                done.failed, done.reason = True, f"step `{step.label}` if: {e}"
+                done.failed, done.reason = True, f"step `{step.label}`: {fields.located(step.condition, f'if: {e}')}"
             if not runs:
                 self._record(done, step, Result.SKIPPED, {})
                 continue
@@ -269,10 +269,14 @@ class ContainerExecutor(Executor):
     async def _step(self, node, box: _Container, step, scope, done) -> tuple[Result, dict, str]:
         number = step.index + 1
         try:
-            script, variables = render(step.run, step.shell, scope)
-            step_env = {k: to_text(v) for k, v in render_value(dict(step.env), scope).items()}
-            workdir = _in_workspace(to_text(render_value(step.working_dir, scope) or ""), box.spec.working_dir)
-        except (TemplateError, ScriptError) as e:
+            try:
+                script, variables = render(step.run, step.shell, scope)
+            except (TemplateError, ScriptError) as e:
+                raise FieldError(fields.located(step.run, f"run: {e}")) from None
+            step_env = fields.text_mapping(step.env, scope, "env")
+            workdir = to_text(fields.render(step.working_dir, scope, "working_dir") or "")
+            workdir = _in_workspace(workdir, box.spec.working_dir)
+        except FieldError as e:
             return Result.FAILURE, {}, f"step `{step.label}`: {e}"
         if workdir != box.spec.working_dir and not _may_exist(workdir, node.workspace):
             return Result.FAILURE, {}, f"step `{step.label}`: working_dir {workdir} does not exist"

@@ -342,7 +342,7 @@ class _Compiler:
         run_path = path + ("run",)
         shell = spec.get("shell", job_shell)
         try:
-            run = parse_template(str(spec.get("run", "")))
+            run = parse_template(str(spec.get("run", "")), self.where(run_path))
         except TemplateError as e:
             self.error(run_path, str(e), offset=e.offset)
             run = e.partial or Template(("",))

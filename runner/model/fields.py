@@ -26,7 +26,7 @@ def render(value: Any, scope: Mapping[str, Any], name: str) -> Any:
     try:
         return render_value(value, scope)
     except TemplateError as e:
-        raise FieldError(_located(_at(value, e.key), e.of(name))) from None
+        raise FieldError(located(_at(value, e.key), e.of(name))) from None
 
 
 def _at(value: Any, key: tuple) -> Any:
@@ -47,9 +47,9 @@ def duration(value: Any, scope: Mapping[str, Any], name: str = "timeout", zero: 
         seconds = parse_duration(rendered)
     except ValueError:
         shown = json.dumps(rendered if isinstance(rendered, str) else to_text(rendered))
-        raise FieldError(_located(value, f"{name}: {shown} is not a duration")) from None
+        raise FieldError(located(value, f"{name}: {shown} is not a duration")) from None
     if seconds <= 0 and not zero:
-        raise FieldError(_located(value, f"{name}: must be more than 0"))
+        raise FieldError(located(value, f"{name}: must be more than 0"))
     return seconds
 
 
@@ -60,7 +60,7 @@ def count(value: Any, scope: Mapping[str, Any], name: str) -> int | None:
         return None
     text = to_text(rendered).strip()
     if isinstance(rendered, bool) or not text.isdigit() or int(text) < 1:
-        raise FieldError(_located(value, f"{name}: {json.dumps(text)} is not a whole number above 0"))
+        raise FieldError(located(value, f"{name}: {json.dumps(text)} is not a whole number above 0"))
     return int(text)
 
 
@@ -73,7 +73,7 @@ def factor(value: Any, scope: Mapping[str, Any], name: str) -> float:
     except ValueError:
         number = math.nan
     if isinstance(rendered, bool) or not number >= 1 or math.isinf(number):
-        raise FieldError(_located(value, f"{name}: {json.dumps(text)} is not a number of at least 1"))
+        raise FieldError(located(value, f"{name}: {json.dumps(text)} is not a number of at least 1"))
     return number
 
 
@@ -110,7 +110,7 @@ def checked(value: Any, scope: Mapping[str, Any], name: str, check: Callable[[An
     try:
         return check(rendered)
     except FieldError as e:
-        raise FieldError(_located(value, f"{name}: {e}")) from None
+        raise FieldError(located(value, f"{name}: {e}")) from None
 
 
 def truth(value: Any, scope: Mapping[str, Any], name: str) -> bool:
@@ -122,7 +122,8 @@ def text_mapping(value: Mapping[str, Any], scope: Mapping[str, Any], name: str) 
     return {k: to_text(render(v, scope, f"{name}.{k}")) for k, v in value.items()}
 
 
-def _located(value: Any, message: str) -> str:
+def located(value: Any, message: str) -> str:
+    """`message` after where `value` (or the first template in it) is written, when that is known."""
     where = value.location if isinstance(value, Template) else next(
         (t.location for t in templates_in(value) if t.location is not None), None
     )
