@@ -119,32 +119,38 @@ class Recorder(Reporter):
         self.started.setdefault(node_id, now)
         self.nodes[node_id] = (node, seq, now)
         reason = node.reason
-        if reason and self.masker:
+        if reason and self.masker.patterns:
             reason = self.masker.text(reason)
         self.transitions.append((node_id, seq, node.state._value_, micros, reason))
         if len(self.transitions) >= FLUSH_ROWS or time.monotonic() - self.last_flush >= FLUSH_SECONDS:
             self.flush()
 
     def _row(self, node, seq: int, now: float) -> tuple:
+        # The masker's patterns are asked, not the masker (a Python call: a few for each row), since
+        # most runs have no secret; they are asked each time, since secrets may be added as the run goes.
+        # Flags are integers: a bool is bound through its adapter, a call each.
         masker = self.masker
-        outputs, children, secret = node.outputs, node.children, False
+        masking = masker.patterns
+        outputs, children, secret = node.outputs, node.children, 0
         if node.state.finished:
-            if masker and outputs:
+            if masking and outputs:
                 masked = masker.value(outputs, numbers=True)
-                secret = masked != outputs
+                secret = 1 if masked != outputs else 0
                 outputs = masked
             outputs = dumps(outputs) if outputs else _EMPTY
             children = dumps(masker.value(children)) if children is not None else None
             finished = now
         else:
             outputs, children, finished = _EMPTY, None, None
-        reason = masker.text(node.reason) if masker else node.reason
-        matrix = dumps(masker.value(node.matrix, numbers=True)) if node.matrix is not None else None
+        reason = masker.text(node.reason) if masking else node.reason
+        matrix = node.matrix
+        if matrix is not None:
+            matrix = dumps(masker.value(matrix, numbers=True) if masking else matrix)
         return (
             self.run_id, node.id, node.job_id, matrix,
             node.state._value_, outputs, secret, reason, node.attempts, self.started[node.id], finished,
-            round(node.duration, 6), node.continue_on_error, node.cached_from, node.kept_from, node.container,
-            dumps(node.usage) if node.usage else None, children, self.run_attempt, seq,
+            round(node.duration, 6), 1 if node.continue_on_error else 0, node.cached_from, node.kept_from,
+            node.container, dumps(node.usage) if node.usage else None, children, self.run_attempt, seq,
         )
 
     @property
