@@ -33,23 +33,25 @@ def db(tmp_path: Path) -> sqlite3.Connection:
     return sqlite3.connect(state_of(tmp_path) / "state.db")
 
 
+def transitions(connection: sqlite3.Connection) -> dict[tuple[str, str], list[tuple[int, str]]]:
+    """(run, node) → its transitions as recorded, in order: (seq, state)."""
+    found: dict[tuple[str, str], list[tuple[int, str]]] = {}
+    for run_id, items in connection.execute("SELECT run_id, items FROM transitions ORDER BY rowid"):
+        for node, seq, state, _, _ in json.loads(items):
+            found.setdefault((run_id, node), []).append((seq, state))
+    return found
+
+
 def consistent(connection: sqlite3.Connection) -> None:
     """The invariants every committed state keeps: the file is sound, each node's row is its
-    last transition, and it has exactly as many transitions as its row says."""
+    last transition, and it has exactly as many transitions as its row says, numbered in order."""
     assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    bad = connection.execute("""
-        SELECT n.run_id, n.node, n.seq, n.state, count(t.seq), max(t.seq)
-        FROM nodes n LEFT JOIN transitions t ON t.run_id = n.run_id AND t.node = n.node
-        GROUP BY n.run_id, n.node
-        HAVING n.seq != count(t.seq) OR n.seq != max(t.seq)
-            OR n.state != (SELECT state FROM transitions WHERE run_id = n.run_id AND node = n.node AND seq = n.seq)
-    """).fetchall()
+    nodes = {(r, n): (seq, state) for r, n, seq, state in connection.execute("SELECT run_id, node, seq, state FROM nodes")}
+    recorded = transitions(connection)
+    assert set(recorded) == set(nodes)  # no node without transitions, no transitions without their node
+    bad = [key for key, (seq, state) in nodes.items()
+           if recorded[key][-1] != (seq, state) or [s for s, _ in recorded[key]] != list(range(1, seq + 1))]
     assert bad == []
-    orphans = connection.execute(
-        "SELECT count(*) FROM transitions t WHERE NOT EXISTS "
-        "(SELECT 1 FROM nodes n WHERE n.run_id = t.run_id AND n.node = t.node)"
-    ).fetchone()[0]
-    assert orphans == 0
 
 
 def chain(n: int) -> str:
@@ -88,8 +90,8 @@ def test_a_run_is_recorded_with_every_transition_inputs_outputs_and_hash(tmp_pat
         "a": ("succeeded", {"x": 15}), "b": ("succeeded", {"y": 16}), "c": ("skipped", {}),
     }
     assert nodes["c"]["reason"] == "if was false"
-    transitions = connection.execute("SELECT node, state FROM transitions ORDER BY time, seq").fetchall()
-    assert [tuple(t) for t in transitions] == [
+    recorded = Store(state_of(tmp_path)).transitions(run["id"])
+    assert [(t["node"], t["state"]) for t in recorded] == [
         ("a", "running"), ("a", "succeeded"), ("b", "running"), ("b", "succeeded"), ("c", "skipped"),
     ]
     consistent(connection)
@@ -120,6 +122,48 @@ def test_secrets_never_enter_the_store(tmp_path):
     assert "***" in reason
     run = connection.execute("SELECT inputs, secret_inputs FROM runs").fetchone()
     assert json.loads(run[0]) == {"given": "prefix-***"} and json.loads(run[1]) == ["given"]
+
+
+def test_a_store_of_schema_4_is_upgraded_with_its_transitions(tmp_path):
+    """Schema 4 kept a row per transition; opened now, they become one batch per run attempt and read the same."""
+    path = write(tmp_path, """
+        version: 1
+        jobs:
+          a: {outputs: {x: 1}}
+          b: {needs: a, outputs: {y: '${{ jobs.a.outputs.x / 0 }}'}}
+          c: {needs: b, outputs: {z: 1}}
+    """)
+    assert cli("run", path, cwd=tmp_path).returncode == 1
+    store = Store(state_of(tmp_path))
+    run_id = store.runs()[0]["id"]
+    recorded = store.transitions(run_id)
+    store.close()
+    trace = cli("trace", run_id, cwd=tmp_path).stdout
+    connection = db(tmp_path)
+    connection.executescript("""
+        DROP TABLE transitions;
+        CREATE TABLE transitions (
+            run_id TEXT NOT NULL, node TEXT NOT NULL, seq INTEGER NOT NULL, run_attempt INTEGER NOT NULL,
+            state TEXT NOT NULL, time REAL NOT NULL, reason TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (run_id, node, seq)
+        ) WITHOUT ROWID;
+        PRAGMA user_version = 4;
+    """)
+    connection.executemany("INSERT INTO transitions VALUES (?, ?, ?, ?, ?, ?, ?)", [
+        (run_id, t["node"], t["seq"], t["run_attempt"], t["state"], t["time"], t["reason"]) for t in recorded])
+    connection.commit()
+    connection.close()
+    assert [t["state"] for t in recorded] == ["running", "succeeded", "running", "failed", "skipped"]
+
+    assert cli("trace", run_id, cwd=tmp_path).stdout == trace  # upgraded on opening
+    upgraded = Store(state_of(tmp_path))
+    assert upgraded.transitions(run_id) == recorded
+    assert upgraded.value("PRAGMA user_version")[0] == 5
+    resumed = cli("resume", run_id, "--force", cwd=tmp_path)
+    assert resumed.returncode == 1 and "kept from attempt 1" in resumed.stdout, resumed.stdout + resumed.stderr
+    assert [(t["run_attempt"], t["node"], t["state"]) for t in upgraded.transitions(run_id)][5:] == [
+        (2, "a", "succeeded"), (2, "b", "running"), (2, "b", "failed"), (2, "c", "skipped")]  # the new attempt's, after
+    consistent(db(tmp_path))
 
 
 def test_an_unwritable_state_directory_exits_3(tmp_path):
@@ -197,8 +241,10 @@ def test_concurrent_runs_on_one_state_directory(tmp_path):
     connection = db(tmp_path)
     consistent(connection)
     assert connection.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall() == [("success", 4)]
-    per_run = connection.execute("SELECT run_id, count(*) FROM transitions GROUP BY run_id").fetchall()
-    assert sorted(c for _, c in per_run) == [3000] * 4
+    per_run: dict[str, int] = {}
+    for (run_id, _), recorded in transitions(connection).items():
+        per_run[run_id] = per_run.get(run_id, 0) + len(recorded)
+    assert list(per_run.values()) == [3000] * 4
     listing = cli("runs", "list", cwd=tmp_path)
     assert listing.stdout.count(" success ") == 4
 
@@ -360,5 +406,5 @@ def test_recorder_batches_writes(tmp_path):
         state.transition(record, NodeState.SUCCEEDED, outputs={"i": i})
     recorder.close()
     assert len(commits) < 50
-    assert store.value("SELECT count(*) FROM transitions")[0] == 10000
+    assert len(store.transitions("r")) == 10000
     consistent(sqlite3.connect(tmp_path / "state" / "state.db"))

@@ -29,7 +29,7 @@ from runner.history.locks import Lock, LockHeld, alive, me
 from runner.history.statedir import DB_NAME, find_state_dir, project_state_dir  # noqa: F401 (imported from here too)
 from runner.model.results import RunStatus
 
-SCHEMA_VERSION = 4  # 2: cache.digest; 3: steps; 4: events
+SCHEMA_VERSION = 5  # 2: cache.digest; 3: steps; 4: events; 5: transitions a row per batch
 BUSY_TIMEOUT = 30.0  # seconds a writer waits for another process's transaction
 
 _SCHEMA = """
@@ -84,16 +84,13 @@ CREATE TABLE IF NOT EXISTS nodes (
     seq INTEGER NOT NULL,            -- how many transitions the node has had
     PRIMARY KEY (run_id, node)
 );
-CREATE TABLE IF NOT EXISTS transitions (
+CREATE TABLE IF NOT EXISTS transitions (  -- a batch of a run's node transitions: a row costs far more than an item
     run_id TEXT NOT NULL,
-    node TEXT NOT NULL,
-    seq INTEGER NOT NULL,
     run_attempt INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    time REAL NOT NULL,
-    reason TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (run_id, node, seq)
-) WITHOUT ROWID;
+    time REAL NOT NULL,              -- the batch's last transition's
+    items TEXT NOT NULL              -- JSON, oldest first: [node, seq, state, Unix time in µs, reason] for each
+);
+CREATE INDEX IF NOT EXISTS transitions_run ON transitions (run_id, run_attempt);
 CREATE TABLE IF NOT EXISTS logs (
     run_id TEXT NOT NULL,
     node TEXT NOT NULL,
@@ -189,9 +186,14 @@ class Store:
                 with self.transaction() as db:
                     if version == 1:  # entries of before have no digest: their archives are never restored
                         db.execute("ALTER TABLE cache ADD COLUMN digest TEXT")
+                    a_row_each = any(c[1] == "seq" for c in db.execute("PRAGMA table_info(transitions)"))
+                    if a_row_each:
+                        db.execute("ALTER TABLE transitions RENAME TO transitions_4")
                     for statement in _SCHEMA.split(";"):
                         if statement.strip():
                             db.execute(statement)
+                    if a_row_each:
+                        _batch_transitions(db)
                     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except (OSError, sqlite3.Error) as e:
             raise RunNotPossible(f"cannot write the state directory {self.directory}: {_why(e)}") from None
@@ -291,7 +293,10 @@ class Store:
 
     def record(self, nodes: Iterable[tuple], transitions: Iterable[tuple], logs: Iterable[tuple],
                steps: Iterable[tuple] = (), events: Iterable[tuple] = ()) -> None:
-        """A batch of node states, their transitions, log files, steps' times and events, in one transaction."""
+        """A batch of node states, their transitions, log files, steps' times and events, in one transaction.
+
+        `transitions` is the batch's row of them, if any: (run_id, run_attempt, time, items).
+        """
         with self.transaction() as db:
             db.executemany(
                 "INSERT INTO nodes (run_id, node, job, matrix, state, outputs, secret, reason, attempts, started,"
@@ -306,7 +311,7 @@ class Store:
                 " children = excluded.children, run_attempt = excluded.run_attempt, seq = excluded.seq",
                 nodes,
             )
-            db.executemany("INSERT INTO transitions VALUES (?, ?, ?, ?, ?, ?, ?)", transitions)
+            db.executemany("INSERT INTO transitions (run_id, run_attempt, time, items) VALUES (?, ?, ?, ?)", transitions)
             db.executemany("INSERT OR REPLACE INTO logs VALUES (?, ?, ?, ?, ?, ?)", logs)
             db.executemany("INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", steps)
             db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", events)
@@ -373,6 +378,18 @@ class Store:
 
     def steps(self, run_id: str) -> list[dict[str, Any]]:
         return self.rows("SELECT * FROM steps WHERE run_id = ? ORDER BY started", run_id)
+
+    def transitions(self, run_id: str) -> list[dict[str, Any]]:
+        """Every node transition of the run, oldest first: node, run_attempt, seq, state, time, reason."""
+        found = [
+            {"node": node, "run_attempt": run_attempt, "seq": seq, "state": state, "time": micros / 1e6, "reason": reason}
+            for run_attempt, items in self.db.execute(
+                "SELECT run_attempt, items FROM transitions WHERE run_id = ? ORDER BY rowid", (run_id,)
+            )
+            for node, seq, state, micros, reason in json.loads(items)
+        ]
+        found.sort(key=lambda t: (t["time"], t["seq"]))
+        return found
 
     def node_seqs(self, run_id: str) -> dict[str, int]:
         return {r["node"]: r["seq"] for r in self.rows("SELECT node, seq FROM nodes WHERE run_id = ?", run_id)}
@@ -450,6 +467,20 @@ class Store:
     def checkpoint(self) -> None:
         """Fold the write-ahead log back into the database file (after removing much)."""
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def _batch_transitions(db: sqlite3.Connection) -> None:
+    """Transitions of schema 4 and before, a row each, as a batch per run attempt."""
+    batches: dict[tuple[str, int], list] = {}
+    for run_id, run_attempt, node, seq, state, when, reason in db.execute(
+        "SELECT run_id, run_attempt, node, seq, state, time, reason FROM transitions_4 ORDER BY time, seq"
+    ):
+        batches.setdefault((run_id, run_attempt), []).append((node, seq, state, round(when * 1e6), reason))
+    db.executemany(
+        "INSERT INTO transitions (run_id, run_attempt, time, items) VALUES (?, ?, ?, ?)",
+        [(run_id, run_attempt, items[-1][3] / 1e6, dumps(items)) for (run_id, run_attempt), items in batches.items()],
+    )
+    db.execute("DROP TABLE transitions_4")
 
 
 def _why(error: Exception) -> str:

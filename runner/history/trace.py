@@ -49,9 +49,7 @@ def chrome_trace(store, run: dict[str, Any]) -> dict[str, Any]:
         events.append(span(name, "node", tracks[node], start, end, state=state, reason=reason, attempt=number,
                            run_attempt=run_attempt))
 
-    for row in store.rows(
-        "SELECT node, run_attempt, state, time, reason FROM transitions WHERE run_id = ? ORDER BY time, seq", run_id
-    ):
+    for row in store.transitions(run_id):
         node, state, now = row["node"], NodeState(row["state"]), row["time"]
         tracks.setdefault(node, len(tracks) + 1)
         ended = begun.pop(node, None)

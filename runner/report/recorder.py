@@ -1,10 +1,12 @@
 """Recording a run in the state store, from the events of `RunState.transition`.
 
-Every node transition becomes a row of `transitions` and the node's row in
-`nodes`; each step's log file becomes a row of `logs`, and its times a row of
-`steps`.  Rows are written in batches — a transaction every FLUSH_SECONDS or
-FLUSH_ROWS, and whenever the engine's timer finds some waiting — so that ten thousand value nodes do not
-cost ten thousand commits, and a batch is all or nothing.  (A writer thread
+Every node transition becomes an item of its batch's row of `transitions` (a
+row costs far more than an item), and the node's row in `nodes` holds its latest
+state; each step's log file becomes a row of `logs`, and its times a row of
+`steps`.  They are written in batches — a transaction every FLUSH_SECONDS or
+FLUSH_ROWS transitions, and whenever the engine's timer finds some waiting — so
+that ten thousand value nodes do not cost ten thousand commits, and a batch is
+all or nothing.  (A writer thread
 was tried and measured: it gained nothing on the 10,000-node chain, and a busy
 event loop starved it, since SQLite gives up and takes back the GIL at every row.)
 
@@ -46,7 +48,7 @@ class Recorder(Reporter):
         self.seq = store.node_seqs(run_id)  # transitions each node has had, in earlier attempts too
         self.started: dict[str, float] = {}
         self.nodes: dict[str, tuple] = {}
-        self.transitions: list[tuple] = []
+        self.transitions: list[tuple] = []  # the batch's items (see the store's `transitions`)
         self.logs: list[tuple] = []
         self.steps: list[tuple] = []  # finished steps' rows
         self.attempt: dict[str, int] = {}  # node id → its current attempt, for its steps' rows
@@ -109,38 +111,46 @@ class Recorder(Reporter):
         # Only what the transition itself was is taken now; the node's row is built from
         # the record (which holds its latest state) when the batch is written.  A state's
         # `_value_` is read, not its `value`, a property in Python that costs four times as much.
-        now = time.time()
+        # The time is taken in whole microseconds: JSON writes an integer several times faster than a float.
+        micros = time.time_ns() // 1000
+        now = micros / 1e6
         node_id = node.id
         seq = self.seq[node_id] = self.seq.get(node_id, 0) + 1
         self.started.setdefault(node_id, now)
         self.nodes[node_id] = (node, seq, now)
         reason = node.reason
-        if reason and self.masker:
+        if reason and self.masker.patterns:
             reason = self.masker.text(reason)
-        self.transitions.append((self.run_id, node_id, seq, self.run_attempt, node.state._value_, now, reason))
+        self.transitions.append((node_id, seq, node.state._value_, micros, reason))
         if len(self.transitions) >= FLUSH_ROWS or time.monotonic() - self.last_flush >= FLUSH_SECONDS:
             self.flush()
 
     def _row(self, node, seq: int, now: float) -> tuple:
+        # The masker's patterns are asked, not the masker (a Python call: a few for each row), since
+        # most runs have no secret; they are asked each time, since secrets may be added as the run goes.
+        # Flags are integers: a bool is bound through its adapter, a call each.
         masker = self.masker
-        outputs, children, secret = node.outputs, node.children, False
+        masking = masker.patterns
+        outputs, children, secret = node.outputs, node.children, 0
         if node.state.finished:
-            if masker and outputs:
+            if masking and outputs:
                 masked = masker.value(outputs, numbers=True)
-                secret = masked != outputs
+                secret = 1 if masked != outputs else 0
                 outputs = masked
             outputs = dumps(outputs) if outputs else _EMPTY
             children = dumps(masker.value(children)) if children is not None else None
             finished = now
         else:
             outputs, children, finished = _EMPTY, None, None
-        reason = masker.text(node.reason) if masker else node.reason
-        matrix = dumps(masker.value(node.matrix, numbers=True)) if node.matrix is not None else None
+        reason = masker.text(node.reason) if masking else node.reason
+        matrix = node.matrix
+        if matrix is not None:
+            matrix = dumps(masker.value(matrix, numbers=True) if masking else matrix)
         return (
             self.run_id, node.id, node.job_id, matrix,
             node.state._value_, outputs, secret, reason, node.attempts, self.started[node.id], finished,
-            round(node.duration, 6), node.continue_on_error, node.cached_from, node.kept_from, node.container,
-            dumps(node.usage) if node.usage else None, children, self.run_attempt, seq,
+            round(node.duration, 6), 1 if node.continue_on_error else 0, node.cached_from, node.kept_from,
+            node.container, dumps(node.usage) if node.usage else None, children, self.run_attempt, seq,
         )
 
     @property
@@ -154,7 +164,9 @@ class Recorder(Reporter):
         if not self.dirty:
             return
         events = self.events.take() if self.events is not None else []
-        batch = ([self._row(*entry) for entry in self.nodes.values()], self.transitions, self.logs, self.steps, events)
+        transitions = self.transitions and [
+            (self.run_id, self.run_attempt, self.transitions[-1][3] / 1e6, dumps(self.transitions))]
+        batch = ([self._row(*entry) for entry in self.nodes.values()], transitions, self.logs, self.steps, events)
         self.nodes, self.transitions, self.logs, self.steps = {}, [], [], []
         self._write([batch])
 
