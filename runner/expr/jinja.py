@@ -57,8 +57,12 @@ class _Environment(ImmutableSandboxedEnvironment):
 
 
     def getattr(self, obj: Any, attribute: str) -> Any:
-        # `jobs.items` or `steps.update` mean the entry, never the dict method.
-        if isinstance(obj, Mapping) and attribute in obj:
+        # `jobs.items` or `steps.update` mean the entry, never the dict method.  A plain dict,
+        # as nearly every value is, is told apart without isinstance's walk of the Mapping ABC.
+        if type(obj) is dict:
+            if attribute in obj:
+                return obj[attribute]
+        elif isinstance(obj, Mapping) and attribute in obj:
             return obj[attribute]
         if isinstance(obj, str) and attribute in ("format", "format_map"):
             for spec in _FORMAT_SPECS.findall(obj):
