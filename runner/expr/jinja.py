@@ -52,6 +52,9 @@ def _bounded(filter_: Any, position: int) -> Any:
     return bounded
 
 
+_NUMBERS = (int, float)
+
+
 class _Environment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset(["**", "*", "%"])
 
@@ -71,6 +74,8 @@ class _Environment(ImmutableSandboxedEnvironment):
         return super().getattr(obj, attribute)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator != "**" and type(left) in _NUMBERS and type(right) in _NUMBERS:  # no size to bound
+            return self.binop_table[operator](left, right)
         if operator == "**" and isinstance(left, int) and isinstance(right, int):
             if abs(left) > 1 and right * math.log2(abs(left)) > MAX_EXPONENT_BITS:
                 raise SecurityError(f"{left} ** {right} is too large")
