@@ -18,6 +18,9 @@ from runner.model.results import NodeRecord, NodeState
 from runner.model.workflow import Workflow
 
 NOT_TARGETED = "not needed for --target"
+# `jobs.<id>.result` by a finished state's value: read for every node, where Enum's `value`
+# property and a member's hash (both Python calls) cost more than the rest of `finish`.
+_RESULTS = {state._value_: state.result.value for state in NodeState if state.finished}
 
 
 def needed(workflow: Workflow, targets: Iterable[str]) -> set[str]:
@@ -100,7 +103,7 @@ class Plan:
     def finish(self, record: NodeRecord) -> list[str]:
         """A job's result is final: publish it to expressions; the dependents it makes ready."""
         self.finished[record.id] = record
-        self.jobs[record.id] = {"outputs": record.outputs, "result": record.result.value}
+        self.jobs[record.id] = {"outputs": record.outputs, "result": _RESULTS[record.state._value_]}
         ready = []
         for dependent in self.workflow.dependents[record.id]:
             self.remaining[dependent] -= 1

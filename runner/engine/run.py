@@ -195,10 +195,12 @@ async def _run(workflow: Workflow, options: RunOptions, store, state_dir: Path, 
         recorder = Recorder(store, run_id, attempt, masker, events)
         reporter: Reporter = Reporters([])
         try:
-            reporters: list[Reporter] = [
-                *options.reporters, events, StepLogs(run_dir / "logs", attempt, recorder.log_file),
-                StepSummaries(run_dir / "summaries"),
-            ]
+            cache = _cache(scheduled, store, run_id, secret_values, masker, executors, options)
+            reporters: list[Reporter] = [*options.reporters, events]
+            if executors or cache is not None:
+                # Only executors' steps and the cache's notes write logs and summaries: a run of value
+                # jobs has none, and its many nodes' events need not pass through these reporters.
+                reporters += [StepLogs(run_dir / "logs", attempt, recorder.log_file), StepSummaries(run_dir / "summaries")]
             traced = traceids.enabled()
             if traced:  # OpenTelemetry is imported only here
                 from runner.report.otel import Tracing
@@ -226,7 +228,7 @@ async def _run(workflow: Workflow, options: RunOptions, store, state_dir: Path, 
                 restore=plan.restore if plan else None,
                 preset=options.only.preset if options.only else None,
                 targets=options.targets,
-                cache=_cache(scheduled, store, run_id, secret_values, masker, executors, options),
+                cache=cache,
                 workspace=workspace,
                 git=git_facts(workspace) if uses_git(scheduled) else None,
                 traceparent=partial(traceids.traceparent, run_id, attempt) if traced else None,

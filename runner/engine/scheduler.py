@@ -196,7 +196,8 @@ class Scheduler:
             record = self.jobs[job.id] = nodes.state.add(NodeRecord(job.id, job.id))
             if job.id in nodes.restore:
                 nodes.keep(job, record, nodes.restore[job.id])
-            elif (decided := self.plan.decide(job.id, nodes.scope()))[0] is not None:
+            # Only an `if` reads the scope: most jobs have none, and are spared building it.
+            elif (decided := self.plan.decide(job.id, nodes.scope() if job.condition is not None else {}))[0] is not None:
                 nodes.state.transition(record, decided[0], reason=decided[1])
             elif job.kind is JobKind.VALUE and job.matrix is None and job.repeat is None:
                 nodes.value(job, record)

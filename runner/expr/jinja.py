@@ -52,13 +52,20 @@ def _bounded(filter_: Any, position: int) -> Any:
     return bounded
 
 
+_NUMBERS = (int, float)
+
+
 class _Environment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset(["**", "*", "%"])
 
 
     def getattr(self, obj: Any, attribute: str) -> Any:
-        # `jobs.items` or `steps.update` mean the entry, never the dict method.
-        if isinstance(obj, Mapping) and attribute in obj:
+        # `jobs.items` or `steps.update` mean the entry, never the dict method.  A plain dict,
+        # as nearly every value is, is told apart without isinstance's walk of the Mapping ABC.
+        if type(obj) is dict:
+            if attribute in obj:
+                return obj[attribute]
+        elif isinstance(obj, Mapping) and attribute in obj:
             return obj[attribute]
         if isinstance(obj, str) and attribute in ("format", "format_map"):
             for spec in _FORMAT_SPECS.findall(obj):
@@ -67,6 +74,8 @@ class _Environment(ImmutableSandboxedEnvironment):
         return super().getattr(obj, attribute)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator != "**" and type(left) in _NUMBERS and type(right) in _NUMBERS:  # no size to bound
+            return self.binop_table[operator](left, right)
         if operator == "**" and isinstance(left, int) and isinstance(right, int):
             if abs(left) > 1 and right * math.log2(abs(left)) > MAX_EXPONENT_BITS:
                 raise SecurityError(f"{left} ** {right} is too large")

@@ -165,7 +165,7 @@ class Masking(Reporter):
         self.inner.run_started(run_id, workflow, name)
 
     def node_started(self, node):
-        if self.masker:
+        if self.masker.patterns:  # the dict's truth, not Masker.__bool__'s call: read twice a node
             node = self._masked(node)
         for call in self._node_started:
             call(node)
@@ -180,7 +180,7 @@ class Masking(Reporter):
         self.inner.step_finished(node_id, step, result, exit_code)
 
     def node_finished(self, node):
-        if self.masker:
+        if self.masker.patterns:
             node = self._masked(node)
         for call in self._node_finished:
             call(node)

@@ -8,7 +8,7 @@ from collections import deque
 from typing import Any, TextIO
 
 from runner.model.durations import format_duration
-from runner.model.results import Result
+from runner.model.results import NodeState, Result
 from runner.report import Reporter
 
 _MARKS = {Result.SUCCESS: "✓", Result.FAILURE: "✗", Result.SKIPPED: "-", Result.CANCELLED: "⊘"}
@@ -59,7 +59,7 @@ class Console(Reporter):
 
     def node_finished(self, node):
         last = self.last.pop(node.id, ())
-        if self.quiet and node.result is not Result.FAILURE:
+        if self.quiet and node.state is not NodeState.FAILED:  # the state, not `result`'s two property calls
             progress = self.matrices.get(node.job_id)
             if progress is not None:
                 progress.finished(node)
