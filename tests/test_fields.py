@@ -235,3 +235,18 @@ def test_a_step_field_that_cannot_be_rendered_names_the_step_and_where_the_field
     assert outcome.jobs["c"].reason == f"step `1`: {workflow}:9:41: working_dir: {error}"
     assert outcome.jobs["d"].reason == f"step `1`: {workflow}:11:32: if: {error}"
     assert backend.removed == backend.started
+
+
+def test_a_matrix_that_renders_to_something_it_cannot_expand_names_where_it_is_written(tmp_path):
+    outcome, _, _ = run(tmp_path, """
+        version: 1
+        inputs: {v: {type: string, default: soon}}
+        jobs:
+          a: {matrix: {x: [1], include: "${{ inputs.v }}"}, outputs: {x: 1}}
+          b: {matrix: {x: "${{ inputs.v }}"}, outputs: {x: 1}}
+          c: {matrix: {x: "${{ 1 // 0 }}"}, outputs: {x: 1}}
+    """)
+    workflow = tmp_path / "workflow.yml"
+    assert outcome.jobs["a"].reason == f"{workflow}:4:33: matrix: `include` must be a list of mappings"
+    assert outcome.jobs["b"].reason == f"{workflow}:5:19: matrix: axis `x` must be a list, got str"
+    assert outcome.jobs["c"].reason == f"{workflow}:6:19: matrix.x: `1 // 0` cannot be evaluated: division by zero"

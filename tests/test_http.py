@@ -294,7 +294,8 @@ def test_a_body_that_is_not_json_fails_only_the_outputs_that_use_it(tmp_path, ap
     assert r.job("text_only")["outputs"] == {"text": "<html>not json</html>"}
     job = r.job("wants_json")
     assert job["result"] == "failure"
-    assert job["reason"].startswith("outputs.value: `response.json`: the body is not JSON (Expecting value")
+    where = f"{tmp_path / 'workflow.yml'}:8:22"
+    assert job["reason"].startswith(f"{where}: outputs.value: `response.json`: the body is not JSON (Expecting value")
     assert job["reason"].endswith("it begins: <html>not json</html>")
 
 

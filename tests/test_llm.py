@@ -279,7 +279,7 @@ def test_response_json_without_json_true_is_an_error_only_when_used(tmp_path, op
             outputs: {{value: "${{{{ response.json.value }}}}"}}
     """, monkeypatch, secrets={"OPENAI_API_KEY": KEY})
     assert r.job("ask")["reason"].startswith(
-        "outputs.value: `response.json`: the model's answer is not JSON (Expecting value"
+        f"{tmp_path / 'workflow.yml'}:6:22: outputs.value: `response.json`: the model's answer is not JSON (Expecting value"
     )
     assert r.job("ask")["reason"].endswith("it begins: you said: hi")
 

@@ -265,8 +265,10 @@ def test_undefined_value_at_run_time_names_job_and_field(tmp_path):
         inputs: {missing_value: {type: object, default: {}}}
     """)
     assert outcome.jobs["a"].result is Result.FAILURE
-    # The job, the field and the output, in the workflow's words.
-    assert outcome.jobs["a"].reason == "outputs.x: `inputs.missing_value` has no `deeper` (it has none)"
+    # Where the output is written, the field and the output, in the workflow's words.
+    assert outcome.jobs["a"].reason == (
+        f"{tmp_path / 'workflow.yml'}:3:20: outputs.x: `inputs.missing_value` has no `deeper` (it has none)"
+    )
 
 
 def test_secrets_are_masked_in_every_event(tmp_path):

@@ -115,7 +115,7 @@ class Lifecycle:
             outputs = render_value(job.outputs, scope)
             self._taint(job, outputs)
         except TemplateError as e:
-            self.state.transition(record, NodeState.FAILED, reason=e.of("outputs"), attempts=1)
+            self.state.transition(record, NodeState.FAILED, reason=fields.failed(job.outputs, e, "outputs"), attempts=1)
             return
         self.state.transition(record, NodeState.SUCCEEDED, outputs=outputs, attempts=1)
 
@@ -140,8 +140,14 @@ class Lifecycle:
             if not isinstance(matrix, dict):
                 raise MatrixError("`matrix` must be a mapping of axes")
             combos = expand(matrix)
-        except (TemplateError, MatrixError) as e:
-            self.state.transition(record, NodeState.FAILED, reason=f"matrix: {e}")
+        except TemplateError as e:
+            self.state.transition(record, NodeState.FAILED, reason=fields.failed(job.matrix, e, "matrix"))
+            return
+        except MatrixError as e:
+            written = job.matrix
+            if isinstance(written, Mapping) and e.key in written:
+                written = written[e.key]
+            self.state.transition(record, NodeState.FAILED, reason=fields.located(written, f"matrix: {e}"))
             return
         if not combos:
             self.state.transition(record, NodeState.SKIPPED, reason="matrix is empty", outputs=[])
@@ -274,7 +280,7 @@ class Lifecycle:
                     outputs = {**outcome.outputs, **render_value(dict(job.outputs), {**scope, **outcome.scope})}
                     self._taint(job, outputs)
                 except TemplateError as e:
-                    return NodeState.FAILED, {"reason": e.of("outputs")}
+                    return NodeState.FAILED, {"reason": fields.failed(job.outputs, e, "outputs")}
                 if repeat is None:
                     return NodeState.SUCCEEDED, {"outputs": outputs, "reason": outcome.reason}
                 passes += 1

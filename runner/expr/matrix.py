@@ -16,7 +16,11 @@ DEFAULT_MAX_INSTANCES = 256
 
 
 class MatrixError(Exception):
-    pass
+    """A rendered matrix that cannot be expanded; `key` is the entry at fault, if one is."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 def expand(matrix: dict[str, Any]) -> list[dict[str, Any]]:
@@ -30,7 +34,7 @@ def expand(matrix: dict[str, Any]) -> list[dict[str, Any]]:
     axes = {k: v for k, v in matrix.items() if k not in SETTINGS}
     for name, values in axes.items():
         if not isinstance(values, list):
-            raise MatrixError(f"axis `{name}` must be a list, got {type(values).__name__}")
+            raise MatrixError(f"axis `{name}` must be a list, got {type(values).__name__}", name)
     if axes:
         names = list(axes)
         combos = [dict(zip(names, values)) for values in itertools.product(*axes.values())]
@@ -60,7 +64,7 @@ def _entries(value: Any, key: str) -> list[dict]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(e, dict) for e in value):
-        raise MatrixError(f"`{key}` must be a list of mappings")
+        raise MatrixError(f"`{key}` must be a list of mappings", key)
     return value
 
 

@@ -26,7 +26,12 @@ def render(value: Any, scope: Mapping[str, Any], name: str) -> Any:
     try:
         return render_value(value, scope)
     except TemplateError as e:
-        raise FieldError(located(_at(value, e.key), e.of(name))) from None
+        raise FieldError(failed(value, e, name)) from None
+
+
+def failed(value: Any, error: TemplateError, name: str) -> str:
+    """What rendering `value`, the field `name`, failed with, placed where the failing template is written."""
+    return located(_at(value, error.key), error.of(name))
 
 
 def _at(value: Any, key: tuple) -> Any:
