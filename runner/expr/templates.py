@@ -63,7 +63,7 @@ _NO_BLOCKS: dict = {}  # an expression defines no blocks
 _compiled: dict[str, tuple[JinjaTemplate, dict[str, Any]]] = {}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Expression:
     """One ``${{ … }}``: its source, what it refers to, and how to evaluate it."""
 
@@ -73,6 +73,11 @@ class Expression:
     lifted: tuple  # ((variable, root, key), …) bound before evaluating
     shape: str  # the source with lifted references: the key of its compiled form
     offset: int = field(default=0, compare=False)  # where its `${{` stands in the field's text
+
+    def __init__(self, source: str, refs: frozenset, raw: bool, lifted: tuple, shape: str, offset: int = 0):
+        # Filled at once: a frozen dataclass's own __init__ sets each field through
+        # object.__setattr__, which doubles what making one costs.
+        self.__dict__.update(source=source, refs=refs, raw=raw, lifted=lifted, shape=shape, offset=offset)
 
     def evaluate(self, scope: Mapping[str, Any]) -> Any:
         compiled = _compiled.get(self.shape)
@@ -109,12 +114,15 @@ class Expression:
             raise TemplateError(f"`{self.source}` cannot be evaluated: {_plain(e)}") from None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Template:
     """A field's text split into literal parts and expressions."""
 
     parts: tuple  # str | Expression
     location: Location | None = field(default=None, compare=False, repr=False)  # where the field is written
+
+    def __init__(self, parts: tuple, location: Location | None = None):
+        self.__dict__.update(parts=parts, location=location)  # as Expression's
 
     @property
     def expressions(self) -> tuple[Expression, ...]:
@@ -197,6 +205,9 @@ _CLOSE_OR_STRING = re.compile(r"\}\}|'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"", re
 
 def _find_close(text: str, pos: int) -> int:
     """The index of the ``}}`` closing an expression, skipping quoted strings."""
+    end = text.find(CLOSE, pos)
+    if end >= 0 and text.find("'", pos, end) < 0 and text.find('"', pos, end) < 0:
+        return end  # no string before the first `}}`, as in most expressions: it closes this one
     for match in _CLOSE_OR_STRING.finditer(text, pos):
         if match.group() == CLOSE:
             return match.start()
