@@ -32,13 +32,18 @@ class Severity(IntEnum):
     ERROR = 2
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, init=False)
 class Location:
     """A place in a workflow file; line and column count from 1."""
 
     file: str
     line: int = 0
     col: int = 0
+
+    def __init__(self, file: str, line: int = 0, col: int = 0):
+        # Filled at once: a frozen dataclass's own __init__ sets each field through object.__setattr__,
+        # twice the cost, paid for each job and template of a compiled workflow.
+        self.__dict__.update(file=file, line=line, col=col)
 
     def __str__(self) -> str:
         if not self.line:

@@ -62,9 +62,10 @@ class Document:
         path = tuple(path)
         if key and path in self.key_positions:
             return _mark_location(self.file, self.key_positions[path])
-        while path not in self.positions and path:
-            path = path[:-1]
         mark = self.positions.get(path)
+        while mark is None and path:
+            path = path[:-1]
+            mark = self.positions.get(path)
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
         if offset > 0:
             line, col = self._expression_at(path, line, col, offset)
