@@ -374,12 +374,13 @@ class _Compiler:
 
         A job that needs itself is an error, so leaving it out of its own dependents changes no valid workflow.
         """
-        remaining = {job_id: sum(1 for n in job.needs if n in jobs and n != job_id) for job_id, job in jobs.items()}
+        remaining = dict.fromkeys(jobs, 0)  # each job's needs not yet in the order
         dependents: dict[str, list[str]] = {job_id: [] for job_id in jobs}
-        for job in jobs.values():
+        for job_id, job in jobs.items():
             for need in job.needs:
-                if need in jobs and need != job.id:
-                    dependents[need].append(job.id)
+                if need in jobs and need != job_id:
+                    dependents[need].append(job_id)
+                    remaining[job_id] += 1
         ready = deque(job_id for job_id, n in remaining.items() if n == 0)
         order = []
         while ready:
@@ -389,6 +390,8 @@ class _Compiler:
                 remaining[dependent] -= 1
                 if remaining[dependent] == 0:
                     ready.append(dependent)
+        if len(order) == len(jobs):
+            return order, dependents
         stuck = {job_id for job_id, n in remaining.items() if n > 0}
         # Every stuck job needs another stuck job, so following needs from one
         # always closes a loop; each job is walked once, whatever the graph's size.

@@ -46,8 +46,10 @@ def check_job_refs(compiler, jobs: dict[str, Job]) -> None:
             check_refs(compiler, job.outputs, path + ("outputs",), output_roots, job, jobs, step_ids=step_ids)
         if job.given:
             check_refs(compiler, job.given, path + ("with",), roots, job, jobs)
-        for kind, spec in (("http", job.http), ("llm", job.llm)):
-            for key in spec.locations if spec else ():
+        spec = job.http or job.llm
+        if spec is not None:
+            kind = "http" if spec is job.http else "llm"
+            for key in spec.locations:
                 if key in checks.FIELDS[kind]:
                     check_refs(compiler, spec.value(key), path + (kind, key), roots, job, jobs)
         if job.container:
@@ -89,7 +91,9 @@ def check_refs(
     found: list = []
     _templates_at(value, path, found)
     for where, template in found:
-        for expr in template.expressions:
+        for expr in template.parts:
+            if isinstance(expr, str):
+                continue
             refs = sorted(expr.refs, key=lambda r: (r[0], r[1] or "")) if len(expr.refs) > 1 else expr.refs
             for root, key in refs:
                 message = root not in roots and context_hint(root, key, expr.source)
@@ -116,7 +120,7 @@ def _ref_problem(compiler, root, key, roots, job, jobs, step_ids, functions, any
     if root == "jobs":
         if key not in compiler.jobs_data:
             return f"there is no job `{key}`{suggest(key, compiler.job_ids)}"
-        if not any_job and job is not None and jobs is not None and not _reaches(job, key, jobs):
+        if not any_job and job is not None and key not in job.needs and not _reaches(job, key, jobs):
             return f"job `{job.id}` uses `jobs.{key}` but does not need `{key}`; add it to `needs`"
     if root == "steps" and step_ids is not None and key not in step_ids:
         all_ids = [s.id for s in job.container.steps if s.id] if job and job.container else []
@@ -134,8 +138,6 @@ def _ref_problem(compiler, root, key, roots, job, jobs, step_ids, functions, any
 
 
 def _reaches(job: Job, target: str, jobs: dict[str, Job]) -> bool:
-    if target in job.needs:  # the common case, without a walk
-        return True
     seen, queue = set(), deque(job.needs)
     while queue:
         need = queue.popleft()
