@@ -8,7 +8,6 @@ column and key path.  Whether each name a template uses is in scope is checked b
 from __future__ import annotations
 
 import os
-import re
 from collections import deque
 from types import MappingProxyType
 from typing import Any
@@ -46,6 +45,8 @@ from runner.expr.templates import (
 SHELLS = ("sh", "bash", "python", "node")
 SHELL_ALIASES = {"python3": "python"}  # GitHub Actions' spelling
 _EMPTY: MappingProxyType = MappingProxyType({})
+
+
 class _Compiler:
     def __init__(self, doc: Document, load_child):
         self.doc = doc
