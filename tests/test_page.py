@@ -371,7 +371,7 @@ def test_the_runs_list_filters_by_status_and_workflow(page, server):
     until(page, "why the job failed", lambda d: state_of(d, "check") == "failed")
     panel = css('details.job[data-node="check"]')(page)[0]
     assert panel.get_attribute("open") is not None, "a failed job's panel opens by itself"
-    assert "Failed: outputs.bad" in panel.text
+    assert "Failed: " in panel.text and "fails.yml:6:12: outputs.bad: `1 // 0` cannot be evaluated" in panel.text
 
 
 def test_the_page_asks_for_the_token_once_and_sends_it(page, docker, server):
